@@ -1,0 +1,48 @@
+# The developer's commands are CI's commands: .ci/run calls these targets.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install build test test-pure bench bench-heap lint run clean
+
+# A venv with tickflow installed editable (which compiles fastpath) plus the dev tools.
+$(STAMP): pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Rebuild the extension in place and refuse to go on without it.
+build: $(STAMP)
+	$(BIN)/python setup.py -q build_ext --inplace
+	@$(BIN)/python -c "import fastpath, sys; print('fastpath:', fastpath.IMPLEMENTATION); sys.exit(fastpath.IMPLEMENTATION != 'cython')" \
+		|| { echo "ERROR: the fastpath Cython extension did not build" >&2; exit 1; }
+
+test: build
+	$(BIN)/python -m pytest
+
+# The heap suite again on the pure-Python twin (the chooser must pick it when told to).
+test-pure: build
+	TICKFLOW_NO_EXTENSIONS=1 $(BIN)/python -m pytest tests/unit/test_heap.py tests/unit/test_heap_stateful.py
+
+bench-heap: build
+	@mkdir -p .benchmarks
+	$(BIN)/python -m pytest benchmarks/test_bench_heap.py -q --benchmark-disable-gc \
+		--benchmark-json=.benchmarks/heap.json
+	$(BIN)/python -m benchmarks.report .benchmarks/heap.json
+
+bench: bench-heap
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+run: build
+	$(BIN)/tickflow run
+
+clean:
+	rm -rf build dist *.egg-info fastpath/_heap.c fastpath/*.so .benchmarks

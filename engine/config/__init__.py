@@ -1,0 +1,58 @@
+"""Configuration: typed schema, TOML loader with path-precise errors, and a text summary."""
+
+from __future__ import annotations
+
+from .loader import (
+    RunIn,
+    check_config,
+    clear_action_cache,
+    config_digest,
+    effective_run_in,
+    load_config,
+    load_config_with_digest,
+    loads_config,
+    resolve_action,
+)
+from .schema import (
+    BrokerSettings,
+    Config,
+    EngineSettings,
+    ReplaySettings,
+    Retry,
+    RiskSettings,
+    Route,
+    SimSettings,
+    SourceSettings,
+    Step,
+    SymbolSeed,
+    Workflow,
+    topological_order,
+)
+from .summary import describe_route, summarize
+
+__all__ = [
+    "BrokerSettings",
+    "Config",
+    "EngineSettings",
+    "ReplaySettings",
+    "Retry",
+    "RiskSettings",
+    "Route",
+    "RunIn",
+    "SimSettings",
+    "SourceSettings",
+    "Step",
+    "SymbolSeed",
+    "Workflow",
+    "check_config",
+    "clear_action_cache",
+    "config_digest",
+    "describe_route",
+    "effective_run_in",
+    "load_config",
+    "load_config_with_digest",
+    "loads_config",
+    "resolve_action",
+    "summarize",
+    "topological_order",
+]

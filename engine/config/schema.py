@@ -1,0 +1,253 @@
+"""Typed configuration objects: what a TOML config file decodes into.
+
+Every struct is frozen, keyword-only and rejects unknown keys, so a typo in a config file is a
+load error rather than a silently ignored setting. The options are spelled out on each class
+rather than inherited from a base, so type checkers see them too. Range and shape constraints
+live in the type aliases below (checked by msgspec while decoding); rules that span several
+fields or need imports (dependency graphs, action resolution, cross-field bounds) live in
+:mod:`engine.config.loader`.
+
+Containers inside the structs (``Config.workflows``, ``Step.params``) are plain dicts: freezing a
+struct stops attribute assignment, not mutation of what the attributes hold. Treat them as
+read-only.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+__all__ = [
+    "ACTION_PATTERN",
+    "NAME_PATTERN",
+    "BrokerSettings",
+    "Config",
+    "EngineSettings",
+    "ReplaySettings",
+    "Retry",
+    "RiskSettings",
+    "Route",
+    "SimSettings",
+    "SourceSettings",
+    "Step",
+    "SymbolSeed",
+    "Workflow",
+    "topological_order",
+]
+
+# Step and workflow names end up in metric labels, storage rows and client order ids
+# (``workflow:run_id:step``), so they are kept to identifier-like tokens without separators.
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+# ``package.module:function``; a dotted attribute (``module:Class.method``) is accepted too.
+ACTION_PATTERN = rf"^{_IDENT}(?:\.{_IDENT})*:{_IDENT}(?:\.{_IDENT})*$"
+
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
+Fraction = Annotated[float, msgspec.Meta(ge=0, le=1)]
+StepName = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
+ActionSpec = Annotated[str, msgspec.Meta(pattern=ACTION_PATTERN)]
+SymbolName = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+
+
+class EngineSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Daemon-wide knobs: agent pool, heap, sweep and intake limits."""
+
+    agents: PositiveInt = 5
+    heap_capacity: PositiveInt = 65536
+    seed: int = 0
+    default_symbol_priority: NonNegativeInt = 2
+    sweep_interval_s: PositiveFloat = 5.0
+    market_depth: PositiveInt = 512
+    thread_workers: PositiveInt = 4
+    # Below 256 bytes not even a minimal DATA_READY with a realistic symbol fits.
+    max_line_bytes: Annotated[int, msgspec.Meta(ge=256)] = 65536
+    drain_timeout_s: NonNegativeFloat = 5.0
+
+
+class SimSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The built-in random-walk market simulator."""
+
+    symbols: PositiveInt = 20
+    hot_symbols: NonNegativeInt = 4
+    tick_rate_hz: NonNegativeFloat = 200.0
+    seed: int = 1
+    start_price: PositiveFloat = 100.0
+    volatility: NonNegativeFloat = 0.001
+    spread_bps: NonNegativeFloat = 2.0
+    cold_priority: PositiveInt = 2
+
+
+class ReplaySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Replay of a recorded tick file. ``path`` is absolute once loaded by the loader."""
+
+    path: Annotated[str, msgspec.Meta(min_length=1)]
+    speed: NonNegativeFloat = 1.0
+    format: Literal["auto", "csv", "jsonl"] = "auto"
+
+
+class SourceSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    kind: Literal["sim", "replay", "none"] = "sim"
+    sim: SimSettings = SimSettings()
+    replay: ReplaySettings | None = None
+
+
+class BrokerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    initial_cash: PositiveFloat = 1_000_000.0
+    slippage_bps: NonNegativeFloat = 1.0
+    fee_bps: NonNegativeFloat = 0.5
+    order_qty: PositiveFloat = 10.0
+
+
+class RiskSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    max_position: PositiveFloat = 1000.0
+    max_notional: PositiveFloat = 250_000.0
+    max_orders_per_sec: PositiveFloat = 20.0
+
+
+class SymbolSeed(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    name: SymbolName
+    priority: NonNegativeInt
+
+
+class Retry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Retry policy of a step. ``count`` is the number of retries after the first attempt."""
+
+    count: NonNegativeInt = 0
+    backoff_base_ms: NonNegativeFloat = 10.0
+    backoff_factor: Annotated[float, msgspec.Meta(ge=1)] = 2.0
+    backoff_max_ms: NonNegativeFloat = 1000.0
+    jitter: Fraction = 0.1
+
+    def delay_s(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait before retry number ``attempt`` (1 = the first retry).
+
+        The nominal delay is ``backoff_base_ms * backoff_factor ** (attempt - 1)``, capped at
+        ``backoff_max_ms``; the result is drawn uniformly from ``nominal * (1 ± jitter)`` and
+        never exceeds ``backoff_max_ms``. Clipping the range (rather than clamping the draw)
+        keeps retries that reached the cap spread out instead of piling up on exactly the
+        cap. Exactly one value is drawn from ``rng`` per call, so a seeded run stays
+        reproducible whatever the jitter setting.
+        """
+        if attempt < 1:
+            raise ValueError(f"attempt must be >= 1 (1 = first retry), got {attempt}")
+        try:
+            nominal = self.backoff_base_ms * self.backoff_factor ** (attempt - 1)
+        except OverflowError:
+            nominal = self.backoff_max_ms
+        nominal = min(nominal, self.backoff_max_ms)
+        low = nominal * (1.0 - self.jitter)
+        high = min(nominal * (1.0 + self.jitter), self.backoff_max_ms)
+        return rng.uniform(low, high) / 1000.0
+
+
+class Route(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The symbol priorities (inclusive bounds) whose ``DATA_READY`` triggers a workflow."""
+
+    min_priority: NonNegativeInt = 0
+    max_priority: NonNegativeInt | None = None
+
+    def matches(self, priority: int) -> bool:
+        if priority < self.min_priority:
+            return False
+        return self.max_priority is None or priority <= self.max_priority
+
+
+class Step(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One node of a workflow's DAG.
+
+    ``run_in`` picks where a plain (non-async) action runs: ``"inline"`` on the event loop,
+    ``"thread"`` in the engine's thread pool, ``"auto"`` inline when the action is marked
+    :func:`engine.context.cheap` and in a thread otherwise. Async actions always run as tasks
+    on the loop.
+
+    Thread steps must be ``preemptible = false``: a Python thread cannot be interrupted, so a
+    "preempted" thread step would keep running and holding its resources. A *timeout* on a
+    thread step is allowed: the step is failed (and retried per ``retry``) at its deadline, and
+    the late result of the still-running thread is discarded when it finally arrives.
+    """
+
+    name: StepName
+    action: ActionSpec
+    depends_on: tuple[str, ...] = ()
+    timeout_ms: PositiveFloat = 1000.0
+    retry: Retry = Retry()
+    preemptible: bool = True
+    run_in: Literal["auto", "inline", "thread"] = "auto"
+    params: dict[str, Any] = {}
+
+
+class Workflow(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A DAG of steps run per (workflow, symbol) when a routed symbol becomes ``DATA_READY``.
+
+    ``on_busy`` says what a trigger does while a run of this workflow for that symbol is in
+    progress: queue at most one follow-up run, or skip the trigger. ``deadline_ms`` is relative
+    to the trigger and orders the ready heap within a priority level.
+    """
+
+    priority: NonNegativeInt
+    route: Route = Route()
+    trigger: Literal["DATA_READY"] = "DATA_READY"
+    max_concurrent: PositiveInt
+    on_busy: Literal["follow_up", "skip"] = "follow_up"
+    deadline_ms: PositiveFloat = 1000.0
+    enabled: bool = True
+    steps: Annotated[tuple[Step, ...], msgspec.Meta(min_length=1)]
+
+    def topological_order(self) -> tuple[str, ...]:
+        """Step names, dependencies first; see :func:`topological_order`."""
+        return topological_order(self)
+
+    def step(self, name: str) -> Step:
+        """The step called ``name``; ``KeyError`` if there is none."""
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(name)
+
+
+class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The whole configuration of one daemon."""
+
+    engine: EngineSettings = EngineSettings()
+    source: SourceSettings = SourceSettings()
+    broker: BrokerSettings = BrokerSettings()
+    risk: RiskSettings = RiskSettings()
+    symbols: tuple[SymbolSeed, ...] = ()
+    workflows: Annotated[dict[str, Workflow], msgspec.Meta(min_length=1)]
+
+
+def topological_order(workflow: Workflow) -> tuple[str, ...]:
+    """Step names of ``workflow`` with every step after all of its dependencies.
+
+    Ties keep declaration order, so the order is deterministic and matches what the file says
+    when the file already lists steps in dependency order. Unknown dependency names are
+    ignored and a cycle (a self-dependency included) raises ``ValueError``; a loaded config
+    has neither (the loader rejects both). The result is recomputed on every call: callers on
+    a hot path compute it once per config.
+    """
+    names = [step.name for step in workflow.steps]
+    known = set(names)
+    waiting_on = {
+        step.name: {dep for dep in step.depends_on if dep in known} for step in workflow.steps
+    }
+    order: list[str] = []
+    done: set[str] = set()
+    while len(order) < len(names):
+        progressed = False
+        for name in names:
+            if name not in done and waiting_on[name] <= done:
+                order.append(name)
+                done.add(name)
+                progressed = True
+                # Restart the scan so an earlier-declared step that just became ready goes
+                # before later-declared ones.
+                break
+        if not progressed:
+            stuck = [name for name in names if name not in done]
+            raise ValueError(f"dependency cycle among steps: {', '.join(stuck)}")
+    return tuple(order)

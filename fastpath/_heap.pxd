@@ -1,0 +1,38 @@
+# cython: language_level=3
+"""C-level layout of the addressable min-max heap (see _heap.pyx for the algorithm)."""
+
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+
+
+cdef struct Entry:
+    # One heap position: the full key lives here so sifting never chases a pointer.
+    int64_t prio
+    double deadline
+    uint64_t seq
+    int32_t slot
+
+
+cdef class PriorityHeap:
+    cdef void* _raw            # the allocation behind _heap (which is cache-line aligned)
+    cdef Entry* _heap          # heap position -> entry
+    cdef int32_t* _pos         # slot -> heap position, -1 when the slot is free
+    cdef uint32_t* _gen        # slot -> generation, bumped when the slot is freed
+    cdef int32_t* _free        # stack of free slots
+    cdef Py_ssize_t _nfree
+    cdef Py_ssize_t _size
+    cdef Py_ssize_t _capacity
+    cdef list _items           # slot -> item (the only Python objects per entry)
+    cdef uint64_t _seq
+    cdef uint64_t _pushes
+    cdef uint64_t _pops
+    cdef uint64_t _updates
+    cdef uint64_t _removes
+
+    cdef object _insert(self, int64_t prio, double deadline, uint64_t seq, object item)
+    cdef Py_ssize_t _slot_of(self, object handle) except -2
+    cdef Py_ssize_t _worst_pos(self) noexcept nogil
+    cdef object _delete_at(self, Py_ssize_t i)
+    cdef void _fix(self, Py_ssize_t i) noexcept nogil
+    cdef void _bubble(self, Py_ssize_t i, bint is_min) noexcept nogil
+    cdef void _trickle(self, Py_ssize_t i, bint is_min) noexcept nogil
+    cdef inline void _swap(self, Py_ssize_t i, Py_ssize_t j) noexcept nogil

@@ -1,0 +1,375 @@
+# cython: language_level=3
+"""Compiled addressable min-max heap; the pure-Python twin is ``fastpath._heap_py``.
+
+Keys (priority, deadline, sequence) are stored in a C array of structs, so a push or pop touches
+no Python object but the item and the returned handle. The algorithm, handle format and every
+error match the twin exactly; the shared test suite runs against both.
+"""
+
+from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact
+from cpython.long cimport PyLong_CheckExact
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from libc.math cimport isnan
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t, uintptr_t
+
+from ._stats import HeapFullError, HeapStatistics
+
+cdef uint64_t SLOT_BITS = 32
+cdef uint64_t SLOT_MASK = 0xFFFFFFFF
+cdef uint32_t GEN_MASK = 0x7FFFFFFF
+cdef Py_ssize_t MAX_CAPACITY = 1 << 30
+cdef int64_t MAX_PRIORITY = 0x7FFFFFFFFFFFFFFF
+
+
+cdef extern from *:
+    int __builtin_clzll(unsigned long long) nogil
+
+cdef extern from "Python.h":
+    long long PyLong_AsLongLongAndOverflow(object, int*) except? -1
+
+
+cdef inline bint _lt(const Entry* a, const Entry* b) noexcept nogil:
+    if a.prio != b.prio:
+        return a.prio < b.prio
+    if a.deadline != b.deadline:
+        return a.deadline < b.deadline
+    return a.seq < b.seq
+
+
+cdef inline bint _min_level(Py_ssize_t i) noexcept nogil:
+    # Level of position i is floor(log2(i + 1)); even levels (the root's included) are min levels.
+    return ((63 - __builtin_clzll(<unsigned long long>(i + 1))) & 1) == 0
+
+
+cdef inline bint _better(const Entry* a, const Entry* b, bint is_min) noexcept nogil:
+    return _lt(a, b) if is_min else _lt(b, a)
+
+
+cdef inline int64_t _check_priority(object priority) except -1:
+    # Fast path for the overwhelmingly common exact int: no Python-level comparisons.
+    cdef int overflow = 0
+    cdef long long v
+    if PyLong_CheckExact(priority):
+        v = PyLong_AsLongLongAndOverflow(priority, &overflow)
+        if overflow == 0 and v >= 0:
+            return v
+    return _check_priority_slow(priority)
+
+
+cdef int64_t _check_priority_slow(object priority) except -1:
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise TypeError(f"priority must be an int, got {type(priority).__name__}")
+    if not 0 <= priority <= MAX_PRIORITY:
+        raise ValueError(f"priority must be in [0, 2**63), got {priority}")
+    return <int64_t>priority
+
+
+cdef inline double _check_deadline(object deadline) except? -1.0:
+    cdef double d
+    if PyFloat_CheckExact(deadline):
+        d = PyFloat_AS_DOUBLE(deadline)
+        if not isnan(d):
+            return d
+    return _check_deadline_slow(deadline)
+
+
+cdef double _check_deadline_slow(object deadline) except? -1.0:
+    if not isinstance(deadline, (int, float)) and not hasattr(deadline, "__float__"):
+        raise TypeError(f"deadline must be a real number, got {type(deadline).__name__}")
+    cdef double d = float(deadline)
+    if isnan(d):
+        raise ValueError("deadline must not be NaN")
+    return d
+
+
+cdef class PriorityHeap:
+    """Addressable priority heap with a fixed capacity."""
+
+    def __cinit__(self, capacity):
+        if not isinstance(capacity, int) or isinstance(capacity, bool):
+            raise TypeError("capacity must be an int")
+        if not 1 <= capacity <= MAX_CAPACITY:
+            raise ValueError(f"capacity must be between 1 and {MAX_CAPACITY}, got {capacity}")
+        cdef Py_ssize_t n = capacity
+        self._capacity = n
+        # Two spare entries let us align &heap[1] to a cache line: siblings (2i+1, 2i+2) then
+        # share one 64-byte line, and the four grandchildren of a node span exactly two.
+        self._raw = PyMem_Malloc((n + 2) * sizeof(Entry))
+        if self._raw != NULL:
+            self._heap = <Entry*>(
+                ((<uintptr_t>self._raw + sizeof(Entry) + 63) & ~(<uintptr_t>63)) - sizeof(Entry)
+            )
+        self._pos = <int32_t*>PyMem_Malloc(n * sizeof(int32_t))
+        self._gen = <uint32_t*>PyMem_Malloc(n * sizeof(uint32_t))
+        self._free = <int32_t*>PyMem_Malloc(n * sizeof(int32_t))
+        if not (self._heap and self._pos and self._gen and self._free):
+            raise MemoryError()
+        cdef Py_ssize_t s
+        for s in range(n):
+            self._pos[s] = -1
+            self._gen[s] = 0
+            self._free[s] = <int32_t>(n - 1 - s)  # pop order 0, 1, 2 ... like the twin
+        self._nfree = n
+        self._size = 0
+        self._items = [None] * n
+        self._seq = 0
+        self._pushes = self._pops = self._updates = self._removes = 0
+
+    def __dealloc__(self):
+        PyMem_Free(self._raw)
+        PyMem_Free(self._pos)
+        PyMem_Free(self._gen)
+        PyMem_Free(self._free)
+
+    # -- public API -------------------------------------------------------------------------
+
+    @property
+    def capacity(self):
+        return self._capacity
+
+    def __len__(self):
+        return self._size
+
+    def __bool__(self):
+        return self._size != 0
+
+    def __contains__(self, handle):
+        if not isinstance(handle, int) or isinstance(handle, bool) or handle < 0:
+            return False
+        cdef uint64_t h
+        try:
+            h = handle
+        except OverflowError:
+            return False
+        cdef uint64_t slot = h & SLOT_MASK
+        return (
+            slot < <uint64_t>self._capacity
+            and self._pos[slot] >= 0
+            and self._gen[slot] == (h >> SLOT_BITS)
+        )
+
+    def push(self, priority, deadline, item):
+        cdef int64_t p = _check_priority(priority)
+        cdef double d = _check_deadline(deadline)
+        handle = self._insert(p, d, self._seq, item)
+        self._seq += 1  # only after success: a refused push must not age the others
+        return handle
+
+    def push_keyed(self, priority, deadline, seq, item):
+        """Push with a caller-chosen sequence number, for callers that order entries of several
+        heaps under one counter (or re-queue an entry with the age it already had)."""
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_PRIORITY:
+            raise ValueError(f"seq must be an int in [0, 2**63), got {seq!r}")
+        cdef int64_t p = _check_priority(priority)
+        cdef double d = _check_deadline(deadline)
+        return self._insert(p, d, <uint64_t>seq, item)
+
+    def pop(self):
+        if self._size == 0:
+            raise IndexError("pop from an empty PriorityHeap")
+        self._pops += 1
+        return self._delete_at(0)
+
+    def peek(self):
+        if self._size == 0:
+            raise IndexError("peek at an empty PriorityHeap")
+        return self._items[self._heap[0].slot]
+
+    def peek_key(self):
+        """``(priority, deadline, seq)`` of the entry ``pop`` would return."""
+        if self._size == 0:
+            raise IndexError("peek at an empty PriorityHeap")
+        cdef Entry* e = &self._heap[0]
+        return (e.prio, e.deadline, e.seq)
+
+    def pop_worst(self):
+        if self._size == 0:
+            raise IndexError("pop_worst from an empty PriorityHeap")
+        self._removes += 1
+        return self._delete_at(self._worst_pos())
+
+    def peek_worst_key(self):
+        """``(priority, deadline, seq)`` of the entry ``pop_worst`` would remove."""
+        if self._size == 0:
+            raise IndexError("peek at an empty PriorityHeap")
+        cdef Entry* e = &self._heap[self._worst_pos()]
+        return (e.prio, e.deadline, e.seq)
+
+    def update(self, handle, priority=None, deadline=None):
+        cdef Py_ssize_t slot = self._slot_of(handle)
+        cdef Py_ssize_t i = self._pos[slot]
+        cdef int64_t p = self._heap[i].prio if priority is None else _check_priority(priority)
+        cdef double d = self._heap[i].deadline if deadline is None else _check_deadline(deadline)
+        self._heap[i].prio = p
+        self._heap[i].deadline = d
+        self._updates += 1
+        self._fix(i)
+
+    def remove(self, handle):
+        cdef Py_ssize_t slot = self._slot_of(handle)
+        self._removes += 1
+        return self._delete_at(self._pos[slot])
+
+    def key(self, handle):
+        cdef Py_ssize_t slot = self._slot_of(handle)
+        cdef Entry* e = &self._heap[self._pos[slot]]
+        return (e.prio, e.deadline, e.seq)
+
+    def item(self, handle):
+        return self._items[self._slot_of(handle)]
+
+    def items(self):
+        """The queued items in no particular order (a snapshot; safe to mutate the heap after)."""
+        cdef Py_ssize_t i
+        return iter([self._items[self._heap[i].slot] for i in range(self._size)])
+
+    def statistics(self):
+        return HeapStatistics(
+            self._size, self._capacity, self._pushes, self._pops, self._updates, self._removes
+        )
+
+    def __repr__(self):
+        return f"<PriorityHeap (cython) size={self._size} capacity={self._capacity}>"
+
+    # -- internals --------------------------------------------------------------------------
+
+    cdef object _insert(self, int64_t prio, double deadline, uint64_t seq, object item):
+        if self._nfree == 0:
+            raise HeapFullError(f"PriorityHeap is full (capacity {self._capacity})")
+        self._nfree -= 1
+        cdef int32_t slot = self._free[self._nfree]
+        cdef Py_ssize_t i = self._size
+        self._size += 1
+        cdef Entry* e = &self._heap[i]
+        e.prio = prio
+        e.deadline = deadline
+        e.seq = seq
+        e.slot = slot
+        self._pos[slot] = <int32_t>i
+        self._items[slot] = item
+        self._pushes += 1
+        self._fix(i)
+        return (<uint64_t>self._gen[slot] << SLOT_BITS) | <uint64_t>slot
+
+    cdef Py_ssize_t _slot_of(self, object handle) except -2:
+        cdef uint64_t h, slot
+        if isinstance(handle, int) and not isinstance(handle, bool) and handle >= 0:
+            if handle <= 0xFFFFFFFFFFFFFFFF:
+                h = handle
+                slot = h & SLOT_MASK
+                if (
+                    slot < <uint64_t>self._capacity
+                    and self._pos[slot] >= 0
+                    and self._gen[slot] == (h >> SLOT_BITS)
+                ):
+                    return <Py_ssize_t>slot
+        raise KeyError(f"stale or unknown heap handle {handle!r}")
+
+    cdef Py_ssize_t _worst_pos(self) noexcept nogil:
+        if self._size <= 2:
+            return self._size - 1
+        return 1 if _lt(&self._heap[2], &self._heap[1]) else 2
+
+    cdef object _delete_at(self, Py_ssize_t i):
+        cdef int32_t slot = self._heap[i].slot
+        item = self._items[slot]
+        self._size -= 1
+        cdef Py_ssize_t last = self._size
+        if i < last:
+            self._heap[i] = self._heap[last]
+            self._pos[self._heap[i].slot] = <int32_t>i
+            self._fix(i)
+        self._items[slot] = None
+        self._pos[slot] = -1
+        self._gen[slot] = (self._gen[slot] + 1) & GEN_MASK
+        self._free[self._nfree] = slot
+        self._nfree += 1
+        return item
+
+    cdef inline void _swap(self, Py_ssize_t i, Py_ssize_t j) noexcept nogil:
+        cdef Entry tmp = self._heap[i]
+        self._heap[i] = self._heap[j]
+        self._heap[j] = tmp
+        self._pos[self._heap[i].slot] = <int32_t>i
+        self._pos[self._heap[j].slot] = <int32_t>j
+
+    cdef void _fix(self, Py_ssize_t i) noexcept nogil:
+        # Restore the min-max order after the key at position i was set arbitrarily.
+        cdef Py_ssize_t parent
+        if i == 0:
+            self._trickle(0, True)
+            return
+        parent = (i - 1) >> 1
+        if _min_level(i):
+            if _lt(&self._heap[parent], &self._heap[i]):
+                # Larger than its max parent: it belongs on the max levels, and the parent's old
+                # value (>= everything below) must sink through the min levels.
+                self._swap(i, parent)
+                self._trickle(i, True)
+                self._bubble(parent, False)
+            elif i > 2 and _lt(&self._heap[i], &self._heap[(parent - 1) >> 1]):
+                self._bubble(i, True)
+            else:
+                self._trickle(i, True)
+        else:
+            if _lt(&self._heap[i], &self._heap[parent]):
+                self._swap(i, parent)
+                self._trickle(i, False)
+                self._bubble(parent, True)
+            elif i > 2 and _lt(&self._heap[(parent - 1) >> 1], &self._heap[i]):
+                self._bubble(i, False)
+            else:
+                self._trickle(i, False)
+
+    cdef void _bubble(self, Py_ssize_t i, bint is_min) noexcept nogil:
+        # Move ancestors down into a hole instead of swapping: one entry write per level.
+        cdef Entry* h = self._heap
+        cdef Entry x = h[i]
+        cdef Py_ssize_t gp
+        while i > 2:
+            gp = (((i - 1) >> 1) - 1) >> 1
+            if not _better(&x, &h[gp], is_min):
+                break
+            h[i] = h[gp]
+            self._pos[h[i].slot] = <int32_t>i
+            i = gp
+        h[i] = x
+        self._pos[x.slot] = <int32_t>i
+
+    cdef void _trickle(self, Py_ssize_t i, bint is_min) noexcept nogil:
+        # The entry x sinks through levels of its own kind (min or max), two levels a step;
+        # positions it passes are filled from below, and x lands once at the end.
+        cdef Py_ssize_t n = self._size
+        cdef Py_ssize_t first, m, c, g, parent
+        cdef Entry* h = self._heap
+        cdef Entry x = h[i]
+        cdef Entry tmp
+        while True:
+            first = 2 * i + 1
+            if first >= n:
+                break
+            m = first
+            if first + 1 < n and _better(&h[first + 1], &h[m], is_min):
+                m = first + 1
+            g = 4 * i + 3
+            while g <= 4 * i + 6 and g < n:
+                if _better(&h[g], &h[m], is_min):
+                    m = g
+                g += 1
+            if not _better(&h[m], &x, is_min):
+                break
+            h[i] = h[m]
+            self._pos[h[i].slot] = <int32_t>i
+            i = m
+            if m <= first + 1:
+                break  # a child: nothing below it can be out of order with x
+            parent = (m - 1) >> 1
+            if _better(&h[parent], &x, is_min):
+                # x is on the wrong side of its opposite-kind parent: trade places with it,
+                # and keep sinking the parent's old entry instead.
+                tmp = h[parent]
+                h[parent] = x
+                self._pos[x.slot] = <int32_t>parent
+                x = tmp
+        h[i] = x
+        self._pos[x.slot] = <int32_t>i

@@ -1,0 +1,20 @@
+"""Shared fixtures: the heap implementations every fastpath test runs against."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+import pytest
+
+from fastpath.heap import NO_EXTENSIONS
+
+# With TICKFLOW_NO_EXTENSIONS set the compiled heap is deliberately out of play; otherwise it
+# must be importable -- a missing extension fails the suite instead of silently testing less.
+HEAP_IMPLEMENTATIONS = ["python"] if NO_EXTENSIONS else ["python", "cython"]
+_MODULES = {"python": "fastpath._heap_py", "cython": "fastpath._heap"}
+
+
+@pytest.fixture(params=HEAP_IMPLEMENTATIONS)
+def heap_module(request: pytest.FixtureRequest) -> ModuleType:
+    return importlib.import_module(_MODULES[request.param])
