@@ -1,0 +1,364 @@
+"""Intake: one line of untrusted bytes in, one validated event (or a classified rejection) out.
+
+Two decoding paths give one answer:
+
+* the fast path decodes straight into the tagged union with a typed msgspec decoder (measured on
+  a 2-vCPU dev VM: ~0.25 µs for a 110-byte tick, against ~1.0 µs for ``orjson.loads`` plus
+  ``msgspec.convert`` into the right struct and ~3.5 µs for ``convert`` into the union);
+* only when that fails does the slow path re-parse the line with orjson and walk it step by step,
+  so every rejection gets exactly one reason from :data:`REJECT_REASONS` by structure, never by
+  parsing library error messages.
+
+Rejection is the common case under attack or a broken feed, so the slow path is kept bounded:
+oversized lines are refused on their length before anything parses them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, Final, NamedTuple
+
+import msgspec
+import orjson
+
+from .errors import EventError
+from .events import DATA_READY, HIGH_PRIORITY_ARRIVED, DataReady, Event, HighPriorityArrived
+
+__all__ = [
+    "DEFAULT_MAX_LINE_BYTES",
+    "INTERNAL_EVENT_TYPES",
+    "MAX_PRIORITY",
+    "REJECT_REASONS",
+    "EventDecoder",
+    "IntakeStats",
+    "RejectLog",
+    "encode_event",
+]
+
+DEFAULT_MAX_LINE_BYTES: Final = 64 * 1024
+
+# Matches the fastpath heap's key range: a priority the heap would refuse has to be turned away
+# here, as a counted rejection, instead of failing deep inside the dispatcher.
+MAX_PRIORITY: Final = 2**63 - 1
+
+_PRIORITY_RANGE: Final = f"priority above {MAX_PRIORITY} - at `$.priority`"
+
+INTERNAL_EVENT_TYPES: Final = frozenset({"TASK_COMPLETED", "TASK_FAILED"})
+
+REJECT_REASONS: Final[tuple[str, ...]] = (
+    "empty",
+    "oversized",
+    "invalid_utf8",
+    "malformed_json",
+    "not_object",
+    "unknown_type",
+    "missing_field",
+    "bad_field",
+)
+
+_STRUCTS: Final[dict[str, type[DataReady] | type[HighPriorityArrived]]] = {
+    DATA_READY: DataReady,
+    HIGH_PRIORITY_ARRIVED: HighPriorityArrived,
+}
+_REQUIRED: Final[dict[str, frozenset[str]]] = {
+    DATA_READY: frozenset({"symbol", "ts", "price"}),
+    HIGH_PRIORITY_ARRIVED: frozenset({"symbol", "priority"}),
+}
+
+_FAST_DECODER: Final = msgspec.json.Decoder(Event)
+_ENCODER: Final = msgspec.json.Encoder()
+
+_log = logging.getLogger("tickflow.intake")
+
+
+def encode_event(event: Event) -> bytes:
+    """``event`` as one newline-terminated JSON line, the inverse of :meth:`EventDecoder.decode`."""
+    return _ENCODER.encode(event) + b"\n"
+
+
+def _terminator_len(line: bytes) -> int:
+    if line.endswith(b"\r\n"):
+        return 2
+    if line.endswith(b"\n"):
+        return 1
+    return 0
+
+
+def _semantic_error(event: Event) -> EventError | None:
+    """Cross-field rules the struct annotations cannot express."""
+    if type(event) is DataReady:
+        bid = event.bid
+        ask = event.ask
+        if bid is not None and ask is not None and bid > ask:
+            return EventError("bad_field", _bid_above_ask(bid, ask))
+    priority = event.priority
+    if priority is not None and priority > MAX_PRIORITY:
+        return EventError("bad_field", _PRIORITY_RANGE)
+    return None
+
+
+def _bid_above_ask(bid: float, ask: float) -> str:
+    return f"bid {bid!r} above ask {ask!r}"
+
+
+class IntakeStats(NamedTuple):
+    """A frozen snapshot of a decoder's counters; ``rejected`` has a key for every reason."""
+
+    received: int
+    accepted: int
+    rejected: Mapping[str, int]
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+
+class EventDecoder:
+    """Decodes event lines and objects, counting what it accepts and why it rejects.
+
+    ``max_line_bytes`` bounds a line without its ``\\n``/``\\r\\n`` terminator. ``default_type``
+    is the ``type`` assumed when an object has none (replay files); live inputs leave it unset so
+    a typeless object is a ``missing_field`` rejection. Unknown keys are ignored, so producers can
+    add fields before every consumer knows them. A number too large for a float (``1e999``) is
+    ``malformed_json``: JSON has no infinity, and a price or timestamp must be finite.
+    """
+
+    __slots__ = ("_accepted", "_default_type", "_max_line_bytes", "_rejected")
+
+    def __init__(
+        self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, *, default_type: str | None = None
+    ) -> None:
+        if max_line_bytes < 1:
+            raise ValueError("max_line_bytes must be >= 1")
+        if default_type is not None and default_type not in _STRUCTS:
+            raise ValueError(f"default_type must be one of {sorted(_STRUCTS)}: {default_type!r}")
+        self._max_line_bytes = max_line_bytes
+        self._default_type = default_type
+        self._accepted = 0
+        self._rejected = dict.fromkeys(REJECT_REASONS, 0)
+
+    @property
+    def max_line_bytes(self) -> int:
+        return self._max_line_bytes
+
+    def decode(self, line: bytes) -> Event:
+        """Decode one line (terminator optional) or raise :class:`EventError`."""
+        limit = self._max_line_bytes
+        if len(line) > limit:
+            size = len(line) - _terminator_len(line)
+            if size > limit:
+                message = f"line of {size} bytes exceeds the {limit}-byte limit"
+                raise self.reject("oversized", message)
+        try:
+            event: Event = _FAST_DECODER.decode(line)
+        except (msgspec.MsgspecError, ValueError, RecursionError):
+            # Every failure, and a typeless object under default_type, is re-walked to classify it.
+            # RecursionError: msgspec skips an ignored field recursively, so a deeply nested one
+            # exhausts the stack; orjson's own depth limit turns that into malformed_json.
+            event = self._decode_slow(line)
+        else:
+            # msgspec skips ignored fields without validating their UTF-8; the whole line must be.
+            if not line.isascii():
+                try:
+                    bytes(line).decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    message = f"invalid UTF-8 at byte {exc.start}"
+                    raise self.reject("invalid_utf8", message) from None
+            # _semantic_error's rules, inlined: a call per line would cost a fifth of the decode.
+            if type(event) is DataReady:
+                bid = event.bid
+                ask = event.ask
+                if bid is not None and ask is not None and bid > ask:
+                    raise self.reject("bad_field", _bid_above_ask(bid, ask))
+            priority = event.priority
+            if priority is not None and priority > MAX_PRIORITY:
+                raise self.reject("bad_field", _PRIORITY_RANGE)
+        self._accepted += 1
+        return event
+
+    def decode_object(self, obj: object) -> Event:
+        """Validate an already-parsed object (a CSV row, an admin request body) like a line."""
+        try:
+            event = self._from_object(obj)
+        except EventError as exc:
+            self._rejected[exc.reason] += 1
+            raise
+        self._accepted += 1
+        return event
+
+    def reject(self, reason: str, message: str) -> EventError:
+        """Count a rejection found before decoding (e.g. by a line reader) and return its error."""
+        if reason not in self._rejected:
+            raise ValueError(f"unknown reject reason {reason!r}")
+        self._rejected[reason] += 1
+        return EventError(reason, message)
+
+    def statistics(self) -> IntakeStats:
+        rejected = dict(self._rejected)
+        return IntakeStats(
+            received=self._accepted + sum(rejected.values()),
+            accepted=self._accepted,
+            rejected=MappingProxyType(rejected),
+        )
+
+    def _decode_slow(self, line: bytes) -> Event:
+        try:
+            obj = self._parse(line)
+            return self._from_object(obj)
+        except EventError as exc:
+            self._rejected[exc.reason] += 1
+            raise
+
+    @staticmethod
+    def _parse(line: bytes) -> Any:
+        if not line.strip():
+            raise EventError("empty", "blank line")
+        try:
+            return orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            # Classified by re-checking the bytes, not by orjson's wording: bad UTF-8 first, since
+            # it also makes the JSON unparseable.
+            try:
+                bytes(line).decode("utf-8")
+            except UnicodeDecodeError as uexc:
+                raise EventError("invalid_utf8", f"invalid UTF-8 at byte {uexc.start}") from None
+            raise EventError("malformed_json", str(exc)) from None
+
+    def _from_object(self, obj: object) -> Event:
+        if type(obj) is not dict:
+            raise EventError("not_object", f"expected a JSON object, got {_json_kind(obj)}")
+        kind = obj.get("type", self._default_type)
+        if kind is None:
+            raise EventError("missing_field", "object missing required field `type`")
+        if not isinstance(kind, str):
+            raise EventError("unknown_type", f"`type` must be a string, got {_json_kind(kind)}")
+        cls = _STRUCTS.get(kind)
+        if cls is None:
+            if kind in INTERNAL_EVENT_TYPES:
+                raise EventError("unknown_type", f"internal event type {kind!r}")
+            raise EventError("unknown_type", f"unknown event type {_preview(kind)}")
+        missing = _REQUIRED[kind].difference(obj)
+        if missing:
+            names = ", ".join(f"`{name}`" for name in sorted(missing))
+            raise EventError("missing_field", f"object missing required field {names}")
+        if "type" not in obj:
+            obj = {**obj, "type": kind}
+        try:
+            event: Event = msgspec.convert(obj, cls)
+        except msgspec.ValidationError as exc:
+            raise EventError("bad_field", str(exc)) from None
+        error = _semantic_error(event)
+        if error is not None:
+            raise error
+        return event
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return type(value).__name__
+
+
+def _preview(value: str, limit: int = 40) -> str:
+    return repr(value if len(value) <= limit else value[:limit] + "…")
+
+
+class _ReasonWindow:
+    __slots__ = ("logged", "started", "suppressed", "suppressed_total")
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.logged = 0
+        self.suppressed = 0
+        self.suppressed_total = 0
+
+
+class RejectLog:
+    """Logs rejections to ``tickflow.intake``, at most ``limit`` lines per ``interval`` per reason.
+
+    A flood of one bad kind must neither fill the journal nor hide a different problem, hence a
+    budget per reason. What is held back is counted and reported in one summary line when the
+    reason's next window opens (or on :meth:`flush`).
+    """
+
+    __slots__ = ("_clock", "_interval", "_limit", "_logger", "_windows")
+
+    def __init__(
+        self,
+        limit: int = 10,
+        interval: float = 10.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        if interval <= 0:
+            raise ValueError("interval must be > 0")
+        self._limit = limit
+        self._interval = interval
+        self._clock = clock
+        self._logger = logger if logger is not None else _log
+        self._windows: dict[str, _ReasonWindow] = {}
+
+    def log(self, error: EventError, *, source: str = "", line: bytes | None = None) -> bool:
+        """Log ``error`` unless its reason is over budget; True when a line was written."""
+        now = self._clock()
+        reason = error.reason
+        window = self._windows.get(reason)
+        if window is None:
+            window = self._windows[reason] = _ReasonWindow(now)
+        elif now - window.started >= self._interval:
+            self._summarise(reason, window, now)
+            window.started = now
+            window.logged = 0
+        if window.logged >= self._limit:
+            window.suppressed += 1
+            window.suppressed_total += 1
+            return False
+        window.logged += 1
+        # repr() of a bounded prefix: the bytes are attacker-controlled and must not forge lines.
+        preview = "" if line is None else f" {bytes(line[:120])!r}"
+        where = f" from {source}" if source else ""
+        self._logger.warning(
+            "rejected event%s: %s%s",
+            where,
+            error,
+            preview,
+            extra={"reason": reason, "source": source},
+        )
+        return True
+
+    def flush(self) -> None:
+        """Write the pending suppression summaries now (e.g. when a source finishes)."""
+        now = self._clock()
+        for reason, window in self._windows.items():
+            self._summarise(reason, window, now)
+
+    def suppressed(self) -> Mapping[str, int]:
+        """Lines held back so far, by reason (cumulative)."""
+        return MappingProxyType(
+            {reason: window.suppressed_total for reason, window in self._windows.items()}
+        )
+
+    def _summarise(self, reason: str, window: _ReasonWindow, now: float) -> None:
+        if window.suppressed:
+            self._logger.warning(
+                "suppressed %d more %r rejections in the last %.1f s",
+                window.suppressed,
+                reason,
+                now - window.started,
+                extra={"reason": reason, "suppressed": window.suppressed},
+            )
+            window.suppressed = 0
