@@ -1,0 +1,370 @@
+"""Run lifecycle: routing triggers to runs, conflation, step outcomes, retries, shedding.
+
+The coordinator owns every live run. It turns a trigger (workflow, symbol, tick) into at most
+one *pending* run per (workflow, symbol) -- a newer tick replaces a pending run's input -- and,
+while a run is in progress, at most one follow-up, started when the current run ends (so runs of
+one workflow for one symbol never overlap and orders for a symbol stay in sequence).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+from .clock import Clock
+from .context import StepContext
+from .dispatcher import Dispatcher, Interrupt
+from .events import Tick
+from .fsm import RunState, StepState
+from .market import MarketData
+from .runs import Run, StepRun
+from .scheduler import ReadyQueue
+from .stats import EngineCounters
+from .symbols import SymbolState, SymbolTable
+from .workflow import WorkflowDef
+
+__all__ = ["Coordinator"]
+
+log = logging.getLogger("tickflow.engine")
+
+
+class Coordinator:
+    """Implements :class:`engine.dispatcher.DispatchHooks`; the engine wires it up."""
+
+    def __init__(
+        self,
+        *,
+        workflows: dict[str, WorkflowDef],
+        symbols: SymbolTable,
+        market: MarketData,
+        queue: ReadyQueue,
+        clock: Clock,
+        counters: EngineCounters,
+        rng: random.Random,
+        broker: Any,
+        risk: Any,
+        first_run_id: int = 1,
+    ) -> None:
+        self.workflows = workflows
+        self.symbols = symbols
+        self.market = market
+        self.queue = queue
+        self.clock = clock
+        self.counters = counters
+        self.rng = rng
+        self.broker = broker
+        self.risk = risk
+        self.dispatcher: Dispatcher | None = None
+        self._ids = itertools.count(first_run_id)
+        self.runs: dict[int, Run] = {}  # live runs by id
+        self._pending: dict[tuple[str, str], Run] = {}
+        self._active: dict[tuple[str, str], Run] = {}
+        self._by_symbol: dict[str, set[Run]] = {}
+        self._route_cache: dict[int, tuple[WorkflowDef, ...]] = {}
+        # Observers for storage/metrics; None costs one attribute test.
+        self.on_run_finished: Callable[[Run], None] | None = None
+        self.on_step_finished: Callable[[StepRun], None] | None = None
+
+    # -- workflows and routes ---------------------------------------------------------------
+
+    def set_workflows(self, workflows: dict[str, WorkflowDef]) -> None:
+        """New runs use ``workflows``; runs in flight keep the definition they started with."""
+        self.workflows = workflows
+        self._route_cache.clear()
+        for name, wf in workflows.items():
+            self.queue.add_lane(name, wf.max_concurrent)
+            self.counters.workflow(name, tuple(s.name for s in wf.steps))
+
+    def routes(self, priority: int) -> tuple[WorkflowDef, ...]:
+        wfs = self._route_cache.get(priority)
+        if wfs is None:
+            wfs = tuple(
+                wf for wf in self.workflows.values() if wf.enabled and wf.route.matches(priority)
+            )
+            self._route_cache[priority] = wfs
+        return wfs
+
+    # -- triggers ---------------------------------------------------------------------------
+
+    def on_data(self, symbol: SymbolState, tick: Tick, received_at: float) -> None:
+        """A DATA_READY for ``symbol`` was accepted: record it and trigger its workflows."""
+        self.market.record(tick)
+        self.symbols.mark_data_ready(symbol, tick)
+        for wf in self.routes(symbol.priority):
+            self.trigger(wf, symbol, tick, received_at)
+
+    def trigger(self, wf: WorkflowDef, symbol: SymbolState, tick: Tick, at: float) -> Run | None:
+        counters = self.counters.workflows[wf.name]
+        counters.triggered += 1
+        key = (wf.name, symbol.name)
+        pending = self._pending.get(key)
+        if pending is not None:
+            pending.tick = tick  # latest tick wins; the run keeps its place (and age) in line
+            counters.conflated += 1
+            return None
+        active = self._active.get(key)
+        if active is not None:
+            if wf.on_busy == "skip":
+                counters.skipped += 1
+                return None
+            if active.follow_up is not None:
+                counters.conflated += 1
+            else:
+                active.follow_up_at = at
+            active.follow_up = tick
+            return None
+        return self._start_run(wf, symbol, tick, at)
+
+    def _start_run(self, wf: WorkflowDef, symbol: SymbolState, tick: Tick, at: float) -> Run:
+        run = Run(next(self._ids), wf, symbol, tick, wf.run_priority(symbol.priority), at)
+        self.runs[run.id] = run
+        self._pending[run.key] = run
+        self._by_symbol.setdefault(symbol.name, set()).add(run)
+        symbol.active_runs += 1
+        for index in wf.roots:
+            self._enqueue(run.steps[index], at)
+        return run
+
+    def reprioritise(self, symbol: SymbolState, priority: int) -> int:
+        """HIGH_PRIORITY_ARRIVED: re-key the symbol's queued work now; returns entries moved."""
+        self.symbols.set_priority(symbol, priority)
+        moved = 0
+        for run in self._by_symbol.get(symbol.name, ()):
+            new = run.workflow.run_priority(priority)
+            old = run.priority
+            if new == old:
+                continue
+            run.priority = new
+            for step in run.steps:
+                if step.handle is not None:
+                    self.queue.rekey(step, old, new)
+                    moved += 1
+        if moved and self.dispatcher is not None:
+            self.dispatcher.schedule()
+        return moved
+
+    # -- the queue --------------------------------------------------------------------------
+
+    def _enqueue(self, step: StepRun, now: float) -> None:
+        step.ready_at = now
+        shed = self.queue.push(step)
+        if shed is not None:
+            self._shed(shed)
+        if self.dispatcher is not None:
+            self.dispatcher.schedule()
+
+    def _shed(self, step: StepRun) -> None:
+        run = step.run
+        self.counters.workflows[run.workflow.name].shed += 1
+        step.advance(StepState.CANCELLED)
+        step.error = "shed: ready queue full"
+        self._end_run(run, RunState.CANCELLED, "shed", "shed: ready queue full")
+
+    # -- DispatchHooks ----------------------------------------------------------------------
+
+    def make_context(self, step: StepRun) -> StepContext:
+        run = step.run
+        return StepContext(
+            run_id=run.id,
+            workflow=run.workflow.name,
+            step=step.spec.name,
+            symbol=run.symbol.name,
+            tick=run.tick,
+            inputs=run.outputs,
+            attempt=step.attempts + 1,
+            params=step.spec.params,
+            market=self.market,
+            broker=self.broker,
+            risk=self.risk,
+            rng=self.rng,
+            clock=self.clock.wall,
+        )
+
+    def step_started(self, step: StepRun, now: float) -> None:
+        run = step.run
+        step.advance(StepState.RUNNING)
+        step.started_at = now
+        run.running += 1
+        counters = self.counters.workflows[run.workflow.name]
+        counters.dispatch_wait.record(now - step.ready_at)
+        if run.state is RunState.PENDING:
+            run.advance(RunState.RUNNING)
+            run.started_at = now
+            # From here on a new tick for this (workflow, symbol) becomes a follow-up.
+            if self._pending.get(run.key) is run:
+                del self._pending[run.key]
+            self._active[run.key] = run
+            self.symbols.mark_processing(run.symbol)
+
+    def step_succeeded(self, step: StepRun, output: Any, now: float) -> None:
+        run = step.run
+        run.running -= 1
+        step.attempts += 1
+        step.output = output
+        step.finished_at = now
+        step.advance(StepState.COMPLETED)
+        sc = self.counters.workflows[run.workflow.name].step(step.spec.name)
+        sc.outcomes["completed"] += 1
+        if step.started_at is not None:
+            sc.duration.record(now - step.started_at)
+        if self.on_step_finished is not None:
+            self.on_step_finished(step)
+        if run.state.terminal:
+            return  # a sibling already failed the run; this result is recorded, not used
+        run.outputs[step.spec.name] = output
+        run.completed += 1
+        if run.completed == len(run.steps):
+            self._end_run(run, RunState.COMPLETED, "completed", None)
+            return
+        for index in step.spec.dependents:
+            nxt = run.steps[index]
+            nxt.waiting -= 1
+            if nxt.waiting == 0:
+                self._enqueue(nxt, now)
+
+    def step_failed(self, step: StepRun, error: BaseException, now: float, timeout: bool) -> None:
+        run = step.run
+        run.running -= 1
+        step.attempts += 1
+        message = f"{type(error).__name__}: {error}"
+        step.error = message
+        sc = self.counters.workflows[run.workflow.name].step(step.spec.name)
+        if timeout:
+            sc.timeouts += 1
+            sc.outcomes["timeout"] += 1
+        retry = step.spec.retry
+        if not run.state.terminal and step.attempts <= retry.count:
+            sc.retries += 1
+            sc.outcomes["retried"] += 1
+            step.advance(StepState.PENDING)
+            delay = retry.delay_s(step.attempts, self.rng)
+            step.timer = self.clock.call_later(delay, lambda: self._retry(step))
+            return
+        step.finished_at = now
+        step.advance(StepState.FAILED)
+        sc.outcomes["failed"] += 1
+        if self.on_step_finished is not None:
+            self.on_step_finished(step)
+        if not run.state.terminal:
+            log.warning("run %s failed at step %s: %s", run.label, step.spec.name, message)
+            self._end_run(run, RunState.FAILED, "failed", f"{step.spec.name}: {message}")
+
+    def _retry(self, step: StepRun) -> None:
+        step.timer = None
+        if step.state is StepState.PENDING and not step.run.state.terminal:
+            self._enqueue(step, self.clock.now())
+
+    def step_preempted(self, step: StepRun, now: float) -> None:
+        run = step.run
+        run.running -= 1
+        step.preemptions += 1
+        step.advance(StepState.PENDING)
+        counters = self.counters.workflows[run.workflow.name]
+        counters.preemptions += 1
+        counters.step(step.spec.name).outcomes["preempted"] += 1
+        if run.state.terminal:
+            step.advance(StepState.CANCELLED)
+            return
+        step.ready_at = now
+        shed = self.queue.requeue_front(step)
+        if shed is not None:
+            self._shed(shed)
+
+    def step_cancelled(self, step: StepRun, now: float, reason: str) -> None:
+        run = step.run
+        if step.state is StepState.RUNNING:
+            run.running -= 1
+        if not step.state.terminal:
+            step.advance(StepState.CANCELLED)
+        step.error = reason
+        step.finished_at = now
+        self.counters.workflows[run.workflow.name].step(step.spec.name).outcomes["cancelled"] += 1
+        if not run.state.terminal:
+            self._end_run(run, RunState.CANCELLED, "cancelled", reason)
+
+    # -- operator actions -------------------------------------------------------------------
+
+    def cancel_run(self, run_id: int, reason: str = "cancelled by operator") -> bool:
+        """Cancel a live run: queued steps are dropped, running preemptible steps interrupted;
+        a running non-preemptible step (an order) is left to finish -- never cut half-way."""
+        run = self.runs.get(run_id)
+        if run is None or run.state.terminal:
+            return False
+        running = [s for s in run.steps if s.state is StepState.RUNNING]
+        self._end_run(run, RunState.CANCELLED, "cancelled", reason)
+        if self.dispatcher is not None:
+            for step in running:
+                if step.spec.preemptible:
+                    self.dispatcher.interrupt_step(step, Interrupt.CANCEL)
+        return True
+
+    # -- ending runs ------------------------------------------------------------------------
+
+    def _end_run(self, run: Run, state: RunState, outcome: str, error: str | None) -> None:
+        if run.state is RunState.PENDING and state is not RunState.CANCELLED:
+            run.advance(RunState.RUNNING)
+        run.advance(state)
+        now = self.clock.now()
+        run.finished_at = now
+        run.outcome = outcome
+        run.error = error
+        for step in run.steps:
+            if step.state is StepState.PENDING:
+                if step.handle is not None:
+                    self.queue.remove(step)
+                if step.timer is not None:
+                    step.timer.cancel()
+                    step.timer = None
+                step.advance(StepState.CANCELLED)
+        key = run.key
+        if self._pending.get(key) is run:
+            del self._pending[key]
+        if self._active.get(key) is run:
+            del self._active[key]
+        self.runs.pop(run.id, None)
+        symbol = run.symbol
+        runs_of_symbol = self._by_symbol.get(symbol.name)
+        if runs_of_symbol is not None:
+            runs_of_symbol.discard(run)
+            if not runs_of_symbol:
+                del self._by_symbol[symbol.name]
+        symbol.active_runs -= 1
+        counters = self.counters.workflows[run.workflow.name]
+        counters.runs[outcome] += 1
+        if state is RunState.COMPLETED:
+            counters.run_latency.record(now - run.trigger_at)
+        if outcome == "shed":
+            run.follow_up = None  # the sweep re-triggers the symbol once load allows
+        self._update_symbol(run, state, error)
+        if self.on_run_finished is not None:
+            self.on_run_finished(run)
+        follow_up = run.follow_up
+        if follow_up is not None:
+            run.follow_up = None
+            wf = self.workflows.get(run.workflow.name, run.workflow)
+            if wf.enabled and wf.route.matches(symbol.priority):
+                self._start_run(wf, symbol, follow_up, run.follow_up_at)
+
+    def _update_symbol(self, run: Run, state: RunState, error: str | None) -> None:
+        symbol = run.symbol
+        if state is RunState.FAILED:
+            self.symbols.mark_failed(symbol, f"{run.workflow.name}: {error}", self.clock.wall())
+        elif symbol.active_runs == 0 and run.follow_up is None:
+            if state is RunState.COMPLETED:
+                self.symbols.mark_completed(symbol, self.clock.wall())
+            else:
+                self.symbols.mark_pending(symbol)  # shed or cancelled: the sweep picks it up
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def in_flight(self) -> int:
+        return len(self.runs)
+
+    def pending_run(self, workflow: str, symbol: str) -> Run | None:
+        return self._pending.get((workflow, symbol))
+
+    def active_run(self, workflow: str, symbol: str) -> Run | None:
+        return self._active.get((workflow, symbol))

@@ -1,0 +1,390 @@
+"""The engine: wires config, symbols, sources, coordinator, queue and agents together.
+
+``async with engine.session():`` starts the agents, the sources and the periodic sweep in one
+task group (every task has this owner; an error in any of them propagates out of the session),
+and on exit stops the sources, drains runs in flight up to ``drain_timeout_s``, then cancels
+what remains and records it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import Counter
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import msgspec
+
+from strategies.broker import PaperBroker
+from strategies.risk import RiskLimits, RiskManager
+
+from . import __version__
+from .clock import Clock, LoopClock
+from .config import Config
+from .context import sends_orders_flag
+from .coordinator import Coordinator
+from .dispatcher import Dispatcher, DispatcherStatistics
+from .events import DataReady, Event, HighPriorityArrived
+from .market import MarketData
+from .runs import Run, StepRun
+from .scheduler import QueueStatistics, ReadyQueue
+from .sources import ReplaySource, SimMarket, Source
+from .stats import EngineCounters, EngineSnapshot
+from .symbols import SymbolTable
+from .workflow import WorkflowDef, compile_workflows
+
+__all__ = ["Engine", "EngineStatistics", "sources_from_config"]
+
+log = logging.getLogger("tickflow.engine")
+
+
+class EngineStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    counters: EngineSnapshot
+    queue: QueueStatistics
+    dispatcher: DispatcherStatistics
+    symbols: int
+    orders: dict[str, int]
+    paused: tuple[str, ...]
+
+
+def sources_from_config(config: Config) -> list[Source]:
+    src = config.source
+    if src.kind == "sim":
+        s = src.sim
+        return [
+            SimMarket(
+                symbols=s.symbols,
+                hot_symbols=s.hot_symbols,
+                tick_rate_hz=s.tick_rate_hz,
+                seed=s.seed,
+                start_price=s.start_price,
+                volatility=s.volatility,
+                spread_bps=s.spread_bps,
+                cold_priority=s.cold_priority,
+            )
+        ]
+    if src.kind == "replay":
+        assert src.replay is not None  # the loader refuses kind=replay without the table
+        r = src.replay
+        return [
+            ReplaySource(
+                r.path, speed=r.speed, format=r.format, max_line_bytes=config.engine.max_line_bytes
+            )
+        ]
+    return []
+
+
+class Engine:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        sources: list[Source] | None = None,
+        config_version: str = "",
+    ) -> None:
+        self.config = config
+        self.config_version = config_version
+        self._clock = clock
+        settings = config.engine
+        self.sources = sources_from_config(config) if sources is None else sources
+        self.symbols = SymbolTable()
+        for seed in config.symbols:
+            self.symbols.register(seed.name, seed.priority)
+        for source in self.sources:
+            priorities = getattr(source, "symbol_priorities", None)
+            if priorities is not None:
+                for name, priority in priorities().items():
+                    self.symbols.register(name, priority)
+        self.market = MarketData(settings.market_depth)
+        b = config.broker
+        self.broker = PaperBroker(
+            initial_cash=b.initial_cash,
+            slippage_bps=b.slippage_bps,
+            fee_bps=b.fee_bps,
+            default_qty=b.order_qty,
+        )
+        r = config.risk
+        self.risk = RiskManager(
+            RiskLimits(
+                max_position=r.max_position,
+                max_notional=r.max_notional,
+                max_orders_per_sec=r.max_orders_per_sec,
+            ),
+            self._wall,
+        )
+        self.workflows: dict[str, WorkflowDef] = compile_workflows(config)
+        self.queue = ReadyQueue(
+            settings.heap_capacity,
+            [(name, wf.max_concurrent) for name, wf in self.workflows.items()],
+            spare=settings.agents + 64,
+        )
+        self.counters = EngineCounters(
+            {name: tuple(s.name for s in wf.steps) for name, wf in self.workflows.items()}
+        )
+        self.orders: Counter[str] = Counter()
+        self.rng = random.Random(settings.seed)
+        self._executor: ThreadPoolExecutor | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stopping: asyncio.Event | None = None
+        self.coordinator: Coordinator | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.running = False
+
+    # -- time -------------------------------------------------------------------------------
+
+    @property
+    def clock(self) -> Clock:
+        if self._clock is None:
+            self._clock = LoopClock()
+        return self._clock
+
+    def _wall(self) -> float:
+        return self.clock.wall()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def _build(self) -> tuple[Coordinator, Dispatcher]:
+        clock = self.clock
+        coordinator = Coordinator(
+            workflows=self.workflows,
+            symbols=self.symbols,
+            market=self.market,
+            queue=self.queue,
+            clock=clock,
+            counters=self.counters,
+            rng=self.rng,
+            broker=self.broker,
+            risk=self.risk,
+        )
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.config.engine.thread_workers, thread_name_prefix="tickflow-step"
+        )
+        dispatcher = Dispatcher(
+            self.queue, self.config.engine.agents, clock, coordinator, self._executor
+        )
+        coordinator.dispatcher = dispatcher
+        coordinator.on_run_finished = self._run_finished
+        coordinator.on_step_finished = self._step_finished
+        dispatcher.on_preemption_latency = self._preemption_latency
+        self.coordinator, self.dispatcher = coordinator, dispatcher
+        return coordinator, dispatcher
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[Engine]:
+        """Run the engine for the duration of the ``async with`` block."""
+        _, dispatcher = self._build()
+        self._stopping = asyncio.Event()
+        self.running = True
+        try:
+            async with asyncio.TaskGroup() as tg:
+                agents = [
+                    tg.create_task(dispatcher.run_agent(a), name=f"agent-{a.index}")
+                    for a in dispatcher.agents
+                ]
+                self.sweep()  # state-driven half: symbols left data_ready + pending
+                sweeper = tg.create_task(self._sweep_forever(), name="sweep")
+                feeders = [
+                    tg.create_task(source.run(self.submit), name=f"source-{source.name}")
+                    for source in self.sources
+                ]
+                try:
+                    yield self
+                finally:
+                    for task in feeders:
+                        task.cancel()
+                    sweeper.cancel()
+                    await self._drain(self.config.engine.drain_timeout_s)
+                    for task in agents:
+                        task.cancel()
+        finally:
+            self.running = False
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def run(self, duration: float | None = None) -> EngineStatistics:
+        """Run until ``duration`` elapses, :meth:`stop` is called, or the sources run dry."""
+        async with self.session():
+            assert self._stopping is not None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), duration)
+        return self.statistics()
+
+    def stop(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()
+
+    async def _drain(self, deadline_s: float) -> None:
+        if deadline_s > 0 and not self._idle.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(deadline_s):
+                    await self._idle.wait()
+        if self.coordinator is not None:
+            for run_id in list(self.coordinator.runs):
+                self.coordinator.cancel_run(run_id, "shutdown: drain deadline passed")
+
+    async def wait_idle(self) -> None:
+        """Wait until no run is in flight (bound it with ``asyncio.timeout`` in callers)."""
+        await self._idle.wait()
+
+    async def _sweep_forever(self) -> None:
+        interval = self.config.engine.sweep_interval_s
+        while True:
+            await asyncio.sleep(interval)  # a period, not a wait for a condition
+            self.sweep()
+
+    def sweep(self) -> int:
+        """Trigger workflows for symbols left ``data_ready`` + ``pending``; returns runs made."""
+        coordinator = self.coordinator
+        if coordinator is None:
+            return 0
+        now = self.clock.now()
+        started = 0
+        for symbol in self.symbols.waiting():
+            assert symbol.last_tick is not None
+            for wf in coordinator.routes(symbol.priority):
+                if coordinator.trigger(wf, symbol, symbol.last_tick, now) is not None:
+                    started += 1
+        if started:
+            self._idle.clear()
+        return started
+
+    # -- intake -----------------------------------------------------------------------------
+
+    async def submit(self, event: Event) -> None:
+        """Accept one event (the source-facing, possibly-blocking form of submit_nowait)."""
+        self.submit_nowait(event)
+
+    def submit_nowait(self, event: Event) -> None:
+        coordinator = self.coordinator
+        if coordinator is None:
+            raise RuntimeError("the engine is not running: use `async with engine.session()`")
+        now = self.clock.now()
+        if type(event) is DataReady:
+            self.counters.received["DATA_READY"] += 1
+            symbol = self.symbols.get(event.symbol)
+            if symbol is None:
+                priority = event.priority
+                if priority is None:
+                    priority = self.config.engine.default_symbol_priority
+                symbol = self.symbols.register(event.symbol, priority)
+            elif event.priority is not None and event.priority != symbol.priority:
+                coordinator.reprioritise(symbol, event.priority)
+            coordinator.on_data(symbol, event.tick(), now)
+            if coordinator.runs:
+                self._idle.clear()
+        elif type(event) is HighPriorityArrived:
+            self.counters.received["HIGH_PRIORITY_ARRIVED"] += 1
+            symbol = self.symbols.get(event.symbol)
+            if symbol is None:
+                self.symbols.register(event.symbol, event.priority)
+            else:
+                coordinator.reprioritise(symbol, event.priority)
+        else:
+            raise TypeError(f"not an event: {event!r}")
+
+    def reject(self, reason: str) -> None:
+        """Count an event rejected before it reached the engine (intake decoders call this)."""
+        self.counters.rejected[reason] += 1
+
+    # -- operator actions -------------------------------------------------------------------
+
+    def pause(self, workflow: str) -> None:
+        self.queue.lanes[self._known(workflow)].paused = True
+
+    def resume(self, workflow: str) -> None:
+        self.queue.lanes[self._known(workflow)].paused = False
+        if self.dispatcher is not None:
+            self.dispatcher.schedule()
+
+    def cancel_run(self, run_id: int) -> bool:
+        return self.coordinator is not None and self.coordinator.cancel_run(run_id)
+
+    def _known(self, workflow: str) -> str:
+        if workflow not in self.queue.lanes:
+            raise KeyError(f"unknown workflow {workflow!r}")
+        return workflow
+
+    # -- observers --------------------------------------------------------------------------
+
+    def _run_finished(self, run: Run) -> None:
+        if self.coordinator is not None and not self.coordinator.runs:
+            self._idle.set()
+
+    def _step_finished(self, step: StepRun) -> None:
+        if sends_orders_flag(step.spec.fn):
+            out = step.output
+            status = getattr(out, "status", None) if out is not None else "error"
+            side = getattr(out, "side", None)
+            self.orders[f"{side or 'none'}:{status}"] += 1
+
+    def _preemption_latency(self, step: StepRun, seconds: float) -> None:
+        self.counters.preemption_latency.record(seconds)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def statistics(self) -> EngineStatistics:
+        in_flight = self.coordinator.in_flight() if self.coordinator else 0
+        dispatcher = (
+            self.dispatcher.statistics()
+            if self.dispatcher
+            else DispatcherStatistics(
+                agents=self.config.engine.agents, busy=0, dispatched=0, preemptions=0,
+                timeouts=0, dispatch_passes=0,
+            )
+        )
+        return EngineStatistics(
+            counters=self.counters.snapshot(in_flight),
+            queue=self.queue.statistics(),
+            dispatcher=dispatcher,
+            symbols=len(self.symbols),
+            orders=dict(self.orders),
+            paused=tuple(n for n, lane in self.queue.lanes.items() if lane.paused),
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON summary written by ``tickflow run --summary``."""
+        stats = self.statistics()
+        c = stats.counters
+        marks = {s.name: s.last_tick.price for s in self.symbols if s.last_tick is not None}
+        broker = self.broker.statistics(marks)
+        return {
+            "version": __version__,
+            "config_version": self.config_version,
+            "events": {
+                "received": c.events_received,
+                "rejected": c.events_rejected,
+                "conflated": c.events_conflated,
+                "shed": c.events_shed,
+            },
+            "runs": c.runs,
+            "steps": c.steps,
+            "preemptions": c.preemptions,
+            "retries": c.retries,
+            "timeouts": c.timeouts,
+            "latency": {
+                "dispatch_wait": c.dispatch_wait,
+                "run": c.run_latency,
+                "preemption": c.preemption_latency,
+            },
+            "orders": {
+                "by_side_and_outcome": stats.orders,
+                "submitted": broker.orders,
+                "fills": broker.fills,
+            },
+            "positions": {p.symbol: msgspec.to_builtins(p) for p in broker.positions},
+            "pnl": {
+                "cash": broker.cash,
+                "realized": broker.realized_pnl,
+                "unrealized": broker.unrealized_pnl,
+                "fees": broker.fees_paid,
+                "equity": broker.equity,
+            },
+            "symbols": stats.symbols,
+            "runs_in_flight": c.runs_in_flight,
+        }

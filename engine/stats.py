@@ -1,0 +1,113 @@
+"""Counters and latency histograms of the engine, and the frozen snapshots read from them.
+
+Everything here is plain attribute arithmetic on the hot path; exporters (the summary, later the
+Prometheus collector and the status API) read :meth:`EngineCounters.snapshot`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import msgspec
+
+from .latency import LatencyHistogram
+
+__all__ = ["EngineCounters", "EngineSnapshot", "StepCounters", "WorkflowCounters"]
+
+RUN_OUTCOMES = ("completed", "failed", "cancelled", "shed")
+STEP_OUTCOMES = ("completed", "failed", "cancelled", "preempted", "retried", "timeout")
+
+
+class StepCounters:
+    __slots__ = ("duration", "outcomes", "retries", "timeouts")
+
+    def __init__(self) -> None:
+        self.outcomes: Counter[str] = Counter()
+        self.retries = 0
+        self.timeouts = 0
+        self.duration = LatencyHistogram()
+
+
+class WorkflowCounters:
+    __slots__ = (
+        "conflated",
+        "dispatch_wait",
+        "preemptions",
+        "run_latency",
+        "runs",
+        "shed",
+        "skipped",
+        "steps",
+        "triggered",
+    )
+
+    def __init__(self, step_names: tuple[str, ...]) -> None:
+        self.triggered = 0
+        self.conflated = 0
+        self.skipped = 0
+        self.shed = 0
+        self.preemptions = 0
+        self.runs: Counter[str] = Counter()
+        self.dispatch_wait = LatencyHistogram()
+        self.run_latency = LatencyHistogram()
+        self.steps = {name: StepCounters() for name in step_names}
+
+    def step(self, name: str) -> StepCounters:
+        counters = self.steps.get(name)
+        if counters is None:  # a step added by a reload
+            counters = self.steps[name] = StepCounters()
+        return counters
+
+
+class EngineSnapshot(msgspec.Struct, frozen=True, kw_only=True):
+    events_received: dict[str, int]
+    events_rejected: dict[str, int]
+    events_conflated: int
+    events_shed: int
+    runs: dict[str, dict[str, int]]
+    steps: dict[str, dict[str, int]]
+    preemptions: int
+    retries: int
+    timeouts: int
+    dispatch_wait: dict[str, dict[str, float | int]]
+    run_latency: dict[str, dict[str, float | int]]
+    preemption_latency: dict[str, float | int]
+    runs_in_flight: int
+
+
+class EngineCounters:
+    def __init__(self, workflows: dict[str, tuple[str, ...]]) -> None:
+        self.received: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()
+        self.workflows = {name: WorkflowCounters(steps) for name, steps in workflows.items()}
+        self.preemption_latency = LatencyHistogram()
+
+    def workflow(self, name: str, steps: tuple[str, ...] = ()) -> WorkflowCounters:
+        counters = self.workflows.get(name)
+        if counters is None:
+            counters = self.workflows[name] = WorkflowCounters(steps)
+        return counters
+
+    def snapshot(self, runs_in_flight: int) -> EngineSnapshot:
+        wfs = self.workflows
+        steps: dict[str, dict[str, int]] = {}
+        for wf_name, wf in wfs.items():
+            for step_name, sc in wf.steps.items():
+                steps[f"{wf_name}.{step_name}"] = {
+                    **{o: sc.outcomes.get(o, 0) for o in STEP_OUTCOMES},
+                }
+        return EngineSnapshot(
+            events_received=dict(self.received),
+            events_rejected=dict(self.rejected),
+            events_conflated=sum(w.conflated + w.skipped for w in wfs.values()),
+            events_shed=sum(w.shed for w in wfs.values()),
+            runs={n: {o: w.runs.get(o, 0) for o in RUN_OUTCOMES} for n, w in wfs.items()},
+            steps=steps,
+            preemptions=sum(w.preemptions for w in wfs.values()),
+            retries=sum(sc.retries for w in wfs.values() for sc in w.steps.values()),
+            timeouts=sum(sc.timeouts for w in wfs.values() for sc in w.steps.values()),
+            dispatch_wait={n: w.dispatch_wait.summary() for n, w in wfs.items()},
+            run_latency={n: w.run_latency.summary() for n, w in wfs.items()},
+            preemption_latency=self.preemption_latency.summary(),
+            runs_in_flight=runs_in_flight,
+        )
