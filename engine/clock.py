@@ -32,7 +32,11 @@ class Clock(Protocol):
 
 
 class LoopClock:
-    """The real clock: the running loop's monotonic time and its timers."""
+    """The real clock: a high-resolution monotonic time, and the running loop's timers.
+
+    ``now`` is ``time.perf_counter`` rather than ``loop.time()``: uvloop's loop time is libuv's
+    cached millisecond clock, far too coarse for the microsecond latencies measured here.
+    """
 
     __slots__ = ("_loop",)
 
@@ -40,7 +44,7 @@ class LoopClock:
         self._loop = loop or asyncio.get_running_loop()
 
     def now(self) -> float:
-        return self._loop.time()
+        return time.perf_counter()
 
     def wall(self) -> float:
         return time.time()

@@ -57,3 +57,20 @@ def test_json_formatter_keeps_extra_fields() -> None:
     assert out["msg"] == "hello w"
     assert out["level"] == "info"
     assert out["reason"] == "oversized"
+
+
+def test_loop_clock_resolves_microseconds_under_uvloop() -> None:
+    import asyncio
+
+    import uvloop
+
+    from engine.clock import LoopClock
+
+    async def distinct_readings() -> int:
+        clock = LoopClock()
+        readings = {clock.now() for _ in range(1000)}
+        return len(readings)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        # libuv's cached loop time would give one value for all 1000 reads.
+        assert runner.run(distinct_readings()) > 100
