@@ -134,6 +134,7 @@ class Engine:
         self._stopping: asyncio.Event | None = None
         self.coordinator: Coordinator | None = None
         self.dispatcher: Dispatcher | None = None
+        self._feeders: list[asyncio.Task[None]] = []
         self.running = False
 
     # -- time -------------------------------------------------------------------------------
@@ -189,7 +190,7 @@ class Engine:
                 ]
                 self.sweep()  # state-driven half: symbols left data_ready + pending
                 sweeper = tg.create_task(self._sweep_forever(), name="sweep")
-                feeders = [
+                self._feeders = feeders = [
                     tg.create_task(source.run(self.submit), name=f"source-{source.name}")
                     for source in self.sources
                 ]
@@ -227,6 +228,11 @@ class Engine:
         if self.coordinator is not None:
             for run_id in list(self.coordinator.runs):
                 self.coordinator.cancel_run(run_id, "shutdown: drain deadline passed")
+
+    async def wait_sources(self) -> None:
+        """Wait until every source has run dry (errors surface from the session, not here)."""
+        if self._feeders:
+            await asyncio.wait(self._feeders)
 
     async def wait_idle(self) -> None:
         """Wait until no run is in flight (bound it with ``asyncio.timeout`` in callers)."""
@@ -338,8 +344,13 @@ class Engine:
                 timeouts=0, dispatch_passes=0,
             )
         )
+        counters = self.counters.snapshot(in_flight)
+        rejected: Counter[str] = Counter(counters.events_rejected)
+        for source in self.sources:
+            rejected.update(source.statistics().rejected)  # e.g. replay's bad rows
+        counters = msgspec.structs.replace(counters, events_rejected=dict(rejected))
         return EngineStatistics(
-            counters=self.counters.snapshot(in_flight),
+            counters=counters,
             queue=self.queue.statistics(),
             dispatcher=dispatcher,
             symbols=len(self.symbols),
