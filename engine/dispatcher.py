@@ -53,7 +53,16 @@ class DispatchHooks(Protocol):
 
 
 class Agent:
-    __slots__ = ("busy_since", "inbox", "index", "interrupt", "reserved", "step", "task")
+    __slots__ = (
+        "busy_since",
+        "inbox",
+        "index",
+        "interrupt",
+        "reserved",
+        "start_seq",
+        "step",
+        "task",
+    )
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -63,6 +72,7 @@ class Agent:
         self.reserved: StepRun | None = None  # handed over by a preemption, runs next
         self.interrupt: Interrupt | None = None
         self.busy_since = 0.0
+        self.start_seq = 0  # orders starts even when the clock reads the same instant
 
 
 class DispatcherStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -95,6 +105,7 @@ class Dispatcher:
         self.preemptions = 0
         self.timeouts = 0
         self.passes = 0
+        self._starts = 0
         # Preemption latency observer (urgent step ready -> running), set by the engine.
         self.on_preemption_latency: Callable[[StepRun, float], None] | None = None
 
@@ -201,7 +212,7 @@ class Dispatcher:
                 best = agent
                 continue
             bq = best.step.run.priority  # type: ignore[union-attr]
-            if q > bq or (q == bq and agent.busy_since > best.busy_since):
+            if q > bq or (q == bq and agent.start_seq > best.start_seq):
                 best = agent
         return best
 
@@ -229,6 +240,8 @@ class Dispatcher:
         now = clock.now()
         agent.step = step
         agent.busy_since = now
+        self._starts += 1
+        agent.start_seq = self._starts
         hooks.step_started(step, now)
         if step.urgent_at is not None and self.on_preemption_latency is not None:
             self.on_preemption_latency(step, now - step.urgent_at)

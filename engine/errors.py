@@ -13,6 +13,7 @@ __all__ = [
     "IllegalTransition",
     "QueueFullError",
     "StepTimeout",
+    "StorageError",
     "TickflowError",
 ]
 
@@ -62,3 +63,7 @@ class ActionError(TickflowError, RuntimeError):
 
 class StepTimeout(TickflowError, TimeoutError):
     """A step ran past its ``timeout_ms``."""
+
+
+class StorageError(TickflowError, OSError):
+    """The state database cannot be opened, migrated or written; the message names the file."""

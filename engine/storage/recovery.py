@@ -1,0 +1,174 @@
+"""Reading state back at start: symbols, the paper broker's books, and runs left in flight."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import aiosqlite
+import msgspec
+
+from strategies.broker import SNAPSHOT_VERSION, PaperBroker
+
+from ..config import BrokerSettings
+from ..errors import StorageError
+from ..events import Tick
+from ..symbols import SymbolRow, SymbolTable
+
+__all__ = ["LoadedState", "RecoveryReport", "StoredRun", "load_state"]
+
+_decode_tick = msgspec.json.Decoder(Tick).decode
+_decode_any = msgspec.json.Decoder().decode
+
+
+class StoredStep(msgspec.Struct, frozen=True):
+    name: str
+    output: Any
+    attempts: int
+    encodable: bool
+
+
+class StoredRun(msgspec.Struct, frozen=True):
+    id: int
+    workflow: str
+    symbol: str
+    tick: Tick
+    completed: tuple[StoredStep, ...]
+
+
+class RecoveryReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What recovery found and did; logged at start and kept for the status output."""
+
+    symbols: int = 0
+    symbols_waiting: int = 0
+    runs_resumed: int = 0
+    runs_restarted: int = 0
+    runs_dropped: int = 0
+    steps_reused: int = 0
+    positions: int = 0
+    fills: int = 0
+    next_run_id: int = 1
+    journal_seq: int = 0
+
+
+class LoadedState(msgspec.Struct, frozen=True):
+    broker: PaperBroker | None
+    next_run_id: int
+    next_seq: int
+    runs: tuple[StoredRun, ...]
+    fills: int
+    positions: int
+
+
+async def load_state(
+    conn: aiosqlite.Connection,
+    path: str,
+    symbols: SymbolTable,
+    broker_settings: BrokerSettings,
+    order_memory: int = 100_000,
+) -> LoadedState:
+    try:
+        return await _load(conn, symbols, broker_settings, order_memory)
+    except sqlite3.Error as exc:
+        raise StorageError(f"{path}: cannot read state: {exc}") from exc
+
+
+async def _load(
+    conn: aiosqlite.Connection,
+    symbols: SymbolTable,
+    b: BrokerSettings,
+    order_memory: int,
+) -> LoadedState:
+    prices: dict[str, float] = {}
+    async with conn.execute(
+        "SELECT id, name, phase, status, priority, last_processed, last_error, last_tick "
+        "FROM symbols ORDER BY id"
+    ) as cur:
+        async for row in cur:
+            tick = _decode_tick(row[7]) if row[7] is not None else None
+            if tick is not None:
+                prices[row[1]] = tick.price
+            symbols.restore(
+                SymbolRow(
+                    id=row[0], name=row[1], phase=row[2], status=row[3], priority=row[4],
+                    last_processed=row[5], last_error=row[6],
+                    last_price=tick.price if tick else None, last_ts=tick.ts if tick else None,
+                ),
+                tick,
+            )
+
+    broker: PaperBroker | None = None
+    async with conn.execute(
+        "SELECT cash, fees_paid, orders, fill_count, duplicates FROM account WHERE id = 1"
+    ) as cur:
+        account = await cur.fetchone()
+    positions: list[dict[str, Any]] = []
+    fills: list[dict[str, Any]] = []
+    if account is not None:
+        async with conn.execute(
+            "SELECT symbol, qty, avg_cost, realized_pnl FROM positions ORDER BY symbol"
+        ) as cur:
+            positions = [
+                {"symbol": r[0], "qty": r[1], "avg_cost": r[2], "realized_pnl": r[3]}
+                async for r in cur
+            ]
+        # The newest fills keep their client order ids idempotent after the restart.
+        async with conn.execute(
+            "SELECT client_order_id, symbol, side, qty, price, last_price, notional, fee, "
+            "realized_pnl, ts FROM fills ORDER BY ts DESC, rowid DESC LIMIT ?",
+            (order_memory,),
+        ) as cur:
+            names = ("client_order_id", "symbol", "side", "qty", "price", "last_price",
+                     "notional", "fee", "realized_pnl", "ts")
+            fills = [dict(zip(names, r, strict=True)) async for r in cur]
+        fills.reverse()
+        broker = PaperBroker.restore(
+            {
+                "version": SNAPSHOT_VERSION,
+                "initial_cash": b.initial_cash,
+                "slippage_bps": b.slippage_bps,
+                "fee_bps": b.fee_bps,
+                "default_qty": b.order_qty,
+                "order_memory": order_memory,
+                "cash": account[0],
+                "fees_paid": account[1],
+                "orders": account[2],
+                "fill_count": account[3],
+                "duplicates": account[4],
+                "positions": positions,
+                "last_prices": prices,
+                "fills": fills,
+            }
+        )
+
+    async with conn.execute("SELECT COALESCE(MAX(id), 0) FROM runs") as cur:
+        max_id = await cur.fetchone()
+        next_run_id = (max_id[0] if max_id else 0) + 1
+    async with conn.execute("SELECT COALESCE(MAX(seq), 0) FROM journal") as cur:
+        max_seq = await cur.fetchone()
+        next_seq = (max_seq[0] if max_seq else 0) + 1
+
+    stored: dict[int, tuple[str, str, Tick, list[StoredStep]]] = {}
+    async with conn.execute(
+        "SELECT id, workflow, symbol, tick FROM runs WHERE state IN ('pending', 'running') "
+        "ORDER BY id"
+    ) as cur:
+        async for r in cur:
+            stored[r[0]] = (r[1], r[2], _decode_tick(r[3]), [])
+    if stored:
+        async with conn.execute(
+            "SELECT s.run_id, s.step, s.output, s.attempts FROM steps s "
+            "JOIN runs r ON r.id = s.run_id "
+            "WHERE r.state IN ('pending', 'running') AND s.state = 'completed'"
+        ) as cur:
+            async for r in cur:
+                entry = stored.get(r[0])
+                if entry is not None:
+                    encodable = r[2] is not None
+                    output = _decode_any(r[2]) if encodable else None
+                    entry[3].append(StoredStep(r[1], output, r[3], encodable))
+    runs = tuple(
+        StoredRun(run_id, wf, sym, tick, tuple(steps))
+        for run_id, (wf, sym, tick, steps) in stored.items()
+    )
+    return LoadedState(broker, next_run_id, next_seq, runs, len(fills), len(positions))

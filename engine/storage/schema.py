@@ -1,0 +1,109 @@
+"""The SQLite schema, versioned, with forward-only migrations.
+
+``MIGRATIONS[v]`` upgrades a version ``v - 1`` file to ``v``; a new file runs them all. A file
+written by a newer tickflow is refused (never downgraded or overwritten).
+"""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS", "PRAGMAS", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 2
+
+# v1: the first release of the schema.
+_V1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE symbols (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    phase TEXT NOT NULL,
+    status TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    last_processed REAL,
+    last_error TEXT,
+    last_tick BLOB,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    state TEXT NOT NULL,
+    outcome TEXT,
+    priority INTEGER NOT NULL,
+    tick BLOB NOT NULL,
+    tick_ts REAL NOT NULL,
+    created_at REAL NOT NULL,
+    finished_at REAL,
+    error TEXT
+);
+CREATE INDEX runs_by_state ON runs (state);
+CREATE TABLE steps (
+    run_id INTEGER NOT NULL,
+    step TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    output BLOB,
+    error TEXT,
+    started_at REAL,
+    finished_at REAL,
+    PRIMARY KEY (run_id, step)
+);
+CREATE TABLE orders (
+    client_order_id TEXT PRIMARY KEY,
+    run_id INTEGER,
+    symbol TEXT NOT NULL,
+    side TEXT NOT NULL,
+    qty REAL NOT NULL,
+    status TEXT NOT NULL,
+    ts REAL NOT NULL
+);
+CREATE TABLE fills (
+    client_order_id TEXT PRIMARY KEY REFERENCES orders (client_order_id),
+    symbol TEXT NOT NULL,
+    side TEXT NOT NULL,
+    qty REAL NOT NULL,
+    price REAL NOT NULL,
+    last_price REAL NOT NULL,
+    notional REAL NOT NULL,
+    fee REAL NOT NULL,
+    realized_pnl REAL NOT NULL,
+    ts REAL NOT NULL
+);
+CREATE TABLE positions (
+    symbol TEXT PRIMARY KEY,
+    qty REAL NOT NULL,
+    avg_cost REAL NOT NULL,
+    realized_pnl REAL NOT NULL
+);
+CREATE TABLE account (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    cash REAL NOT NULL,
+    fees_paid REAL NOT NULL,
+    orders INTEGER NOT NULL,
+    fill_count INTEGER NOT NULL,
+    duplicates INTEGER NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE journal (
+    seq INTEGER PRIMARY KEY,
+    received_at REAL NOT NULL,
+    type TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    payload BLOB NOT NULL
+);
+"""
+
+# v2: retention prunes by time, and steps record preemptions (not attempts) separately.
+_V2 = """
+ALTER TABLE steps ADD COLUMN preemptions INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX journal_by_time ON journal (received_at);
+CREATE INDEX runs_by_finish ON runs (finished_at);
+"""
+
+MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
+
+# WAL lets `tickflow status` read while the daemon writes. synchronous=NORMAL in WAL mode makes
+# every commit durable against a process crash (kill -9) -- the WAL frames are in the OS before
+# COMMIT returns -- and only a power loss can drop the last commits; `full` is configurable.
+PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON")

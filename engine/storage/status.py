@@ -1,0 +1,111 @@
+"""A read-only report on a state database: safe to run while the daemon writes (WAL)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ..errors import StorageError
+from .db import schema_version
+from .schema import SCHEMA_VERSION
+
+__all__ = ["StatusReport", "format_report", "read_status"]
+
+
+class StatusReport(msgspec.Struct, frozen=True, kw_only=True):
+    path: str
+    schema_version: int
+    symbols: list[dict[str, Any]]
+    runs_by_state: dict[str, int]
+    in_flight: list[dict[str, Any]]
+    recent_failures: list[dict[str, Any]]
+    positions: list[dict[str, Any]]
+    account: dict[str, Any] | None
+    journal_events: int
+    fills: int
+
+
+def read_status(path: Path, *, limit: int = 20) -> StatusReport:
+    if not path.exists():
+        raise StorageError(f"{path}: no such database")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise StorageError(f"{path}: cannot open read-only: {exc}") from exc
+    try:
+        conn.row_factory = sqlite3.Row
+        version = schema_version(conn)
+        if version == 0:
+            raise StorageError(f"{path}: empty database (the daemon has not written yet)")
+        if version > SCHEMA_VERSION:
+            raise StorageError(f"{path}: schema version {version} is newer than this tickflow")
+
+        def rows(sql: str, *args: Any) -> list[dict[str, Any]]:
+            return [dict(r) for r in conn.execute(sql, args)]
+
+        return StatusReport(
+            path=str(path),
+            schema_version=version,
+            symbols=rows(
+                "SELECT name, phase, status, priority, last_processed, last_error FROM symbols "
+                "ORDER BY priority, name"
+            ),
+            runs_by_state={
+                r["state"]: r["n"]
+                for r in rows("SELECT state, COUNT(*) AS n FROM runs GROUP BY state")
+            },
+            in_flight=rows(
+                "SELECT id, workflow, symbol, state, priority FROM runs "
+                "WHERE state IN ('pending', 'running') ORDER BY id LIMIT ?", limit,
+            ),
+            recent_failures=rows(
+                "SELECT id, workflow, symbol, error, finished_at FROM runs WHERE state = 'failed' "
+                "ORDER BY finished_at DESC LIMIT ?", limit,
+            ),
+            positions=rows(
+                "SELECT symbol, qty, avg_cost, realized_pnl FROM positions WHERE qty != 0 "
+                "OR realized_pnl != 0 ORDER BY symbol"
+            ),
+            account=next(iter(rows("SELECT cash, fees_paid, fill_count FROM account")), None),
+            journal_events=conn.execute("SELECT COUNT(*) FROM journal").fetchone()[0],
+            fills=conn.execute("SELECT COUNT(*) FROM fills").fetchone()[0],
+        )
+    except sqlite3.DatabaseError as exc:
+        raise StorageError(f"{path}: not a tickflow database or corrupted: {exc}") from exc
+    finally:
+        conn.close()
+
+
+def format_report(r: StatusReport) -> str:
+    out = [f"database {r.path} (schema v{r.schema_version})"]
+    out.append(
+        f"journal: {r.journal_events} events   fills: {r.fills}   runs: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(r.runs_by_state.items()))
+    )
+    out.append(f"\nsymbols ({len(r.symbols)}):")
+    for s in r.symbols[:40]:
+        err = f"  error: {s['last_error']}" if s["last_error"] else ""
+        out.append(f"  {s['name']:<8} p{s['priority']:<3} {s['phase']:<10} {s['status']}{err}")
+    if len(r.symbols) > 40:
+        out.append(f"  ... {len(r.symbols) - 40} more")
+    out.append(f"\nruns in flight ({len(r.in_flight)}):")
+    for run in r.in_flight:
+        out.append(f"  #{run['id']} {run['workflow']} {run['symbol']} {run['state']}")
+    out.append(f"\nrecent failures ({len(r.recent_failures)}):")
+    for run in r.recent_failures:
+        out.append(f"  #{run['id']} {run['workflow']} {run['symbol']}: {run['error']}")
+    out.append("\npositions:")
+    for p in r.positions:
+        out.append(
+            f"  {p['symbol']:<8} qty {p['qty']:>10.2f}  avg {p['avg_cost']:>10.4f}  "
+            f"realized {p['realized_pnl']:>10.2f}"
+        )
+    if r.account:
+        out.append(
+            f"\ncash {r.account['cash']:.2f}   fees {r.account['fees_paid']:.2f}   "
+            f"fills {r.account['fill_count']}"
+        )
+    return "\n".join(out)

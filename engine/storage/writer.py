@@ -1,0 +1,408 @@
+"""The one writer task: group commits of everything the engine changed.
+
+The hot path never waits on disk: it marks live objects dirty (a dict store, O(1); a symbol
+ticked a thousand times between commits is written once) and appends journal records. The writer
+task wakes on the first change, lets more gather for ``commit_interval`` (or until ``batch_max``
+records), builds the rows from the objects' state *at that instant* -- a consistent snapshot,
+since nothing else runs on the loop meanwhile -- and commits them in one transaction.
+
+When more than ``backlog_max`` records wait, :meth:`wait_capacity` makes intake wait (sources
+slow down) instead of growing memory or dropping state; each such wait is counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import aiosqlite
+import msgspec
+
+from ..errors import StorageError
+from ..runs import Run, StepRun
+from ..symbols import SymbolState
+
+if TYPE_CHECKING:
+    from strategies.broker import PaperBroker
+
+__all__ = ["StorageWriter", "WriterStatistics"]
+
+log = logging.getLogger("tickflow.storage")
+_encode = msgspec.json.Encoder().encode
+
+
+class WriterStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    commits: int
+    records: int
+    backlog: int
+    backlog_max: int
+    committed_seq: int
+    backpressure_waits: int
+    last_commit_s: float
+    pruned: int
+
+
+class StorageWriter:
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        *,
+        path: str,
+        broker: PaperBroker,
+        wall: Callable[[], float],
+        next_seq: int,
+        commit_interval_s: float = 0.002,
+        batch_max: int = 5000,
+        backlog_max: int = 50_000,
+        retention_s: float = 86_400.0,
+        prune_interval_s: float = 60.0,
+    ) -> None:
+        self.conn = conn
+        self.path = path
+        self.broker = broker
+        self.wall = wall
+        self.commit_interval_s = commit_interval_s
+        self.batch_max = batch_max
+        self.backlog_max = backlog_max
+        self.retention_s = retention_s
+        self.prune_interval_s = prune_interval_s
+        self._seq = next_seq - 1  # the last journal seq handed out
+        self._committed_seq = next_seq - 1
+        self._journal: list[tuple[int, float, str, str, bytes]] = []
+        self._symbols: dict[str, SymbolState] = {}
+        self._runs: dict[int, Run] = {}
+        self._steps: dict[tuple[int, str], StepRun] = {}
+        self._orders: list[tuple[Any, int]] = []
+        self._positions: set[str] = set()
+        self._wake = asyncio.Event()
+        self._full = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._closed = False
+        self.commits = 0
+        self.records = 0
+        self.backpressure_waits = 0
+        self.last_commit_s = 0.0
+        self.pruned = 0
+
+    # -- the hot path: O(1), never awaits ---------------------------------------------------
+
+    def journal(self, event_type: str, symbol: str, payload: bytes, received_at: float) -> int:
+        self._seq += 1
+        self._journal.append((self._seq, received_at, event_type, symbol, payload))
+        self._changed()
+        return self._seq
+
+    def symbol(self, state: SymbolState) -> None:
+        self._symbols[state.name] = state
+        self._changed()
+
+    def run(self, run: Run) -> None:
+        self._runs[run.id] = run
+        self._changed()
+
+    def step(self, step: StepRun) -> None:
+        self._steps[(step.run.id, step.spec.name)] = step
+        self._changed()
+
+    def order(self, outcome: Any, run_id: int) -> None:
+        """An order-sending step finished: record the order and its fill (if any)."""
+        self._orders.append((outcome, run_id))
+        fill = getattr(outcome, "fill", None)
+        if fill is not None:
+            self._positions.add(fill.symbol)
+        self._changed()
+
+    @property
+    def backlog(self) -> int:
+        return (
+            len(self._journal) + len(self._symbols) + len(self._runs) + len(self._steps)
+            + len(self._orders)
+        )
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+    def _changed(self) -> None:
+        self._wake.set()
+        backlog = self.backlog
+        if backlog >= self.batch_max:
+            self._full.set()
+        if backlog >= self.backlog_max:
+            self._room.clear()
+
+    # -- waiting ----------------------------------------------------------------------------
+
+    async def wait_capacity(self) -> None:
+        """Backpressure for intake: return once the backlog is below its bound."""
+        if not self._room.is_set():
+            self.backpressure_waits += 1
+            await self._room.wait()
+
+    async def wait_committed(self, seq: int) -> None:
+        """Wait until journal record ``seq`` is committed (the durability point of an event)."""
+        if seq <= self._committed_seq:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((seq, fut))
+        await fut
+
+    # -- the writer task --------------------------------------------------------------------
+
+    async def run_forever(self) -> None:
+        """The writer task (owned by the engine's task group); errors propagate to it."""
+        next_prune = time.monotonic() + self.prune_interval_s
+        while True:
+            await self._wake.wait()
+            if self.backlog < self.batch_max:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.commit_interval_s):
+                        await self._full.wait()
+            await self.commit()
+            if time.monotonic() >= next_prune:
+                await self.prune()
+                next_prune = time.monotonic() + self.prune_interval_s
+
+    async def commit(self) -> None:
+        self._wake.clear()
+        self._full.clear()
+        journal, self._journal = self._journal, []
+        symbols, self._symbols = self._symbols, {}
+        runs, self._runs = self._runs, {}
+        steps, self._steps = self._steps, {}
+        orders, self._orders = self._orders, []
+        positions, self._positions = self._positions, set()
+        count = len(journal) + len(symbols) + len(runs) + len(steps) + len(orders)
+        if not count:
+            return
+        now = self.wall()
+        rows = _Rows(now)
+        for state in symbols.values():
+            rows.symbol(state)
+        for run in runs.values():
+            rows.run(run)
+        for step in steps.values():
+            rows.step(step)
+        for outcome, run_id in orders:
+            rows.order(outcome, run_id)
+        if orders:
+            rows.account(self.broker, positions)
+        started = time.perf_counter()
+        conn = self.conn
+        try:
+            await conn.execute("BEGIN IMMEDIATE")
+            if journal:
+                await conn.executemany("INSERT INTO journal VALUES (?, ?, ?, ?, ?)", journal)
+            await rows.write(conn)
+            await conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                await conn.execute("ROLLBACK")
+            self._fail_waiters(exc)
+            raise StorageError(f"{self.path}: commit failed, stopping: {exc}") from exc
+        self.last_commit_s = time.perf_counter() - started
+        self.commits += 1
+        self.records += count
+        if journal:
+            self._committed_seq = journal[-1][0]
+            self._wake_waiters()
+        if self.backlog < self.backlog_max:
+            self._room.set()
+
+    async def close(self) -> None:
+        """Commit what is left and close the connection."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self.commit()
+        finally:
+            await self.conn.close()
+
+    async def prune(self) -> int:
+        """Delete journal rows and finished runs older than the retention horizon, in small
+        batches so a large backlog never holds the write lock for long."""
+        horizon = self.wall() - self.retention_s
+        total = 0
+        statements = (
+            "DELETE FROM journal WHERE seq IN "
+            "(SELECT seq FROM journal WHERE received_at < ? LIMIT 1000)",
+            "DELETE FROM steps WHERE run_id IN (SELECT id FROM runs WHERE finished_at < ? "
+            "AND state IN ('completed','failed','cancelled') LIMIT 1000)",
+            "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE finished_at < ? "
+            "AND state IN ('completed','failed','cancelled') "
+            "AND id NOT IN (SELECT run_id FROM steps) LIMIT 1000)",
+        )
+        try:
+            for sql in statements:
+                while True:
+                    cur = await self.conn.execute(sql, (horizon,))
+                    deleted = cur.rowcount
+                    await cur.close()
+                    total += max(deleted, 0)
+                    if deleted < 1000:
+                        break
+                    await asyncio.sleep(0)  # let commits of fresh work go first
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.path}: retention pruning failed: {exc}") from exc
+        self.pruned += total
+        return total
+
+    def statistics(self) -> WriterStatistics:
+        return WriterStatistics(
+            commits=self.commits,
+            records=self.records,
+            backlog=self.backlog,
+            backlog_max=self.backlog_max,
+            committed_seq=self._committed_seq,
+            backpressure_waits=self.backpressure_waits,
+            last_commit_s=self.last_commit_s,
+            pruned=self.pruned,
+        )
+
+    def _wake_waiters(self) -> None:
+        done = self._committed_seq
+        keep = []
+        for seq, fut in self._waiters:
+            if seq <= done:
+                if not fut.done():
+                    fut.set_result(None)
+            else:
+                keep.append((seq, fut))
+        self._waiters = keep
+
+    def _fail_waiters(self, exc: BaseException) -> None:
+        for _, fut in self._waiters:
+            if not fut.done():
+                fut.set_exception(StorageError(f"{self.path}: commit failed: {exc}"))
+        self._waiters = []
+
+
+class _Rows:
+    """Rows of one commit, built from live objects at one instant."""
+
+    __slots__ = ("accounts", "fills", "now", "orders", "positions", "runs", "steps", "symbols")
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.symbols: list[tuple[Any, ...]] = []
+        self.runs: list[tuple[Any, ...]] = []
+        self.steps: list[tuple[Any, ...]] = []
+        self.orders: list[tuple[Any, ...]] = []
+        self.fills: list[tuple[Any, ...]] = []
+        self.positions: list[tuple[Any, ...]] = []
+        self.accounts: list[tuple[Any, ...]] = []
+
+    def symbol(self, s: SymbolState) -> None:
+        tick = _encode(s.last_tick) if s.last_tick is not None else None
+        self.symbols.append(
+            (s.id, s.name, s.phase.value, s.status.value, s.priority, s.last_processed,
+             s.last_error, tick, self.now)
+        )
+
+    def run(self, r: Run) -> None:
+        finished = self.now if r.state.terminal else None
+        self.runs.append(
+            (r.id, r.workflow.name, r.symbol.name, r.state.value, r.outcome, r.priority,
+             _encode(r.tick), r.tick.ts, self.now, finished, r.error)
+        )
+
+    def step(self, st: StepRun) -> None:
+        try:
+            output: bytes | None = _encode(st.output)
+        except (TypeError, msgspec.EncodeError):
+            output = None  # not encodable: recovery re-runs this run from its first step
+        self.steps.append(
+            (st.run.id, st.spec.name, st.state.value, st.attempts, output, st.error,
+             self.now if st.started_at is not None else None,
+             self.now if st.state.terminal else None, st.preemptions)
+        )
+
+    def order(self, outcome: Any, run_id: int) -> None:
+        status = getattr(outcome, "status", "error")
+        coid = getattr(outcome, "client_order_id", None)
+        if coid is None:
+            return
+        side = getattr(outcome, "side", None)
+        self.orders.append(
+            (coid, run_id, getattr(outcome, "symbol", ""), str(side or ""),
+             float(getattr(outcome, "qty", 0.0)), str(status), self.now)
+        )
+        fill = getattr(outcome, "fill", None)
+        if fill is not None:
+            self.fills.append(
+                (fill.client_order_id, fill.symbol, str(fill.side), fill.qty, fill.price,
+                 fill.last_price, fill.notional, fill.fee, fill.realized_pnl, fill.ts)
+            )
+
+    def account(self, broker: PaperBroker, symbols: set[str]) -> None:
+        for name in symbols:
+            p = broker.position(name)
+            self.positions.append((p.symbol, p.qty, p.avg_cost, p.realized_pnl))
+        snap = broker.statistics()
+        self.accounts.append(
+            (1, snap.cash, snap.fees_paid, snap.orders, snap.fills, snap.duplicates, self.now)
+        )
+
+    async def write(self, conn: aiosqlite.Connection) -> None:
+        if self.symbols:
+            await conn.executemany(
+                "INSERT INTO symbols (id, name, phase, status, priority, last_processed, "
+                "last_error, last_tick, updated_at) VALUES (?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT (id) DO UPDATE SET phase=excluded.phase, status=excluded.status, "
+                "priority=excluded.priority, last_processed=excluded.last_processed, "
+                "last_error=excluded.last_error, last_tick=excluded.last_tick, "
+                "updated_at=excluded.updated_at",
+                self.symbols,
+            )
+        if self.runs:
+            await conn.executemany(
+                "INSERT INTO runs (id, workflow, symbol, state, outcome, priority, tick, "
+                "tick_ts, created_at, finished_at, error) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT (id) DO UPDATE SET state=excluded.state, "
+                "outcome=excluded.outcome, priority=excluded.priority, tick=excluded.tick, "
+                "tick_ts=excluded.tick_ts, finished_at=excluded.finished_at, "
+                "error=excluded.error",
+                self.runs,
+            )
+        if self.steps:
+            await conn.executemany(
+                "INSERT INTO steps (run_id, step, state, attempts, output, error, started_at, "
+                "finished_at, preemptions) VALUES (?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT (run_id, step) DO UPDATE SET state=excluded.state, "
+                "attempts=excluded.attempts, output=excluded.output, error=excluded.error, "
+                "started_at=COALESCE(steps.started_at, excluded.started_at), "
+                "finished_at=excluded.finished_at, preemptions=excluded.preemptions",
+                self.steps,
+            )
+        if self.orders:
+            # A retried order returns its original fill: the first record stands.
+            await conn.executemany(
+                "INSERT OR IGNORE INTO orders VALUES (?,?,?,?,?,?,?)", self.orders
+            )
+        if self.fills:
+            await conn.executemany(
+                "INSERT OR IGNORE INTO fills VALUES (?,?,?,?,?,?,?,?,?,?)", self.fills
+            )
+        if self.positions:
+            await conn.executemany(
+                "INSERT INTO positions VALUES (?,?,?,?) ON CONFLICT (symbol) DO UPDATE SET "
+                "qty=excluded.qty, avg_cost=excluded.avg_cost, "
+                "realized_pnl=excluded.realized_pnl",
+                self.positions,
+            )
+        if self.accounts:
+            await conn.executemany(
+                "INSERT INTO account VALUES (?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET "
+                "cash=excluded.cash, fees_paid=excluded.fees_paid, orders=excluded.orders, "
+                "fill_count=excluded.fill_count, duplicates=excluded.duplicates, "
+                "updated_at=excluded.updated_at",
+                self.accounts,
+            )
