@@ -58,6 +58,7 @@ class Coordinator:
         self.broker = broker
         self.risk = risk
         self.dispatcher: Dispatcher | None = None
+        self.stopping = False  # set by the engine's drain: no new follow-ups, work stays pending
         self._ids = itertools.count(first_run_id)
         self.runs: dict[int, Run] = {}  # live runs by id
         self._pending: dict[tuple[str, str], Run] = {}
@@ -67,6 +68,12 @@ class Coordinator:
         # Observers for storage/metrics; None costs one attribute test.
         self.on_run_finished: Callable[[Run], None] | None = None
         self.on_step_finished: Callable[[StepRun], None] | None = None
+        # Called when a run is created, its input replaced, started, or ended (storage).
+        self.on_run_update: Callable[[Run], None] | None = None
+
+    def set_next_run_id(self, next_id: int) -> None:
+        """Continue numbering after the runs already stored (ids are client-order-id stable)."""
+        self._ids = itertools.count(next_id)
 
     # -- workflows and routes ---------------------------------------------------------------
 
@@ -104,6 +111,8 @@ class Coordinator:
         if pending is not None:
             pending.tick = tick  # latest tick wins; the run keeps its place (and age) in line
             counters.conflated += 1
+            if self.on_run_update is not None:
+                self.on_run_update(pending)
             return None
         active = self._active.get(key)
         if active is not None:
@@ -124,15 +133,86 @@ class Coordinator:
         self._pending[run.key] = run
         self._by_symbol.setdefault(symbol.name, set()).add(run)
         symbol.active_runs += 1
+        if self.on_run_update is not None:
+            self.on_run_update(run)
         for index in wf.roots:
             self._enqueue(run.steps[index], at)
         return run
 
+    def adopt(
+        self,
+        run_id: int,
+        workflow: str,
+        symbol_name: str,
+        tick: Tick,
+        completed: dict[str, tuple[Any, int]],
+    ) -> str:
+        """Re-create a run found in flight at start; returns ``resumed``, ``restarted`` or
+        ``dropped``. Completed steps keep their stored outputs and are not run again; a run
+        whose stored progress does not fit its workflow any more starts over (same id, so its
+        order steps keep their client order ids and stay idempotent)."""
+        wf = self.workflows.get(workflow)
+        if wf is None or not wf.enabled:
+            return "dropped"
+        symbol = self.symbols.get(symbol_name) or self.symbols.register(
+            symbol_name, wf.priority
+        )
+        key = (workflow, symbol_name)
+        if key in self._pending or key in self._active:
+            return "dropped"
+        now = self.clock.now()
+        run = Run(run_id, wf, symbol, tick, wf.run_priority(symbol.priority), now)
+        names = {st.spec.name: st for st in run.steps}
+        outcome = "resumed" if completed else "restarted"
+        if completed and not completed.keys() <= names.keys():
+            completed, outcome = {}, "restarted"
+        for name, (output, attempts) in completed.items():
+            step = names[name]
+            step.advance(StepState.RUNNING)
+            step.advance(StepState.COMPLETED)
+            step.output = output
+            step.attempts = attempts
+            run.outputs[name] = output
+            run.completed += 1
+        for step in run.steps:
+            step.waiting = sum(
+                1 for d in step.spec.deps if run.steps[d].state is not StepState.COMPLETED
+            )
+        self.runs[run.id] = run
+        self._by_symbol.setdefault(symbol_name, set()).add(run)
+        symbol.active_runs += 1
+        if symbol.last_tick is not None and symbol.last_tick.ts > tick.ts:
+            # Newer data was accepted before the stop: it gets its follow-up run.
+            run.follow_up, run.follow_up_at = symbol.last_tick, now
+        if run.completed:
+            run.advance(RunState.RUNNING)
+            run.started_at = now
+            self._active[key] = run
+            self.symbols.mark_processing(symbol)
+        else:
+            self._pending[key] = run
+        if run.completed == len(run.steps):
+            self._end_run(run, RunState.COMPLETED, "completed", None)
+            return outcome
+        for step in run.steps:
+            if step.state is StepState.PENDING and step.waiting == 0:
+                self._enqueue(step, now)
+        return outcome
+
     def reprioritise(self, symbol: SymbolState, priority: int) -> int:
         """HIGH_PRIORITY_ARRIVED: re-key the symbol's queued work now; returns entries moved."""
+        old_routes = self.routes(symbol.priority)
         self.symbols.set_priority(symbol, priority)
+        new_routes = self.routes(priority)
         moved = 0
-        for run in self._by_symbol.get(symbol.name, ()):
+        for run in list(self._by_symbol.get(symbol.name, ())):
+            if run.follow_up is not None and not run.workflow.route.matches(priority):
+                # The waiting tick belongs to the new route now, not after this run ends.
+                tick, at = run.follow_up, run.follow_up_at
+                run.follow_up = None
+                for wf in new_routes:
+                    if wf not in old_routes:
+                        self.trigger(wf, symbol, tick, at)
             new = run.workflow.run_priority(priority)
             old = run.priority
             if new == old:
@@ -198,6 +278,8 @@ class Coordinator:
                 del self._pending[run.key]
             self._active[run.key] = run
             self.symbols.mark_processing(run.symbol)
+            if self.on_run_update is not None:
+                self.on_run_update(run)
 
     def step_succeeded(self, step: StepRun, output: Any, now: float) -> None:
         run = step.run
@@ -212,14 +294,16 @@ class Coordinator:
             sc.duration.record(now - step.started_at)
         if self.on_step_finished is not None:
             self.on_step_finished(step)
-        if run.state.terminal:
-            return  # a sibling already failed the run; this result is recorded, not used
+        if run.state.terminal or self._settle_cancel(run):
+            return  # the run already ended or is being cancelled: recorded, not used
         run.outputs[step.spec.name] = output
         run.completed += 1
         if run.completed == len(run.steps):
             self._end_run(run, RunState.COMPLETED, "completed", None)
             return
         for index in step.spec.dependents:
+            if run.outcome is not None:
+                return  # enqueuing a sibling shed the run itself
             nxt = run.steps[index]
             nxt.waiting -= 1
             if nxt.waiting == 0:
@@ -236,7 +320,7 @@ class Coordinator:
             sc.timeouts += 1
             sc.outcomes["timeout"] += 1
         retry = step.spec.retry
-        if not run.state.terminal and step.attempts <= retry.count:
+        if run.cancel_reason is None and not run.state.terminal and step.attempts <= retry.count:
             sc.retries += 1
             sc.outcomes["retried"] += 1
             step.advance(StepState.PENDING)
@@ -248,6 +332,8 @@ class Coordinator:
         sc.outcomes["failed"] += 1
         if self.on_step_finished is not None:
             self.on_step_finished(step)
+        if self._settle_cancel(run):
+            return
         if not run.state.terminal:
             log.warning("run %s failed at step %s: %s", run.label, step.spec.name, message)
             self._end_run(run, RunState.FAILED, "failed", f"{step.spec.name}: {message}")
@@ -265,8 +351,9 @@ class Coordinator:
         counters = self.counters.workflows[run.workflow.name]
         counters.preemptions += 1
         counters.step(step.spec.name).outcomes["preempted"] += 1
-        if run.state.terminal:
+        if run.state.terminal or run.cancel_reason is not None:
             step.advance(StepState.CANCELLED)
+            self._settle_cancel(run)
             return
         step.ready_at = now
         shed = self.queue.requeue_front(step)
@@ -282,23 +369,47 @@ class Coordinator:
         step.error = reason
         step.finished_at = now
         self.counters.workflows[run.workflow.name].step(step.spec.name).outcomes["cancelled"] += 1
+        if self._settle_cancel(run):
+            return
         if not run.state.terminal:
             self._end_run(run, RunState.CANCELLED, "cancelled", reason)
 
     # -- operator actions -------------------------------------------------------------------
 
-    def cancel_run(self, run_id: int, reason: str = "cancelled by operator") -> bool:
-        """Cancel a live run: queued steps are dropped, running preemptible steps interrupted;
-        a running non-preemptible step (an order) is left to finish -- never cut half-way."""
+    def cancel_run(
+        self, run_id: int, reason: str = "cancelled by operator", *, shutdown: bool = False
+    ) -> bool:
+        """Cancel a live run: queued and backing-off steps are dropped, running preemptible steps
+        interrupted. A running non-preemptible step (an order) is left to finish -- never cut
+        half-way -- and the run ends when it does, keeping its (workflow, symbol) slot until
+        then so that no second run's order can overlap it."""
         run = self.runs.get(run_id)
-        if run is None or run.state.terminal:
+        if run is None or run.state.terminal or run.cancel_reason is not None:
             return False
+        run.cancel_reason = reason
+        run.follow_up = None if not shutdown else run.follow_up
+        for step in run.steps:
+            if step.state is StepState.PENDING:
+                if step.handle is not None:
+                    self.queue.remove(step)
+                if step.timer is not None:
+                    step.timer.cancel()
+                    step.timer = None
         running = [s for s in run.steps if s.state is StepState.RUNNING]
-        self._end_run(run, RunState.CANCELLED, "cancelled", reason)
         if self.dispatcher is not None:
             for step in running:
                 if step.spec.preemptible:
                     self.dispatcher.interrupt_step(step, Interrupt.CANCEL)
+        if not running:
+            self._end_run(run, RunState.CANCELLED, "cancelled", reason)
+        return True
+
+    def _settle_cancel(self, run: Run) -> bool:
+        """After a step of a cancel-requested run ended: finish the run once nothing runs."""
+        if run.cancel_reason is None or run.state.terminal:
+            return False
+        if run.running == 0:
+            self._end_run(run, RunState.CANCELLED, "cancelled", run.cancel_reason)
         return True
 
     # -- ending runs ------------------------------------------------------------------------
@@ -336,21 +447,30 @@ class Coordinator:
         counters.runs[outcome] += 1
         if state is RunState.COMPLETED:
             counters.run_latency.record(now - run.trigger_at)
-        if outcome == "shed":
-            run.follow_up = None  # the sweep re-triggers the symbol once load allows
+        if outcome == "shed" or self.stopping:
+            run.follow_up = None  # the sweep (or recovery after a restart) re-triggers it
         self._update_symbol(run, state, error)
-        if self.on_run_finished is not None:
-            self.on_run_finished(run)
+        # The follow-up starts before observers hear of the end, so "no run in flight" is
+        # never reported between a run and its follow-up.
         follow_up = run.follow_up
         if follow_up is not None:
             run.follow_up = None
             wf = self.workflows.get(run.workflow.name, run.workflow)
             if wf.enabled and wf.route.matches(symbol.priority):
                 self._start_run(wf, symbol, follow_up, run.follow_up_at)
+        if self.on_run_update is not None:
+            self.on_run_update(run)
+        if self.on_run_finished is not None:
+            self.on_run_finished(run)
 
     def _update_symbol(self, run: Run, state: RunState, error: str | None) -> None:
         symbol = run.symbol
-        if state is RunState.FAILED:
+        if state is RunState.FAILED or (
+            run.outcome == "cancelled" and not self.stopping and symbol.active_runs == 0
+            and run.follow_up is None
+        ):
+            # A failure, or an operator's cancel: recorded on the symbol, and not re-run by the
+            # sweep (which would undo the cancel). Shed or shutdown work stays pending instead.
             self.symbols.mark_failed(symbol, f"{run.workflow.name}: {error}", self.clock.wall())
         elif symbol.active_runs == 0 and run.follow_up is None:
             if state is RunState.COMPLETED:

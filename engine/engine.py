@@ -29,7 +29,10 @@ from .context import sends_orders_flag
 from .coordinator import Coordinator
 from .dispatcher import Dispatcher, DispatcherStatistics
 from .events import DataReady, Event, HighPriorityArrived
+from .http import MetricsServer
+from .loopmon import LoopMonitor
 from .market import MarketData
+from .metrics import build_registry
 from .runs import Run, StepRun
 from .scheduler import QueueStatistics, ReadyQueue
 from .sources import ReplaySource, SimMarket, Source
@@ -86,6 +89,7 @@ class Engine:
         clock: Clock | None = None,
         sources: list[Source] | None = None,
         config_version: str = "",
+        serve_metrics: bool | None = None,
     ) -> None:
         self.config = config
         self.config_version = config_version
@@ -136,6 +140,17 @@ class Engine:
         self.dispatcher: Dispatcher | None = None
         self._feeders: list[asyncio.Task[None]] = []
         self.running = False
+        # --- metrics (issue 5): the collector reads the counters above at scrape time. The
+        # HTTP endpoint is served by default only by a daemon-style engine (built from its
+        # config alone); an engine given its sources or clock (tests, benchmarks) serves only
+        # when asked with ``serve_metrics=True``.
+        if serve_metrics is None:
+            serve_metrics = sources is None and clock is None
+        self.serve_metrics = serve_metrics and config.metrics.enabled
+        self.loop_monitor = LoopMonitor()
+        self.metrics_registry = build_registry(self, self.loop_monitor)
+        self.metrics_server: MetricsServer | None = None
+        # --- end metrics ---
 
     # -- time -------------------------------------------------------------------------------
 
@@ -176,9 +191,45 @@ class Engine:
         self.coordinator, self.dispatcher = coordinator, dispatcher
         return coordinator, dispatcher
 
+    # --- metrics (issue 5) ---
+    @property
+    def metrics_port(self) -> int | None:
+        """The port ``/metrics`` is bound to while the session runs (None when not serving)."""
+        return self.metrics_server.port if self.metrics_server is not None else None
+
+    def readiness(self) -> tuple[bool, str]:
+        """``/readyz``: running, not draining, and every source still feeding."""
+        if not self.running or self._stopping is None:
+            return False, "not running"
+        if self._stopping.is_set():
+            return False, "draining"
+        if any(task.done() for task in self._feeders):
+            return False, "sources stopped"
+        return True, "ready"
+
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[Engine]:
-        """Run the engine for the duration of the ``async with`` block."""
+        """Run the engine for the duration of the ``async with`` block.
+
+        The metrics endpoint (when served) is up for the whole session, drain included.
+        """
+        async with contextlib.AsyncExitStack() as stack:
+            if self.serve_metrics:
+                m = self.config.metrics
+                server = MetricsServer(
+                    self.metrics_registry, host=m.host, port=m.port, ready=self.readiness,
+                    loop_monitor=self.loop_monitor,
+                )
+                await stack.enter_async_context(server)
+                self.metrics_server = server
+                stack.callback(setattr, self, "metrics_server", None)
+            async with self._session() as engine:
+                yield engine
+
+    # --- end metrics ---
+
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[Engine]:
         _, dispatcher = self._build()
         self._stopping = asyncio.Event()
         self.running = True
@@ -190,6 +241,7 @@ class Engine:
                 ]
                 self.sweep()  # state-driven half: symbols left data_ready + pending
                 sweeper = tg.create_task(self._sweep_forever(), name="sweep")
+                monitor = tg.create_task(self.loop_monitor.run(), name="loop-monitor")  # metrics
                 self._feeders = feeders = [
                     tg.create_task(source.run(self.submit), name=f"source-{source.name}")
                     for source in self.sources
@@ -203,6 +255,7 @@ class Engine:
                     await self._drain(self.config.engine.drain_timeout_s)
                     for task in agents:
                         task.cancel()
+                    monitor.cancel()  # metrics
         finally:
             self.running = False
             if self._executor is not None:
@@ -226,8 +279,12 @@ class Engine:
                 async with asyncio.timeout(deadline_s):
                     await self._idle.wait()
         if self.coordinator is not None:
+            # Past the deadline: what is left stays pending for the sweep or a restart.
+            self.coordinator.stopping = True
             for run_id in list(self.coordinator.runs):
-                self.coordinator.cancel_run(run_id, "shutdown: drain deadline passed")
+                self.coordinator.cancel_run(
+                    run_id, "shutdown: drain deadline passed", shutdown=True
+                )
 
     async def wait_sources(self) -> None:
         """Wait until every source has run dry (errors surface from the session, not here)."""

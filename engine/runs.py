@@ -74,6 +74,7 @@ class Run:
     """A workflow's DAG instantiated for one symbol and one (conflated) tick."""
 
     __slots__ = (
+        "cancel_reason",
         "completed",
         "created_at",
         "deadline",
@@ -123,6 +124,7 @@ class Run:
         self.outcome: str | None = None
         self.follow_up: Tick | None = None
         self.follow_up_at = 0.0
+        self.cancel_reason: str | None = None  # set by a cancel waiting on a running order step
 
     def advance(self, new: RunState) -> None:
         if new not in RUN_TRANSITIONS[self.state]:

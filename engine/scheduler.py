@@ -98,6 +98,7 @@ class ReadyQueue:
             worst_lane = self._worst_lane()
             assert worst_lane is not None
             if worst_lane.heap.peek_worst_key() < (priority, deadline, step.seq):
+                self.shed += 1
                 return step  # everything queued is more urgent than the newcomer
             victim = worst_lane.heap.pop_worst()
             assert victim is not None
