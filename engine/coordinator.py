@@ -104,6 +104,8 @@ class Coordinator:
             self.trigger(wf, symbol, tick, received_at)
 
     def trigger(self, wf: WorkflowDef, symbol: SymbolState, tick: Tick, at: float) -> Run | None:
+        if self.stopping:
+            return None  # shutting down: the symbol stays data_ready + pending for the next start
         counters = self.counters.workflows[wf.name]
         counters.triggered += 1
         key = (wf.name, symbol.name)

@@ -124,7 +124,17 @@ class Dispatcher:
                 self._idle.append(agent)
                 if self.queue:
                     self.schedule()
-                step = await fut
+                try:
+                    step = await fut
+                except asyncio.CancelledError:
+                    task = agent.task
+                    if task is None or task.cancelling():
+                        raise  # shutdown
+                    # An interrupt withdrawn with uncancel() can still land here on 3.11 (it
+                    # cannot retract a cancellation already scheduled): not a shutdown, go on.
+                    if agent in self._idle:
+                        self._idle.remove(agent)
+                    continue
             else:
                 agent.reserved = None
             await self._execute(agent, step)
@@ -170,6 +180,8 @@ class Dispatcher:
                 return
             if idle:
                 agent = idle.pop()
+                if agent.inbox is None or agent.inbox.done():
+                    continue  # a cancelled (shut down) agent: never hand it work
                 step = queue.pop_from(lane)
                 lane.running += 1
                 self.dispatched += 1
