@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install build test test-pure bench bench-heap lint run clean
+.PHONY: install system-deps build test test-pure bench bench-heap lint run clean
 
 # A venv with tickflow installed editable (which compiles fastpath) plus the dev tools.
 $(STAMP): pyproject.toml setup.py
@@ -22,7 +22,16 @@ build: $(STAMP)
 	@$(BIN)/python -c "import fastpath, sys; print('fastpath:', fastpath.IMPLEMENTATION); sys.exit(fastpath.IMPLEMENTATION != 'cython')" \
 		|| { echo "ERROR: the fastpath Cython extension did not build" >&2; exit 1; }
 
-test: build
+# System packages the tests need: Prometheus and promtool (the monitoring integration test runs
+# a real Prometheus against the daemon and checks the shipped config with promtool).
+system-deps:
+	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
+		echo "installing Debian's prometheus package (prometheus, promtool)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	}
+
+test: build system-deps
 	$(BIN)/python -m pytest
 
 # The heap suite again on the pure-Python twin (the chooser must pick it when told to).

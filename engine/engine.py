@@ -213,6 +213,8 @@ class Engine:
 
         The metrics endpoint (when served) is up for the whole session, drain included.
         """
+        # Before the first await: a stop() (SIGTERM) while the server starts must not be lost.
+        self._stopping = asyncio.Event()
         async with contextlib.AsyncExitStack() as stack:
             if self.serve_metrics:
                 m = self.config.metrics
@@ -231,7 +233,6 @@ class Engine:
     @contextlib.asynccontextmanager
     async def _session(self) -> AsyncIterator[Engine]:
         _, dispatcher = self._build()
-        self._stopping = asyncio.Event()
         self.running = True
         try:
             async with asyncio.TaskGroup() as tg:

@@ -8,11 +8,23 @@ months must not keep every sample.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from itertools import accumulate
 
-__all__ = ["LatencyHistogram"]
+__all__ = ["LatencyHistogram", "bucket_edge_seconds"]
 
 _SUB = 16
 _BUCKETS = 64 * _SUB
+
+
+def bucket_edge_seconds(edge: int) -> float:
+    """The lower edge, in seconds, of bucket ``edge`` (= the upper edge of bucket ``edge - 1``).
+
+    Bucket ``k`` holds samples of ``2**(k/16)`` ns up to (not including) ``2**((k+1)/16)`` ns.
+    """
+    if not 0 < edge <= _BUCKETS:
+        raise ValueError(f"bucket edge must be in 1..{_BUCKETS}, got {edge}")
+    return float(2.0 ** (edge / _SUB) / 1e9)
 
 
 class LatencyHistogram:
@@ -65,3 +77,19 @@ class LatencyHistogram:
             "p999_s": self.quantile(0.999),
             "max_s": self.max,
         }
+
+    def cumulative_counts(self, edges: Sequence[int]) -> list[int]:
+        """Samples below each of ``edges`` (bucket-edge indices, ascending), for exporters.
+
+        ``edges[i]`` stands for :func:`bucket_edge_seconds` ``(edges[i])``; the count is exact
+        for that bound (a sample exactly on an edge counts in the bucket above it). Samples in
+        the last, open-ended bucket are never below an edge: read them from :attr:`count`.
+        Called at scrape time, never on the hot path: one pass over the buckets.
+        """
+        running = list(accumulate(self._counts))
+        out: list[int] = []
+        for edge in edges:
+            if not 0 < edge <= _BUCKETS:
+                raise ValueError(f"bucket edge must be in 1..{_BUCKETS}, got {edge}")
+            out.append(running[edge - 1])
+        return out

@@ -25,6 +25,7 @@ __all__ = [
     "BrokerSettings",
     "Config",
     "EngineSettings",
+    "MetricsSettings",
     "ReplaySettings",
     "Retry",
     "RiskSettings",
@@ -210,6 +211,19 @@ class Workflow(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         raise KeyError(name)
 
 
+# --- metrics (issue 5, Observability) ---
+class MetricsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The HTTP endpoint serving ``/metrics``, ``/healthz`` and ``/readyz``.
+
+    ``port = 0`` binds a free port (tests); the bound port is logged as ``metrics listening``.
+    """
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9108
+# --- end metrics ---
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The whole configuration of one daemon."""
 
@@ -217,6 +231,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     source: SourceSettings = SourceSettings()
     broker: BrokerSettings = BrokerSettings()
     risk: RiskSettings = RiskSettings()
+    metrics: MetricsSettings = MetricsSettings()
     symbols: tuple[SymbolSeed, ...] = ()
     workflows: Annotated[dict[str, Workflow], msgspec.Meta(min_length=1)]
 
