@@ -45,10 +45,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--summary", type=Path, default=None, metavar="PATH",
                      help="write a JSON summary here at exit")
+    run.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                     help="override [metrics] port (0 = any free port, logged at start)")
 
     validate = sub.add_parser("validate", help="check a config file and summarise it")
     validate.add_argument("config", nargs="?", type=Path, default=DEFAULT_CONFIG)
+
+    status = sub.add_parser(
+        "status", help="show symbols, runs in flight, failures and positions (read-only)"
+    )
+    status.add_argument("--db", type=Path, default=None,
+                        help="state database (default: the one `tickflow run` uses)")
+    status.add_argument("--json", action="store_true", help="print JSON instead of text")
     return parser
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .storage import default_db_path, format_report, read_status
+
+    path = args.db if args.db is not None else default_db_path("")
+    try:
+        report = read_status(path)
+    except TickflowError as exc:
+        print(f"tickflow status: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        import msgspec
+
+        sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(report)) + b"\n")
+    else:
+        print(format_report(report))
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -76,6 +103,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.duration is not None and args.duration < 0:
         print("--duration must be >= 0", file=sys.stderr)
         return 2
+    if args.metrics_port is not None:
+        if not 0 <= args.metrics_port <= 65535:
+            print("--metrics-port must be in 0..65535", file=sys.stderr)
+            return 2
+        import msgspec
+
+        config = msgspec.structs.replace(
+            config, metrics=msgspec.structs.replace(config.metrics, port=args.metrics_port)
+        )
     engine = Engine(config, config_version=digest[:12])
 
     async def main() -> None:
@@ -137,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_validate(args)
     if args.command == "run":
         return cmd_run(args)
+    if args.command == "status":
+        return cmd_status(args)
     parser.print_help()
     return 0
 

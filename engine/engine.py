@@ -37,6 +37,7 @@ from .runs import Run, StepRun
 from .scheduler import QueueStatistics, ReadyQueue
 from .sources import ReplaySource, SimMarket, Source
 from .stats import EngineCounters, EngineSnapshot
+from .storage import Persistence
 from .symbols import SymbolTable
 from .workflow import WorkflowDef, compile_workflows
 
@@ -90,6 +91,7 @@ class Engine:
         sources: list[Source] | None = None,
         config_version: str = "",
         serve_metrics: bool | None = None,
+        persist: bool | None = None,
     ) -> None:
         self.config = config
         self.config_version = config_version
@@ -150,6 +152,13 @@ class Engine:
         self.loop_monitor = LoopMonitor()
         self.metrics_registry = build_registry(self, self.loop_monitor)
         self.metrics_server: MetricsServer | None = None
+        # Like the metrics endpoint, storage is on by default for a daemon-style engine only;
+        # tests and benchmarks that inject their clock or sources opt in with persist=True.
+        if persist is None:
+            persist = sources is None and clock is None
+        self.persistence: Persistence | None = (
+            Persistence(self, config.storage) if persist and config.storage.enabled else None
+        )
         # --- end metrics ---
 
     # -- time -------------------------------------------------------------------------------
@@ -232,10 +241,22 @@ class Engine:
 
     @contextlib.asynccontextmanager
     async def _session(self) -> AsyncIterator[Engine]:
-        _, dispatcher = self._build()
+        persistence = self.persistence
+        if persistence is not None:
+            await persistence.open()  # restores symbols and the broker before anything runs
+        coordinator, dispatcher = self._build()
+        writer = None
+        if persistence is not None:
+            persistence.attach(coordinator)  # resumes the runs found in flight
+            writer = persistence.writer
         self.running = True
         try:
             async with asyncio.TaskGroup() as tg:
+                writer_task = (
+                    tg.create_task(writer.run_forever(), name="storage-writer")
+                    if writer is not None
+                    else None
+                )
                 agents = [
                     tg.create_task(dispatcher.run_agent(a), name=f"agent-{a.index}")
                     for a in dispatcher.agents
@@ -257,8 +278,12 @@ class Engine:
                     for task in agents:
                         task.cancel()
                     monitor.cancel()  # metrics
+                    if writer_task is not None:
+                        writer_task.cancel()
         finally:
             self.running = False
+            if persistence is not None:
+                await persistence.close()  # the last commit: everything the drain recorded
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -321,7 +346,10 @@ class Engine:
     # -- intake -----------------------------------------------------------------------------
 
     async def submit(self, event: Event) -> None:
-        """Accept one event (the source-facing, possibly-blocking form of submit_nowait)."""
+        """Accept one event; waits while the storage writer is behind (backpressure)."""
+        persistence = self.persistence
+        if persistence is not None and persistence.writer is not None:
+            await persistence.writer.wait_capacity()
         self.submit_nowait(event)
 
     def submit_nowait(self, event: Event) -> None:
@@ -329,6 +357,8 @@ class Engine:
         if coordinator is None:
             raise RuntimeError("the engine is not running: use `async with engine.session()`")
         now = self.clock.now()
+        if self.persistence is not None:
+            self.persistence.journal(event, now)
         if type(event) is DataReady:
             self.counters.received["DATA_READY"] += 1
             symbol = self.symbols.get(event.symbol)
@@ -456,4 +486,12 @@ class Engine:
             },
             "symbols": stats.symbols,
             "runs_in_flight": c.runs_in_flight,
+            "recovery": (
+                msgspec.to_builtins(self.persistence.report) if self.persistence else None
+            ),
+            "storage": (
+                msgspec.to_builtins(self.persistence.writer.statistics())
+                if self.persistence and self.persistence.writer
+                else None
+            ),
         }

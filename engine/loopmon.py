@@ -37,7 +37,9 @@ class LoopMonitor:
     def alive(self, now: float | None = None, stale_after: float | None = None) -> bool:
         """Is the monitor running and has it woken recently (loop responsive)?"""
         task = self._task
-        if task is None or task.done():
+        if task is None:
+            return True  # not started yet (the daemon is still opening storage): not stalled
+        if task.done():
             return False
         last = self._last_wake
         if last is None:

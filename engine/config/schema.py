@@ -33,6 +33,7 @@ __all__ = [
     "SimSettings",
     "SourceSettings",
     "Step",
+    "StorageSettings",
     "SymbolSeed",
     "Workflow",
     "topological_order",
@@ -211,7 +212,6 @@ class Workflow(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         raise KeyError(name)
 
 
-# --- metrics (issue 5, Observability) ---
 class MetricsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The HTTP endpoint serving ``/metrics``, ``/healthz`` and ``/readyz``.
 
@@ -221,7 +221,25 @@ class MetricsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     enabled: bool = True
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9108
-# --- end metrics ---
+
+
+class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The SQLite state database (see docs/storage.md for the durability contract).
+
+    ``path`` empty means ``$STATE_DIRECTORY/tickflow.db`` under systemd, else
+    ``./state/tickflow.db``. ``synchronous = "normal"`` (WAL) survives a process crash at every
+    commit; ``"full"`` also survives a power loss, at a cost per commit.
+    """
+
+    enabled: bool = True
+    path: str = ""
+    synchronous: Literal["normal", "full", "extra"] = "normal"
+    commit_interval_ms: PositiveFloat = 2.0
+    batch_max: PositiveInt = 5000
+    backlog_max: PositiveInt = 50_000
+    retention_hours: PositiveFloat = 24.0
+    prune_interval_s: PositiveFloat = 60.0
+    busy_timeout_ms: PositiveInt = 5000
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -232,6 +250,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     broker: BrokerSettings = BrokerSettings()
     risk: RiskSettings = RiskSettings()
     metrics: MetricsSettings = MetricsSettings()
+    storage: StorageSettings = StorageSettings()
     symbols: tuple[SymbolSeed, ...] = ()
     workflows: Annotated[dict[str, Workflow], msgspec.Meta(min_length=1)]
 

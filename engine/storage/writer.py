@@ -79,6 +79,7 @@ class StorageWriter:
         self._steps: dict[tuple[int, str], StepRun] = {}
         self._orders: list[tuple[Any, int]] = []
         self._positions: set[str] = set()
+        self.dropped_runs: list[int] = []  # stored runs recovery could not resume
         self._wake = asyncio.Event()
         self._full = asyncio.Event()
         self._room = asyncio.Event()
@@ -179,7 +180,8 @@ class StorageWriter:
         steps, self._steps = self._steps, {}
         orders, self._orders = self._orders, []
         positions, self._positions = self._positions, set()
-        count = len(journal) + len(symbols) + len(runs) + len(steps) + len(orders)
+        dropped, self.dropped_runs = self.dropped_runs, []
+        count = len(journal) + len(symbols) + len(runs) + len(steps) + len(orders) + len(dropped)
         if not count:
             return
         now = self.wall()
@@ -201,6 +203,12 @@ class StorageWriter:
             if journal:
                 await conn.executemany("INSERT INTO journal VALUES (?, ?, ?, ?, ?)", journal)
             await rows.write(conn)
+            if dropped:
+                await conn.executemany(
+                    "UPDATE runs SET state='cancelled', outcome='cancelled', finished_at=?, "
+                    "error='workflow no longer configured' WHERE id=?",
+                    [(now, run_id) for run_id in dropped],
+                )
             await conn.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):

@@ -18,7 +18,7 @@ def test_run_with_duration_writes_a_summary_with_both_workflows(tmp_path: Path) 
     summary = tmp_path / "summary.json"
     # From an unrelated working directory: the default config ships inside the package.
     proc = subprocess.run(
-        [*TICKFLOW, "run", "--duration", "5", "--summary", str(summary)],
+        [*TICKFLOW, "run", "--duration", "5", "--summary", str(summary), "--metrics-port", "0"],
         cwd=tmp_path, capture_output=True, timeout=60,
     )
     assert proc.returncode == 0, proc.stderr.decode()
@@ -43,7 +43,7 @@ def test_run_with_duration_writes_a_summary_with_both_workflows(tmp_path: Path) 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_cleanly_and_still_writes_the_summary(tmp_path: Path, sig: int) -> None:
     summary = tmp_path / "summary.json"
-    with start(["run", "--summary", str(summary)], cwd=tmp_path) as proc:
+    with start(["run", "--summary", str(summary), "--metrics-port", "0"], cwd=tmp_path) as proc:
         try:
             wait_for_log(proc, "tickflow starting")
             proc.send_signal(sig)

@@ -127,7 +127,8 @@ def daemon(tmp_path: Path) -> Iterator[int]:
 def test_daemon_serves_health_readiness_and_metrics(daemon: int) -> None:
     base = f"http://127.0.0.1:{daemon}"
     assert http_get(f"{base}/healthz")[0] == 200
-    assert http_get(f"{base}/readyz")[0] == 200
+    # Ready once storage is open and the sources run (not yet when the port is first logged).
+    poll("daemon ready", lambda: http_get(f"{base}/readyz")[0] == 200, timeout=30)
     status, body = http_get(f"{base}/metrics")
     assert status == 200
     names = {f.name for f in text_string_to_metric_families(body.decode())}

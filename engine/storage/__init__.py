@@ -1,0 +1,21 @@
+"""Storage: SQLite state (WAL) behind one group-commit writer, and recovery at start."""
+
+from .db import open_database
+from .persistence import Persistence, default_db_path
+from .recovery import RecoveryReport
+from .schema import SCHEMA_VERSION
+from .status import StatusReport, format_report, read_status
+from .writer import StorageWriter, WriterStatistics
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Persistence",
+    "RecoveryReport",
+    "StatusReport",
+    "StorageWriter",
+    "WriterStatistics",
+    "default_db_path",
+    "format_report",
+    "open_database",
+    "read_status",
+]

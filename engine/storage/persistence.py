@@ -1,0 +1,149 @@
+"""Attaching storage to an engine: open and recover at start, record every change, close.
+
+The engine calls, in order: :meth:`open` (before its coordinator exists: restores symbols and
+the broker), :meth:`attach` (hooks the coordinator, resumes stored runs), runs
+:meth:`StorageWriter.run_forever` in its task group, and :meth:`close` after the drain.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ..context import sends_orders_flag
+from ..events import DATA_READY, DataReady, Event
+from ..runs import StepRun
+from .db import open_database
+from .recovery import LoadedState, RecoveryReport, load_state
+from .writer import StorageWriter
+
+if TYPE_CHECKING:
+    from ..config import StorageSettings
+    from ..coordinator import Coordinator
+    from ..engine import Engine
+
+__all__ = ["Persistence", "default_db_path"]
+
+log = logging.getLogger("tickflow.storage")
+_encode = msgspec.json.Encoder().encode
+
+
+def default_db_path(configured: str) -> Path:
+    """``storage.path`` if set; else under systemd's ``$STATE_DIRECTORY``, else ``./state``."""
+    if configured:
+        return Path(configured).expanduser()
+    state_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0] or "state"
+    return Path(state_dir) / "tickflow.db"
+
+
+class Persistence:
+    def __init__(self, engine: Engine, settings: StorageSettings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.path = default_db_path(settings.path)
+        self.writer: StorageWriter | None = None
+        self._loaded: LoadedState | None = None
+        self.report = RecoveryReport()
+
+    async def open(self) -> None:
+        s = self.settings
+        conn = await open_database(
+            self.path, synchronous=s.synchronous, busy_timeout_ms=s.busy_timeout_ms
+        )
+        try:
+            loaded = await load_state(
+                conn, str(self.path), self.engine.symbols, self.engine.config.broker
+            )
+        except BaseException:
+            await conn.close()
+            raise
+        if loaded.broker is not None:
+            self.engine.broker = loaded.broker
+        self._loaded = loaded
+        self.writer = StorageWriter(
+            conn,
+            path=str(self.path),
+            broker=self.engine.broker,
+            wall=self.engine.clock.wall,
+            next_seq=loaded.next_seq,
+            commit_interval_s=s.commit_interval_ms / 1000.0,
+            batch_max=s.batch_max,
+            backlog_max=s.backlog_max,
+            retention_s=s.retention_hours * 3600.0,
+            prune_interval_s=s.prune_interval_s,
+        )
+
+    def attach(self, coordinator: Coordinator) -> RecoveryReport:
+        """Hook the coordinator to the writer and resume the runs found in flight."""
+        writer, loaded = self.writer, self._loaded
+        assert writer is not None, "open() first"
+        assert loaded is not None
+        symbols = self.engine.symbols
+        symbols.set_listener(writer.symbol)
+        coordinator.set_next_run_id(loaded.next_run_id)
+        coordinator.on_run_update = writer.run
+        coordinator.on_step_finished = self._chain(coordinator.on_step_finished)
+        outcomes = {"resumed": 0, "restarted": 0, "dropped": 0}
+        reused = 0
+        for stored in loaded.runs:
+            completed = {s.name: (s.output, s.attempts) for s in stored.completed}
+            if not all(s.encodable for s in stored.completed):
+                completed = {}  # an output could not be stored: run it again from the start
+            result = coordinator.adopt(stored.id, stored.workflow, stored.symbol, stored.tick,
+                                       completed)
+            outcomes[result] += 1
+            if result == "resumed":
+                reused += len(completed)
+            elif result == "dropped":
+                self._drop(stored.id, stored.workflow, stored.symbol)
+        self.report = RecoveryReport(
+            symbols=len(symbols),
+            symbols_waiting=len(symbols.waiting()),
+            runs_resumed=outcomes["resumed"],
+            runs_restarted=outcomes["restarted"],
+            runs_dropped=outcomes["dropped"],
+            steps_reused=reused,
+            positions=loaded.positions,
+            fills=loaded.fills,
+            next_run_id=loaded.next_run_id,
+            journal_seq=loaded.next_seq - 1,
+        )
+        log.info(
+            "recovered state from %s", self.path,
+            extra={"path": str(self.path), **msgspec.structs.asdict(self.report)},
+        )
+        return self.report
+
+    def journal(self, event: Event, received_at: float) -> int:
+        assert self.writer is not None
+        kind = DATA_READY if type(event) is DataReady else "HIGH_PRIORITY_ARRIVED"
+        return self.writer.journal(kind, event.symbol, _encode(event), received_at)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            await self.writer.close()
+
+    def _chain(self, previous: Any) -> Any:
+        writer = self.writer
+        assert writer is not None
+
+        def on_step_finished(step: StepRun) -> None:
+            writer.step(step)
+            if sends_orders_flag(step.spec.fn) and step.output is not None:
+                writer.order(step.output, step.run.id)
+            if previous is not None:
+                previous(step)
+
+        return on_step_finished
+
+    def _drop(self, run_id: int, workflow: str, symbol: str) -> None:
+        log.warning(
+            "dropping stored run %s: workflow %r is no longer configured (or disabled)",
+            run_id, workflow, extra={"run_id": run_id, "workflow": workflow, "symbol": symbol},
+        )
+        assert self.writer is not None
+        self.writer.dropped_runs.append(run_id)
