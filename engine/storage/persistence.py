@@ -17,6 +17,7 @@ import msgspec
 from ..context import sends_orders_flag
 from ..events import DATA_READY, DataReady, Event
 from ..runs import StepRun
+from ..symbols import SymbolStatus
 from .db import open_database
 from .recovery import LoadedState, RecoveryReport, load_state
 from .writer import StorageWriter
@@ -100,6 +101,9 @@ class Persistence:
                 reused += len(completed)
             elif result == "dropped":
                 self._drop(stored.id, stored.workflow, stored.symbol)
+        for state in symbols:
+            if state.status is SymbolStatus.PROCESSING and state.active_runs == 0:
+                symbols.mark_pending(state)  # its run did not survive: the sweep re-triggers it
         self.report = RecoveryReport(
             symbols=len(symbols),
             symbols_waiting=len(symbols.waiting()),
