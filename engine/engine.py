@@ -262,6 +262,8 @@ class Engine:
                     for a in dispatcher.agents
                 ]
                 self.sweep()  # state-driven half: symbols left data_ready + pending
+                if coordinator.runs:  # resumed by recovery or triggered by the sweep
+                    self._idle.clear()
                 sweeper = tg.create_task(self._sweep_forever(), name="sweep")
                 monitor = tg.create_task(self.loop_monitor.run(), name="loop-monitor")  # metrics
                 self._feeders = feeders = [

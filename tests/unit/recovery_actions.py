@@ -1,0 +1,21 @@
+"""Step actions for the recovery tests: they record every call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.context import StepContext, cheap
+
+CALLS: list[tuple[str, int, float, dict[str, Any]]] = []
+
+
+@cheap
+def first(ctx: StepContext) -> dict[str, Any]:
+    CALLS.append(("first", ctx.run_id, ctx.tick.price, dict(ctx.inputs)))
+    return {"value": ctx.tick.price * 2}
+
+
+@cheap
+def second(ctx: StepContext) -> dict[str, Any]:
+    CALLS.append(("second", ctx.run_id, ctx.tick.price, dict(ctx.inputs)))
+    return {"seen": ctx.inputs["first"]["value"]}

@@ -1,0 +1,137 @@
+"""Recovery at start, in process: stored runs resume from their last completed step."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from engine.config import loads_config
+from engine.engine import Engine
+from engine.events import DataReady, Tick
+from tests.unit import recovery_actions as ra
+
+CONFIG = """
+[engine]
+agents = 2
+
+[workflows.wf]
+priority = 0
+max_concurrent = 2
+
+[[workflows.wf.steps]]
+name = "first"
+action = "tests.unit.recovery_actions:first"
+
+[[workflows.wf.steps]]
+name = "second"
+action = "tests.unit.recovery_actions:second"
+depends_on = ["first"]
+
+[metrics]
+enabled = false
+
+[storage]
+path = "{db}"
+"""
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    ra.CALLS.clear()
+
+
+def _engine(db: Path) -> Engine:
+    return Engine(loads_config(CONFIG.format(db=db)), sources=[], persist=True)
+
+
+async def _run_until_idle(engine: Engine, *events: DataReady) -> None:
+    async with engine.session():
+        for event in events:
+            engine.submit_nowait(event)
+        async with asyncio.timeout(10):
+            await engine.wait_idle()
+
+
+def _seed_a_crashed_run(db: Path) -> None:
+    """A first session journals a tick; then the file is edited to what a SIGKILL between the
+    two steps leaves: run 1 running, its first step completed with a stored output."""
+    asyncio.run(_run_until_idle(_engine(db), DataReady(symbol="AAA", ts=1.0, price=10.0)))
+    tick = msgspec.json.encode(Tick("AAA", 1.0, 10.0))
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("DELETE FROM steps")
+        conn.execute("UPDATE runs SET state='running', outcome=NULL, finished_at=NULL, tick=?",
+                     (tick,))
+        conn.execute("INSERT INTO steps (run_id, step, state, attempts, output) VALUES "
+                     "(1, 'first', 'completed', 1, ?)", (b'{"value": 42.0}',))
+        conn.execute("UPDATE symbols SET phase='data_ready', status='processing'")
+    conn.close()
+    ra.CALLS.clear()
+
+
+def test_a_run_resumes_after_its_last_completed_step_with_the_stored_output(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "t.db"
+    _seed_a_crashed_run(db)
+    engine = _engine(db)
+    asyncio.run(_run_until_idle(engine))
+    assert engine.persistence is not None
+    report = engine.persistence.report
+    assert (report.runs_resumed, report.steps_reused, report.next_run_id) == (1, 1, 2)
+    # The completed step was not run again; the next one got its stored output.
+    assert ra.CALLS == [("second", 1, 10.0, {"first": {"value": 42.0}})]
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT id, state FROM runs").fetchall() == [(1, "completed")]
+    assert conn.execute("SELECT step, state FROM steps ORDER BY step").fetchall() == [
+        ("first", "completed"), ("second", "completed"),
+    ]
+    assert conn.execute("SELECT status FROM symbols").fetchall() == [("completed",)]
+    conn.close()
+
+
+def test_a_newer_tick_stored_before_the_crash_gets_its_follow_up_run(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    _seed_a_crashed_run(db)
+    newer = msgspec.json.encode(Tick("AAA", 2.0, 11.0))
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("UPDATE symbols SET last_tick=?", (newer,))
+    conn.close()
+    asyncio.run(_run_until_idle(_engine(db)))
+    assert [(c[0], c[1], c[2]) for c in ra.CALLS] == [
+        ("second", 1, 10.0),  # the resumed run finishes on its own tick
+        ("first", 2, 11.0),  # then the newer tick runs, with a fresh run id
+        ("second", 2, 11.0),
+    ]
+
+
+def test_run_ids_continue_after_the_stored_ones(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    asyncio.run(_run_until_idle(_engine(db), DataReady(symbol="AAA", ts=1.0, price=10.0)))
+    asyncio.run(_run_until_idle(_engine(db), DataReady(symbol="AAA", ts=2.0, price=11.0)))
+    assert [c[1] for c in ra.CALLS] == [1, 1, 2, 2]
+
+
+def test_a_stored_run_of_a_removed_workflow_is_dropped_and_recorded(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    _seed_a_crashed_run(db)
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("UPDATE runs SET workflow='gone'")
+    conn.close()
+    engine = _engine(db)
+    asyncio.run(_run_until_idle(engine))
+    assert engine.persistence is not None
+    assert engine.persistence.report.runs_dropped == 1
+    conn = sqlite3.connect(db)
+    # The data is not lost with the run: the symbol is re-triggered on today's workflows.
+    assert conn.execute("SELECT id, workflow, state, error FROM runs ORDER BY id").fetchall() == [
+        (1, "gone", "cancelled", "workflow no longer configured"),
+        (2, "wf", "completed", None),
+    ]
+    conn.close()
