@@ -252,11 +252,8 @@ class Engine:
         self.running = True
         try:
             async with asyncio.TaskGroup() as tg:
-                writer_task = (
+                if writer is not None:
                     tg.create_task(writer.run_forever(), name="storage-writer")
-                    if writer is not None
-                    else None
-                )
                 agents = [
                     tg.create_task(dispatcher.run_agent(a), name=f"agent-{a.index}")
                     for a in dispatcher.agents
@@ -280,8 +277,8 @@ class Engine:
                     for task in agents:
                         task.cancel()
                     monitor.cancel()  # metrics
-                    if writer_task is not None:
-                        writer_task.cancel()
+                    if writer is not None:
+                        writer.request_stop()  # finishes its commit; close() takes the rest
         finally:
             self.running = False
             if persistence is not None:

@@ -86,6 +86,7 @@ class StorageWriter:
         self._room.set()
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._closed = False
+        self._stop = False
         self.commits = 0
         self.records = 0
         self.backpressure_waits = 0
@@ -157,11 +158,22 @@ class StorageWriter:
 
     # -- the writer task --------------------------------------------------------------------
 
+    def request_stop(self) -> None:
+        """Let :meth:`run_forever` finish the commit in progress, commit the rest, and return.
+        (Cancelling it could cut a transaction in half.)"""
+        self._stop = True
+        self._wake.set()
+
     async def run_forever(self) -> None:
         """The writer task (owned by the engine's task group); errors propagate to it."""
         next_prune = time.monotonic() + self.prune_interval_s
         while True:
+            if self._stop:  # checked before waiting: commit() clears the wake-up
+                await self.commit()
+                return
             await self._wake.wait()
+            if self._stop:
+                continue
             if self.backlog < self.batch_max:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.commit_interval_s):
@@ -215,6 +227,19 @@ class StorageWriter:
                 await conn.execute("ROLLBACK")
             self._fail_waiters(exc)
             raise StorageError(f"{self.path}: commit failed, stopping: {exc}") from exc
+        except BaseException:
+            # Cancelled half-way: undo the transaction and keep its records for the next
+            # commit (newer changes to the same objects, recorded meanwhile, stay newer).
+            with contextlib.suppress(sqlite3.Error):
+                await conn.execute("ROLLBACK")
+            self._journal[:0] = journal
+            self._symbols = {**symbols, **self._symbols}
+            self._runs = {**runs, **self._runs}
+            self._steps = {**steps, **self._steps}
+            self._orders[:0] = orders
+            self._positions |= positions
+            self.dropped_runs[:0] = dropped
+            raise
         self.last_commit_s = time.perf_counter() - started
         self.commits += 1
         self.records += count

@@ -93,7 +93,9 @@ def test_kill_9_at_random_points_loses_no_accepted_event_and_fills_nothing_twice
             wait_for_log(proc, "recovered state from " + str(db))
             _wait_journal(db, before + 200, proc)
             proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=60) == 0
+            code = proc.wait(timeout=60)
+            assert proc.stderr is not None
+            assert code == 0, proc.stderr.read().decode()[-4000:]
         finally:
             if proc.poll() is None:
                 proc.kill()

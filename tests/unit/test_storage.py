@@ -245,3 +245,20 @@ def test_backpressure_blocks_intake_until_the_writer_catches_up(tmp_path: Path) 
         await writer.close()
 
     asyncio.run(scenario())
+
+
+def test_a_stop_requested_during_a_commit_is_not_missed(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        conn = await open_database(tmp_path / "t.db")
+        writer = _writer(conn, PaperBroker(), commit_interval_s=0.001)
+        task = asyncio.create_task(writer.run_forever())
+        writer.journal("DATA_READY", "X", b"{}", 1.0)
+        await asyncio.sleep(0)  # the writer is now grouping or committing
+        writer.request_stop()
+        writer.journal("DATA_READY", "X", b"{}", 2.0)
+        async with asyncio.timeout(10):
+            await task  # returns: it saw the stop and committed everything
+        assert writer.statistics().committed_seq == 2
+        await writer.close()
+
+    asyncio.run(scenario())
