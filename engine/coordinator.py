@@ -296,8 +296,12 @@ class Coordinator:
             sc.duration.record(now - step.started_at)
         if self.on_step_finished is not None:
             self.on_step_finished(step)
-        if run.state.terminal or self._settle_cancel(run):
-            return  # the run already ended or is being cancelled: recorded, not used
+        if run.state.terminal:
+            if run.running == 0:
+                run.release()  # the last sibling still running when the run ended
+            return  # recorded, not used
+        if self._settle_cancel(run):
+            return
         run.outputs[step.spec.name] = output
         run.completed += 1
         if run.completed == len(run.steps):
@@ -336,6 +340,10 @@ class Coordinator:
             self.on_step_finished(step)
         if self._settle_cancel(run):
             return
+        if run.state.terminal:
+            if run.running == 0:
+                run.release()
+            return
         if not run.state.terminal:
             log.warning("run %s failed at step %s: %s", run.label, step.spec.name, message)
             self._end_run(run, RunState.FAILED, "failed", f"{step.spec.name}: {message}")
@@ -355,7 +363,8 @@ class Coordinator:
         counters.step(step.spec.name).outcomes["preempted"] += 1
         if run.state.terminal or run.cancel_reason is not None:
             step.advance(StepState.CANCELLED)
-            self._settle_cancel(run)
+            if not self._settle_cancel(run) and run.running == 0:
+                run.release()
             return
         step.ready_at = now
         shed = self.queue.requeue_front(step)
@@ -375,6 +384,8 @@ class Coordinator:
             return
         if not run.state.terminal:
             self._end_run(run, RunState.CANCELLED, "cancelled", reason)
+        elif run.running == 0:
+            run.release()
 
     # -- operator actions -------------------------------------------------------------------
 
@@ -464,6 +475,8 @@ class Coordinator:
             self.on_run_update(run)
         if self.on_run_finished is not None:
             self.on_run_finished(run)
+        if run.running == 0:
+            run.release()
 
     def _update_symbol(self, run: Run, state: RunState, error: str | None) -> None:
         symbol = run.symbol

@@ -28,7 +28,7 @@ from .context import StepContext
 from .errors import StepTimeout
 from .fsm import StepState
 from .runs import StepRun
-from .scheduler import ReadyQueue
+from .scheduler import Lane, ReadyQueue
 from .workflow import ExecKind
 
 __all__ = ["Agent", "DispatchHooks", "Dispatcher", "DispatcherStatistics", "Interrupt"]
@@ -59,6 +59,7 @@ class Agent:
         "index",
         "interrupt",
         "reserved",
+        "reserved_lane",
         "start_seq",
         "step",
         "task",
@@ -70,6 +71,7 @@ class Agent:
         self.inbox: asyncio.Future[StepRun] | None = None
         self.step: StepRun | None = None
         self.reserved: StepRun | None = None  # handed over by a preemption, runs next
+        self.reserved_lane: Lane | None = None
         self.interrupt: Interrupt | None = None
         self.busy_since = 0.0
         self.start_seq = 0  # orders starts even when the clock reads the same instant
@@ -136,7 +138,13 @@ class Dispatcher:
                         self._idle.remove(agent)
                     continue
             else:
-                agent.reserved = None
+                lane = agent.reserved_lane
+                agent.reserved = agent.reserved_lane = None
+                if step.state is not StepState.PENDING:
+                    # Cancelled (operator or drain) between the handover and now: skip it.
+                    assert lane is not None
+                    lane.running -= 1
+                    continue
             await self._execute(agent, step)
 
     def schedule(self) -> None:
@@ -200,6 +208,7 @@ class Dispatcher:
             self.dispatched += 1
             step.urgent_at = step.ready_at
             victim.reserved = step
+            victim.reserved_lane = lane
             self._interrupt(victim, Interrupt.PREEMPT)
             self.preemptions += 1
 
@@ -286,9 +295,12 @@ class Dispatcher:
                 self._finish(agent, lane, timer)
                 hooks.step_cancelled(step, clock.now(), "shutdown")
                 if agent.reserved is not None:
-                    reserved, agent.reserved = agent.reserved, None
-                    self.queue.lanes[reserved.run.workflow.name].running -= 1
-                    hooks.step_cancelled(reserved, clock.now(), "shutdown")
+                    reserved, reserved_lane = agent.reserved, agent.reserved_lane
+                    agent.reserved = agent.reserved_lane = None
+                    assert reserved_lane is not None
+                    reserved_lane.running -= 1
+                    if reserved.state is StepState.PENDING:  # not already cancelled with its run
+                        hooks.step_cancelled(reserved, clock.now(), "shutdown")
                 raise
             self._finish(agent, lane, timer)
             if reason is Interrupt.PREEMPT:

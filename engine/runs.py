@@ -126,6 +126,13 @@ class Run:
         self.follow_up_at = 0.0
         self.cancel_reason: str | None = None  # set by a cancel waiting on a running order step
 
+    def release(self) -> None:
+        """Break the run <-> step reference cycle once the run is over and none of its steps
+        runs: reference counting then frees a finished run at once. Left to the cyclic garbage
+        collector, finished runs cost more than a third of the engine's time in pauses."""
+        for step in self.steps:
+            step.run = None  # type: ignore[assignment]
+
     def advance(self, new: RunState) -> None:
         if new not in RUN_TRANSITIONS[self.state]:
             check_transition(RUN_TRANSITIONS, self.state, new, f"run {self.label}")

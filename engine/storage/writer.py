@@ -167,13 +167,10 @@ class StorageWriter:
     async def run_forever(self) -> None:
         """The writer task (owned by the engine's task group); errors propagate to it."""
         next_prune = time.monotonic() + self.prune_interval_s
-        while True:
-            if self._stop:  # checked before waiting: commit() clears the wake-up
-                await self.commit()
-                return
+        while not self._stop_requested():  # checked before waiting: commit() clears wake-ups
             await self._wake.wait()
-            if self._stop:
-                continue
+            if self._stop_requested():
+                break
             if self.backlog < self.batch_max:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.commit_interval_s):
@@ -182,6 +179,10 @@ class StorageWriter:
             if time.monotonic() >= next_prune:
                 await self.prune()
                 next_prune = time.monotonic() + self.prune_interval_s
+        await self.commit()
+
+    def _stop_requested(self) -> bool:
+        return self._stop
 
     async def commit(self) -> None:
         self._wake.clear()
@@ -202,8 +203,8 @@ class StorageWriter:
             rows.symbol(state)
         for run in runs.values():
             rows.run(run)
-        for step in steps.values():
-            rows.step(step)
+        for (run_id, _), step in steps.items():
+            rows.step(run_id, step)
         for outcome, run_id in orders:
             rows.order(outcome, run_id)
         if orders:
@@ -347,13 +348,13 @@ class _Rows:
              _encode(r.tick), r.tick.ts, self.now, finished, r.error)
         )
 
-    def step(self, st: StepRun) -> None:
+    def step(self, run_id: int, st: StepRun) -> None:
         try:
             output: bytes | None = _encode(st.output)
         except (TypeError, msgspec.EncodeError):
             output = None  # not encodable: recovery re-runs this run from its first step
         self.steps.append(
-            (st.run.id, st.spec.name, st.state.value, st.attempts, output, st.error,
+            (run_id, st.spec.name, st.state.value, st.attempts, output, st.error,
              self.now if st.started_at is not None else None,
              self.now if st.state.terminal else None, st.preemptions)
         )
