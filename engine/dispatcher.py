@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Generator
 from concurrent.futures import Executor
 from typing import Any, Protocol
 
@@ -32,6 +33,38 @@ from .scheduler import Lane, ReadyQueue
 from .workflow import ExecKind
 
 __all__ = ["Agent", "DispatchHooks", "Dispatcher", "DispatcherStatistics", "Interrupt"]
+
+
+# An agent takes up to this many steps in a row straight from the heap, for at most this long,
+# before it gives the loop a turn: a step that never suspends would otherwise starve intake,
+# timers and the other agents.
+STREAK_STEPS = 32
+STREAK_SECONDS = 0.0002
+
+
+@types.coroutine
+def _resume(coro: Any, yielded: Any) -> Generator[Any, Any, Any]:
+    """Await the rest of ``coro``, which already ran up to its first suspension (``yielded``).
+
+    The same protocol as ``yield from``: values and exceptions -- a preemption's or timeout's
+    CancelledError included -- are passed through to the coroutine until it returns.
+    """
+    while True:
+        try:
+            value = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                yielded = coro.send(value)
+            except StopIteration as stop:
+                return stop.value
 
 
 class Interrupt(enum.Enum):
@@ -118,9 +151,17 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         self._loop = loop
         agent.task = asyncio.current_task()
+        now = self.clock.now
+        streak = 0
+        streak_until = 0.0
         while True:
             step = agent.reserved
+            if step is None and streak < STREAK_STEPS and now() < streak_until:
+                # Straight from the heap, no handoff: the best eligible step at this instant.
+                step = self._take(agent)
+                streak += 1
             if step is None:
+                streak = 0
                 fut: asyncio.Future[StepRun] = loop.create_future()
                 agent.inbox = fut
                 self._idle.append(agent)
@@ -137,6 +178,7 @@ class Dispatcher:
                     if agent in self._idle:
                         self._idle.remove(agent)
                     continue
+                streak_until = now() + STREAK_SECONDS
             else:
                 lane = agent.reserved_lane
                 agent.reserved = agent.reserved_lane = None
@@ -146,6 +188,16 @@ class Dispatcher:
                     lane.running -= 1
                     continue
             await self._execute(agent, step)
+
+    def _take(self, agent: Agent) -> StepRun | None:
+        lane = self.queue.best_lane()
+        if lane is None:
+            return None
+        step = self.queue.pop_from(lane)
+        lane.running += 1
+        self.dispatched += 1
+        agent.step = step
+        return step
 
     def schedule(self) -> None:
         """Ask for a dispatch pass at the end of this loop turn (coalesced)."""
@@ -277,13 +329,22 @@ class Dispatcher:
                 if clock.now() - now > spec.timeout_s:
                     raise StepTimeout(f"{step.label} ran {clock.now() - now:.6f}s inline, "
                                       f"over its {spec.timeout_s:.6f}s timeout")
+            elif kind is ExecKind.ASYNC:
+                coro = spec.fn(ctx)
+                try:
+                    # Run it until it first suspends: one that returns at once needs no timer.
+                    yielded = coro.send(None)
+                except StopIteration as stop:
+                    output = stop.value
+                else:
+                    timer = clock.call_later(
+                        spec.timeout_s, lambda: self._on_timeout(agent, step)
+                    )
+                    output = await _resume(coro, yielded)
             else:
                 timer = clock.call_later(spec.timeout_s, lambda: self._on_timeout(agent, step))
-                if kind is ExecKind.ASYNC:
-                    output = await spec.fn(ctx)
-                else:
-                    loop = asyncio.get_running_loop()
-                    output = await loop.run_in_executor(self.executor, spec.fn, ctx)
+                loop = asyncio.get_running_loop()
+                output = await loop.run_in_executor(self.executor, spec.fn, ctx)
         except asyncio.CancelledError:
             reason = agent.interrupt
             task = agent.task
@@ -320,8 +381,8 @@ class Dispatcher:
         else:
             self._finish(agent, lane, timer)
             hooks.step_succeeded(step, output, clock.now())
-        if self.queue:
-            self.schedule()
+        if self._idle and self.queue:
+            self.schedule()  # work for the idle agents too (this one pulls its own next step)
 
     def _finish(self, agent: Agent, lane: Any, timer: TimerHandle | None) -> None:
         if timer is not None:

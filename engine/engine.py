@@ -13,7 +13,7 @@ import contextlib
 import logging
 import random
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -142,6 +142,9 @@ class Engine:
         self.dispatcher: Dispatcher | None = None
         self._feeders: list[asyncio.Task[None]] = []
         self.running = False
+        # Async context managers run for the session and stopped before the drain (network
+        # intake servers, ...): ``engine.services.append(lambda engine: Server(engine))``.
+        self.services: list[Callable[[Engine], contextlib.AbstractAsyncContextManager[Any]]] = []
         # --- metrics (issue 5): the collector reads the counters above at scrape time. The
         # HTTP endpoint is served by default only by a daemon-style engine (built from its
         # config alone); an engine given its sources or clock (tests, benchmarks) serves only
@@ -268,7 +271,11 @@ class Engine:
                     for source in self.sources
                 ]
                 try:
-                    yield self
+                    async with contextlib.AsyncExitStack() as services:
+                        for factory in self.services:
+                            await services.enter_async_context(factory(self))
+                        yield self
+                    # Services (network intake, ...) stop before the drain: no new input.
                 finally:
                     for task in feeders:
                         task.cancel()

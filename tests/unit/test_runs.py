@@ -589,7 +589,8 @@ def test_shedding_a_fan_out_step_ends_the_run_cleanly() -> None:
             StepState.CANCELLED,
         ]
         assert engine.statistics().counters.events_shed == 1
-        assert len(engine.queue) == 1
+        # The urgent step was kept: still queued, or already taken by the freed agent.
+        assert len(engine.queue) == 1 or ra.started("urgent.go.U") == 1
 
         ra.release_all()
         await idle(engine)
