@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install system-deps build test test-pure bench bench-heap lint run clean
+.PHONY: install system-deps build test test-pure bench bench-heap bench-engine lint run clean
 
 # A venv with tickflow installed editable (which compiles fastpath) plus the dev tools.
 $(STAMP): pyproject.toml setup.py
@@ -44,7 +44,13 @@ bench-heap: build
 		--benchmark-json=.benchmarks/heap.json
 	$(BIN)/python -m benchmarks.report .benchmarks/heap.json
 
-bench: bench-heap
+# tickflow against an asyncio.PriorityQueue + 5 workers, same workloads, one run (~80 s).
+bench-engine: build
+	@mkdir -p .benchmarks
+	$(BIN)/python -m pytest benchmarks/test_bench_engine.py -q --benchmark-json=.benchmarks/engine-drain.json
+	$(BIN)/python -m benchmarks.engine_load
+
+bench: bench-heap bench-engine
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
