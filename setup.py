@@ -15,7 +15,10 @@ COMPILER_DIRECTIVES = {
 
 setup(
     ext_modules=cythonize(
-        [Extension("fastpath._heap", ["fastpath/_heap.pyx"], extra_compile_args=["-O3"])],
+        [
+            Extension("fastpath._heap", ["fastpath/_heap.pyx"], extra_compile_args=["-O3"]),
+            Extension("fastpath._latency", ["fastpath/_latency.pyx"], extra_compile_args=["-O3"]),
+        ],
         compiler_directives=COMPILER_DIRECTIVES,
     ),
 )

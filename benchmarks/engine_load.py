@@ -232,15 +232,8 @@ def mixed_events(count: int = UNIVERSE) -> list[DataReady]:
 def merged(hists: Sequence[LatencyHistogram]) -> LatencyHistogram:
     """One histogram holding the samples of ``hists`` (same bucket layout, so exact)."""
     out = LatencyHistogram()
-    counts = out._counts
     for h in hists:
-        for i, c in enumerate(h._counts):
-            if c:
-                counts[i] += c
-        out.count += h.count
-        out.total += h.total
-        out.max = max(out.max, h.max)
-        out.min = min(out.min, h.min)
+        out.merge(h)
     return out
 
 
@@ -253,7 +246,7 @@ def hist_record(h: LatencyHistogram) -> dict[str, Any]:
         "p999_us": h.quantile(0.999) * 1e6,
         "max_us": h.max * 1e6,
         "samples": h.count,
-        "buckets": {str(i): c for i, c in enumerate(h._counts) if c},
+        "buckets": {str(i): c for i, c in enumerate(h.bucket_counts()) if c},
         "total_s": h.total,
     }
 
@@ -261,11 +254,10 @@ def hist_record(h: LatencyHistogram) -> dict[str, Any]:
 def hist_from_record(records: Sequence[dict[str, Any]]) -> LatencyHistogram:
     out = LatencyHistogram()
     for r in records:
-        for i, c in r["buckets"].items():
-            out._counts[int(i)] += c
-        out.count += r["samples"]
-        out.total += r["total_s"]
-        out.max = max(out.max, r["max_us"] / 1e6)
+        out.add_buckets(
+            {int(i): c for i, c in r["buckets"].items()},
+            r["samples"], r["total_s"], r["max_us"] / 1e6, float("inf"),  # min not kept
+        )
     return out
 
 

@@ -75,9 +75,8 @@ class StepContext:
         "workflow",
     )
 
-    def __init__(
+    def __init__(  # positional on the hot path; keywords read better everywhere else
         self,
-        *,
         run_id: int,
         workflow: str,
         step: str,

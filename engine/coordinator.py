@@ -22,7 +22,7 @@ from .fsm import RunState, StepState
 from .market import MarketData
 from .runs import Run, StepRun
 from .scheduler import ReadyQueue
-from .stats import EngineCounters
+from .stats import EngineCounters, StepCounters, WorkflowCounters
 from .symbols import SymbolState, SymbolTable
 from .workflow import WorkflowDef
 
@@ -57,7 +57,9 @@ class Coordinator:
         self.rng = rng
         self.broker = broker
         self.risk = risk
+        self._bind_counters(workflows)
         self.dispatcher: Dispatcher | None = None
+        self._wall = clock.wall
         self.stopping = False  # set by the engine's drain: no new follow-ups, work stays pending
         self._ids = itertools.count(first_run_id)
         self.runs: dict[int, Run] = {}  # live runs by id
@@ -83,7 +85,16 @@ class Coordinator:
         self._route_cache.clear()
         for name, wf in workflows.items():
             self.queue.add_lane(name, wf.max_concurrent)
-            self.counters.workflow(name, tuple(s.name for s in wf.steps))
+        self._bind_counters(workflows)
+
+    def _bind_counters(self, workflows: dict[str, WorkflowDef]) -> None:
+        # Counters live by name in the engine (they survive reloads); the compiled definitions
+        # point at them so the hot path never looks them up.
+        for name, wf in workflows.items():
+            wc = self.counters.workflow(name, tuple(s.name for s in wf.steps))
+            wf.counters = wc
+            for spec in wf.steps:
+                spec.counters = wc.step(spec.name)
 
     def routes(self, priority: int) -> tuple[WorkflowDef, ...]:
         wfs = self._route_cache.get(priority)
@@ -106,7 +117,7 @@ class Coordinator:
     def trigger(self, wf: WorkflowDef, symbol: SymbolState, tick: Tick, at: float) -> Run | None:
         if self.stopping:
             return None  # shutting down: the symbol stays data_ready + pending for the next start
-        counters = self.counters.workflows[wf.name]
+        counters: WorkflowCounters = wf.counters
         counters.triggered += 1
         key = (wf.name, symbol.name)
         pending = self._pending.get(key)
@@ -240,7 +251,7 @@ class Coordinator:
 
     def _shed(self, step: StepRun) -> None:
         run = step.run
-        self.counters.workflows[run.workflow.name].shed += 1
+        run.workflow.counters.shed += 1
         step.advance(StepState.CANCELLED)
         step.error = "shed: ready queue full"
         self._end_run(run, RunState.CANCELLED, "shed", "shed: ready queue full")
@@ -249,20 +260,11 @@ class Coordinator:
 
     def make_context(self, step: StepRun) -> StepContext:
         run = step.run
+        spec = step.spec
         return StepContext(
-            run_id=run.id,
-            workflow=run.workflow.name,
-            step=step.spec.name,
-            symbol=run.symbol.name,
-            tick=run.tick,
-            inputs=run.outputs,
-            attempt=step.attempts + 1,
-            params=step.spec.params,
-            market=self.market,
-            broker=self.broker,
-            risk=self.risk,
-            rng=self.rng,
-            clock=self.clock.wall,
+            run.id, run.workflow.name, spec.name, run.symbol.name, run.tick, run.outputs,
+            step.attempts + 1, spec.params, self.market, self.broker, self.risk, self.rng,
+            self._wall,
         )
 
     def step_started(self, step: StepRun, now: float) -> None:
@@ -270,7 +272,7 @@ class Coordinator:
         step.advance(StepState.RUNNING)
         step.started_at = now
         run.running += 1
-        counters = self.counters.workflows[run.workflow.name]
+        counters: WorkflowCounters = run.workflow.counters
         counters.dispatch_wait.record(now - step.ready_at)
         if run.state is RunState.PENDING:
             run.advance(RunState.RUNNING)
@@ -290,7 +292,7 @@ class Coordinator:
         step.output = output
         step.finished_at = now
         step.advance(StepState.COMPLETED)
-        sc = self.counters.workflows[run.workflow.name].step(step.spec.name)
+        sc: StepCounters = step.spec.counters
         sc.outcomes["completed"] += 1
         if step.started_at is not None:
             sc.duration.record(now - step.started_at)
@@ -321,7 +323,7 @@ class Coordinator:
         step.attempts += 1
         message = f"{type(error).__name__}: {error}"
         step.error = message
-        sc = self.counters.workflows[run.workflow.name].step(step.spec.name)
+        sc: StepCounters = step.spec.counters
         if timeout:
             sc.timeouts += 1
             sc.outcomes["timeout"] += 1
@@ -358,9 +360,9 @@ class Coordinator:
         run.running -= 1
         step.preemptions += 1
         step.advance(StepState.PENDING)
-        counters = self.counters.workflows[run.workflow.name]
+        counters: WorkflowCounters = run.workflow.counters
         counters.preemptions += 1
-        counters.step(step.spec.name).outcomes["preempted"] += 1
+        step.spec.counters.outcomes["preempted"] += 1
         if run.state.terminal or run.cancel_reason is not None:
             step.advance(StepState.CANCELLED)
             if not self._settle_cancel(run) and run.running == 0:
@@ -379,7 +381,7 @@ class Coordinator:
             step.advance(StepState.CANCELLED)
         step.error = reason
         step.finished_at = now
-        self.counters.workflows[run.workflow.name].step(step.spec.name).outcomes["cancelled"] += 1
+        step.spec.counters.outcomes["cancelled"] += 1
         if self._settle_cancel(run):
             return
         if not run.state.terminal:
@@ -456,7 +458,7 @@ class Coordinator:
             if not runs_of_symbol:
                 del self._by_symbol[symbol.name]
         symbol.active_runs -= 1
-        counters = self.counters.workflows[run.workflow.name]
+        counters: WorkflowCounters = run.workflow.counters
         counters.runs[outcome] += 1
         if state is RunState.COMPLETED:
             counters.run_latency.record(now - run.trigger_at)

@@ -23,6 +23,10 @@ __all__ = [
 
 
 class RunState(enum.Enum):
+    # Members are singletons: hash by identity (C speed) instead of Enum's Python-level
+    # hash of the name -- the transition tables are consulted on every step.
+    __hash__ = object.__hash__
+
     PENDING = "pending"  # created, no step started yet (conflation still replaces its input)
     RUNNING = "running"
     COMPLETED = "completed"
@@ -35,6 +39,8 @@ class RunState(enum.Enum):
 
 
 class StepState(enum.Enum):
+    __hash__ = object.__hash__
+
     PENDING = "pending"  # waiting for dependencies, queued, backing off, or preempted
     RUNNING = "running"
     COMPLETED = "completed"

@@ -26,6 +26,7 @@ class ExecKind(enum.Enum):
 class StepDef:
     __slots__ = (
         "action",
+        "counters",
         "dependents",
         "deps",
         "fn",
@@ -63,6 +64,7 @@ class StepDef:
         self.params = params
         self.deps = deps
         self.dependents: tuple[int, ...] = ()
+        self.counters: Any = None  # the engine's StepCounters, bound once (no lookup per step)
 
     def __repr__(self) -> str:
         return f"<StepDef {self.name} {self.kind.value}>"
@@ -70,6 +72,7 @@ class StepDef:
 
 class WorkflowDef:
     __slots__ = (
+        "counters",
         "deadline_s",
         "enabled",
         "max_concurrent",
@@ -89,6 +92,7 @@ class WorkflowDef:
         self.on_busy = wf.on_busy
         self.deadline_s = wf.deadline_ms / 1000.0
         self.enabled = wf.enabled
+        self.counters: Any = None  # the engine's WorkflowCounters, bound once
         order = wf.topological_order()
         index = {step_name: i for i, step_name in enumerate(order)}
         steps: list[StepDef] = []

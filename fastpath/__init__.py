@@ -2,5 +2,13 @@
 
 from ._stats import HeapFullError, HeapStatistics
 from .heap import IMPLEMENTATION, PriorityHeap
+from .latency import LATENCY_IMPLEMENTATION, LatencyHistogram
 
-__all__ = ["IMPLEMENTATION", "HeapFullError", "HeapStatistics", "PriorityHeap"]
+__all__ = [
+    "IMPLEMENTATION",
+    "LATENCY_IMPLEMENTATION",
+    "HeapFullError",
+    "HeapStatistics",
+    "LatencyHistogram",
+    "PriorityHeap",
+]

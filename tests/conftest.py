@@ -18,3 +18,12 @@ _MODULES = {"python": "fastpath._heap_py", "cython": "fastpath._heap"}
 @pytest.fixture(params=HEAP_IMPLEMENTATIONS)
 def heap_module(request: pytest.FixtureRequest) -> ModuleType:
     return importlib.import_module(_MODULES[request.param])
+
+
+_LATENCY_MODULES = {"python": "fastpath._latency_py", "cython": "fastpath._latency"}
+
+
+@pytest.fixture(params=HEAP_IMPLEMENTATIONS)
+def latency_module(request: pytest.FixtureRequest) -> ModuleType:
+    """The compiled latency histogram and its twin, like ``heap_module``."""
+    return importlib.import_module(_LATENCY_MODULES[request.param])

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import logging
 import random
+from types import ModuleType
 
 import orjson
 import pytest
 
 from engine.clock import FakeClock
-from engine.latency import LatencyHistogram
 from engine.logs import JsonFormatter
 
 
-def test_histogram_quantiles_are_within_bucket_resolution() -> None:
+def test_histogram_quantiles_are_within_bucket_resolution(latency_module: ModuleType) -> None:
     rng = random.Random(4)
     samples = [rng.lognormvariate(-9, 1.5) for _ in range(20_000)]
-    h = LatencyHistogram()
+    h = latency_module.LatencyHistogram()
     for s in samples:
         h.record(s)
     samples.sort()
@@ -27,14 +27,41 @@ def test_histogram_quantiles_are_within_bucket_resolution() -> None:
     assert h.count == len(samples)
 
 
-def test_histogram_empty_and_bad_quantile() -> None:
-    h = LatencyHistogram()
+def test_histogram_empty_and_bad_quantile(latency_module: ModuleType) -> None:
+    h = latency_module.LatencyHistogram()
     assert h.quantile(0.99) == 0.0
     assert h.summary()["count"] == 0
     with pytest.raises(ValueError, match=r"quantile must be in \[0, 1\]"):
         h.quantile(1.5)
     h.record(0.0)
     assert h.quantile(0.5) == 0.0
+
+
+def test_both_histograms_agree_exactly_and_merge(latency_module: ModuleType) -> None:
+    import fastpath._latency_py as twin
+
+    rng = random.Random(9)
+    samples = [rng.lognormvariate(-10, 2.0) for _ in range(5000)] + [0.0, 1e-12, 3600.0]
+    h, ref = latency_module.LatencyHistogram(), twin.LatencyHistogram()
+    for s in samples:
+        h.record(s)
+        ref.record(s)
+    assert h.bucket_counts() == ref.bucket_counts()
+    assert (h.count, h.max, h.min) == (ref.count, ref.max, ref.min)
+    assert h.total == pytest.approx(ref.total)
+    for q in (0.0, 0.5, 0.9, 0.99, 0.999, 1.0):
+        assert h.quantile(q) == ref.quantile(q)
+    edges = [100, 200, 300, 400]
+    assert h.cumulative_counts(edges) == ref.cumulative_counts(edges)
+    assert latency_module.bucket_edge_seconds(160) == twin.bucket_edge_seconds(160)
+    pooled = latency_module.LatencyHistogram()
+    pooled.merge(h)
+    pooled.add_buckets(dict(enumerate(ref.bucket_counts())), ref.count, ref.total, ref.max,
+                       ref.min)
+    assert pooled.count == 2 * h.count
+    assert pooled.bucket_counts() == [2 * c for c in h.bucket_counts()]
+    with pytest.raises(ValueError, match="bad bucket"):
+        pooled.add_buckets({5000: 1}, 1, 0.0, 0.0, 0.0)
 
 
 def test_fake_clock_fires_timers_in_order_and_skips_cancelled() -> None:
