@@ -36,7 +36,7 @@ test: build system-deps
 
 # The heap suite again on the pure-Python twin (the chooser must pick it when told to).
 test-pure: build
-	TICKFLOW_NO_EXTENSIONS=1 $(BIN)/python -m pytest tests/unit/test_heap.py tests/unit/test_heap_stateful.py
+	TICKFLOW_NO_EXTENSIONS=1 $(BIN)/python -m pytest tests/unit/test_heap.py tests/unit/test_heap_stateful.py tests/unit/test_support.py
 
 bench-heap: build
 	@mkdir -p .benchmarks

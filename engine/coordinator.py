@@ -91,6 +91,7 @@ class Coordinator:
         # Counters live by name in the engine (they survive reloads); the compiled definitions
         # point at them so the hot path never looks them up.
         for name, wf in workflows.items():
+            wf.lane = self.queue.add_lane(name, wf.max_concurrent)
             wc = self.counters.workflow(name, tuple(s.name for s in wf.steps))
             wf.counters = wc
             for spec in wf.steps:

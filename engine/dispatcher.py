@@ -320,7 +320,7 @@ class Dispatcher:
             self.on_preemption_latency(step, now - step.urgent_at)
             step.urgent_at = None
         timer: TimerHandle | None = None
-        lane = self.queue.lanes[step.run.workflow.name]
+        lane = step.run.workflow.lane
         try:
             ctx = hooks.make_context(step)
             kind = spec.kind

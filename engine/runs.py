@@ -83,6 +83,7 @@ class Run:
         "follow_up",
         "follow_up_at",
         "id",
+        "key",
         "outcome",
         "outputs",
         "priority",
@@ -108,6 +109,7 @@ class Run:
         self.id = run_id
         self.workflow = workflow
         self.symbol = symbol
+        self.key = (workflow.name, symbol.name)  # its conflation slot: (workflow, symbol)
         self.tick = tick
         self.priority = priority
         self.trigger_at = trigger_at
@@ -142,9 +144,6 @@ class Run:
     def label(self) -> str:
         return f"{self.workflow.name}[{self.id}] {self.symbol.name}"
 
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.workflow.name, self.symbol.name)
 
     def __repr__(self) -> str:
         return f"<Run {self.label} {self.state.value}>"

@@ -27,10 +27,11 @@ _HEAD = -math.inf  # the deadline of a preempted step re-queued at the head of i
 
 
 class Lane:
-    __slots__ = ("heap", "max_concurrent", "name", "paused", "running")
+    __slots__ = ("heap", "max_concurrent", "name", "owner", "paused", "running")
 
-    def __init__(self, name: str, max_concurrent: int, capacity: int) -> None:
+    def __init__(self, name: str, max_concurrent: int, capacity: int, owner: object) -> None:
         self.name = name
+        self.owner = owner  # the ReadyQueue it belongs to
         self.max_concurrent = max_concurrent
         # Each lane can hold the whole global capacity (plus room for preempted steps coming
         # back), so a lane never refuses; the global bound is enforced by ReadyQueue.
@@ -68,7 +69,7 @@ class ReadyQueue:
     def add_lane(self, name: str, max_concurrent: int) -> Lane:
         lane = self.lanes.get(name)
         if lane is None:
-            lane = Lane(name, max_concurrent, self._lane_capacity)
+            lane = Lane(name, max_concurrent, self._lane_capacity, self)
             self.lanes[name] = lane
             self._lane_list.append(lane)
         else:
@@ -106,7 +107,10 @@ class ReadyQueue:
             self._dec_depth(victim.run.priority)
             self._size -= 1
             self.shed += 1
-        lane = self.lanes[step.run.workflow.name]
+        wf = step.run.workflow
+        lane = wf.lane
+        if lane is None or lane.owner is not self:  # a definition not bound to this queue yet
+            lane = wf.lane = self.lanes[wf.name]
         step.handle = lane.heap.push_keyed(priority, deadline, step.seq, step)
         self._size += 1
         self._depth[priority] = self._depth.get(priority, 0) + 1
@@ -135,7 +139,7 @@ class ReadyQueue:
     def remove(self, step: StepRun) -> None:
         if step.handle is None:
             return
-        self.lanes[step.run.workflow.name].heap.remove(step.handle)
+        step.run.workflow.lane.heap.remove(step.handle)
         step.handle = None
         self._size -= 1
         self._dec_depth(step.run.priority)
@@ -144,7 +148,7 @@ class ReadyQueue:
         """Move a queued step to a new priority at once (decrease- or increase-key)."""
         if step.handle is None or old_priority == new_priority:
             return
-        self.lanes[step.run.workflow.name].heap.update(step.handle, priority=new_priority)
+        step.run.workflow.lane.heap.update(step.handle, priority=new_priority)
         self._dec_depth(old_priority)
         self._depth[new_priority] = self._depth.get(new_priority, 0) + 1
 

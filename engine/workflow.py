@@ -75,6 +75,7 @@ class WorkflowDef:
         "counters",
         "deadline_s",
         "enabled",
+        "lane",
         "max_concurrent",
         "name",
         "on_busy",
@@ -93,6 +94,7 @@ class WorkflowDef:
         self.deadline_s = wf.deadline_ms / 1000.0
         self.enabled = wf.enabled
         self.counters: Any = None  # the engine's WorkflowCounters, bound once
+        self.lane: Any = None  # its ready-queue lane, bound by the coordinator
         order = wf.topological_order()
         index = {step_name: i for i, step_name in enumerate(order)}
         steps: list[StepDef] = []
