@@ -17,11 +17,15 @@ __all__ = ["Phase", "SymbolRow", "SymbolState", "SymbolStatus", "SymbolTable"]
 
 
 class Phase(enum.Enum):
+    __hash__ = object.__hash__  # singletons: identity hash at C speed
+
     IDLE = "idle"
     DATA_READY = "data_ready"
 
 
 class SymbolStatus(enum.Enum):
+    __hash__ = object.__hash__
+
     PENDING = "pending"
     PROCESSING = "processing"
     COMPLETED = "completed"

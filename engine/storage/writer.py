@@ -24,8 +24,9 @@ import aiosqlite
 import msgspec
 
 from ..errors import StorageError
+from ..fsm import RunState, StepState
 from ..runs import Run, StepRun
-from ..symbols import SymbolState
+from ..symbols import Phase, SymbolState, SymbolStatus
 
 if TYPE_CHECKING:
     from strategies.broker import PaperBroker
@@ -34,6 +35,11 @@ __all__ = ["StorageWriter", "WriterStatistics"]
 
 log = logging.getLogger("tickflow.storage")
 _encode = msgspec.json.Encoder().encode
+# Enum .value is a Python-level descriptor; rows are built for every change, so map directly.
+_PHASE = {p: p.value for p in Phase}
+_SSTATUS = {s: s.value for s in SymbolStatus}
+_RUN_STATE = {s: s.value for s in RunState}
+_STEP_STATE = {s: s.value for s in StepState}
 
 
 class WriterStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -87,6 +93,7 @@ class StorageWriter:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._closed = False
         self._stop = False
+        self._changes = 0
         self.commits = 0
         self.records = 0
         self.backpressure_waits = 0
@@ -123,6 +130,7 @@ class StorageWriter:
 
     @property
     def backlog(self) -> int:
+        """Records waiting for a commit (changes to one object between commits count once)."""
         return (
             len(self._journal) + len(self._symbols) + len(self._runs) + len(self._steps)
             + len(self._orders)
@@ -133,11 +141,15 @@ class StorageWriter:
         return self._seq
 
     def _changed(self) -> None:
-        self._wake.set()
-        backlog = self.backlog
-        if backlog >= self.batch_max:
+        # Called for every record: a counter, not a recount of the buffers. It counts changes,
+        # an upper bound of the backlog (repeated changes to one object are written once).
+        n = self._changes + 1
+        self._changes = n
+        if n == 1:
+            self._wake.set()
+        if n >= self.batch_max:
             self._full.set()
-        if backlog >= self.backlog_max:
+        if n >= self.backlog_max and self.backlog >= self.backlog_max:
             self._room.clear()
 
     # -- waiting ----------------------------------------------------------------------------
@@ -187,6 +199,7 @@ class StorageWriter:
     async def commit(self) -> None:
         self._wake.clear()
         self._full.clear()
+        self._changes = 0
         journal, self._journal = self._journal, []
         symbols, self._symbols = self._symbols, {}
         runs, self._runs = self._runs, {}
@@ -240,6 +253,8 @@ class StorageWriter:
             self._orders[:0] = orders
             self._positions |= positions
             self.dropped_runs[:0] = dropped
+            self._changes = self.backlog
+            self._wake.set()
             raise
         self.last_commit_s = time.perf_counter() - started
         self.commits += 1
@@ -337,14 +352,14 @@ class _Rows:
     def symbol(self, s: SymbolState) -> None:
         tick = _encode(s.last_tick) if s.last_tick is not None else None
         self.symbols.append(
-            (s.id, s.name, s.phase.value, s.status.value, s.priority, s.last_processed,
+            (s.id, s.name, _PHASE[s.phase], _SSTATUS[s.status], s.priority, s.last_processed,
              s.last_error, tick, self.now)
         )
 
     def run(self, r: Run) -> None:
         finished = self.now if r.state.terminal else None
         self.runs.append(
-            (r.id, r.workflow.name, r.symbol.name, r.state.value, r.outcome, r.priority,
+            (r.id, r.workflow.name, r.symbol.name, _RUN_STATE[r.state], r.outcome, r.priority,
              _encode(r.tick), r.tick.ts, self.now, finished, r.error)
         )
 
@@ -354,7 +369,7 @@ class _Rows:
         except (TypeError, msgspec.EncodeError):
             output = None  # not encodable: recovery re-runs this run from its first step
         self.steps.append(
-            (run_id, st.spec.name, st.state.value, st.attempts, output, st.error,
+            (run_id, st.spec.name, _STEP_STATE[st.state], st.attempts, output, st.error,
              self.now if st.started_at is not None else None,
              self.now if st.state.terminal else None, st.preemptions)
         )

@@ -1,0 +1,131 @@
+"""Storage cost, measured in one run: writer throughput, and the engine with storage on vs off.
+
+``python -m benchmarks.bench_storage [--rounds N] [--runs N] [--records N]``
+
+* **writer**: journal records (one per event, as intake makes them) plus a symbol change each,
+  pushed as fast as the hot path can, committed by the group-commit writer task into a real
+  SQLite file (WAL, synchronous=NORMAL): records/s committed, commits, mean records per commit.
+* **engine**: the drain workload of :mod:`benchmarks.engine_load` (no-op 3-step runs, two
+  workflows, every feature on) with storage off and on (a fresh SQLite file per round),
+  alternating which goes first; runs/s medians and their ratio. Target: on >= 0.7x off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvloop
+
+from benchmarks.engine_load import engine_toml, mixed_events
+from engine.config import loads_config
+from engine.engine import Engine
+from engine.events import Tick
+from engine.storage.db import open_database
+from engine.storage.writer import StorageWriter
+from engine.symbols import SymbolTable
+from strategies.broker import PaperBroker
+
+OUT = Path(".benchmarks/storage.json")
+
+
+async def writer_throughput(records: int, path: Path) -> dict[str, float]:
+    conn = await open_database(path)
+    writer = StorageWriter(conn, path=str(path), broker=PaperBroker(), wall=time.time, next_seq=1)
+    symbols = SymbolTable(writer.symbol)
+    states = [symbols.register(f"S{i:04d}", 2) for i in range(1000)]
+    task = asyncio.create_task(writer.run_forever())
+    payload = b'{"type":"DATA_READY","symbol":"S0001","ts":1.0,"price":100.0}'
+    started = time.perf_counter()
+    for i in range(records):
+        state = states[i % 1000]
+        writer.journal("DATA_READY", state.name, payload, float(i))
+        symbols.mark_data_ready(state, Tick(state.name, float(i), 100.0))
+        if i % 512 == 511:
+            await writer.wait_capacity()
+            await asyncio.sleep(0)  # the hot path yields like intake does between batches
+    await writer.wait_committed(records)
+    elapsed = time.perf_counter() - started
+    stats = writer.statistics()
+    writer.request_stop()
+    await task
+    await writer.close()
+    return {
+        "records_per_s": stats.records / elapsed,
+        "events_per_s": records / elapsed,
+        "commits": stats.commits,
+        "records_per_commit": stats.records / max(stats.commits, 1),
+    }
+
+
+async def drain(batch: int, db: Path | None) -> float:
+    toml = engine_toml()
+    if db is not None:
+        toml += f'\n[storage]\npath = "{db}"\n'
+    engine = Engine(loads_config(toml), sources=[], persist=db is not None)
+    events = mixed_events(batch)
+    started = time.perf_counter()
+    async with engine.session():
+        for event in events:
+            engine.submit_nowait(event)
+        async with asyncio.timeout(120):
+            await engine.wait_idle()
+    elapsed = time.perf_counter() - started  # includes the final commit at shutdown
+    runs = sum(v["completed"] for v in engine.statistics().counters.runs.values())
+    assert runs == batch, runs
+    return batch / elapsed
+
+
+def run(rounds: int, runs: int, records: int) -> dict[str, Any]:
+    off: list[float] = []
+    on: list[float] = []
+    writer: list[dict[str, float]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                writer.append(runner.run(writer_throughput(records, Path(tmp) / f"w{r}.db")))
+            order = [None, Path(tmp) / f"e{r}.db"]
+            if r % 2:
+                order.reverse()
+            for db in order:
+                with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                    rate = runner.run(drain(runs, db))
+                (off if db is None else on).append(rate)
+    result = {
+        "writer": {k: statistics.median(w[k] for w in writer) for k in writer[0]},
+        "engine_runs_per_s": {"storage_off": statistics.median(off),
+                              "storage_on": statistics.median(on)},
+        "ratio_on_vs_off": statistics.median(on) / statistics.median(off),
+        "rounds": rounds,
+        "runs_per_round": runs,
+    }
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--runs", type=int, default=10_000)
+    parser.add_argument("--records", type=int, default=100_000)
+    args = parser.parse_args(argv)
+    result = run(args.rounds, args.runs, args.records)
+    OUT.parent.mkdir(exist_ok=True)
+    OUT.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    w, e = result["writer"], result["engine_runs_per_s"]
+    print(f"writer: {w['records_per_s']:,.0f} records/s committed, "
+          f"{w['records_per_commit']:.0f} records per commit ({w['commits']:.0f} commits)")
+    print(f"engine: {e['storage_off']:,.0f} runs/s storage off, {e['storage_on']:,.0f} runs/s "
+          f"storage on: {result['ratio_on_vs_off']:.2f}x (target >= 0.70x)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
