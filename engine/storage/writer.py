@@ -94,6 +94,7 @@ class StorageWriter:
         self._closed = False
         self._stop = False
         self._changes = 0
+        self._commit_lock = asyncio.Lock()
         self.commits = 0
         self.records = 0
         self.backpressure_waits = 0
@@ -196,7 +197,16 @@ class StorageWriter:
     def _stop_requested(self) -> bool:
         return self._stop
 
+    async def flush(self) -> None:
+        """Commit everything recorded so far, now."""
+        await self.commit()
+
     async def commit(self) -> None:
+        # One transaction at a time: the writer task and a flush() may both want to commit.
+        async with self._commit_lock:
+            await self._commit()
+
+    async def _commit(self) -> None:
         self._wake.clear()
         self._full.clear()
         self._changes = 0
