@@ -403,14 +403,9 @@ class Coordinator:
         if run is None or run.state.terminal or run.cancel_reason is not None:
             return False
         run.cancel_reason = reason
-        run.follow_up = None if not shutdown else run.follow_up
-        for step in run.steps:
-            if step.state is StepState.PENDING:
-                if step.handle is not None:
-                    self.queue.remove(step)
-                if step.timer is not None:
-                    step.timer.cancel()
-                    step.timer = None
+        if not shutdown:
+            run.follow_up = None
+        self._unqueue(run, cancel=False)
         running = [s for s in run.steps if s.state is StepState.RUNNING]
         if self.dispatcher is not None:
             for step in running:
@@ -419,6 +414,18 @@ class Coordinator:
         if not running:
             self._end_run(run, RunState.CANCELLED, "cancelled", reason)
         return True
+
+    def _unqueue(self, run: Run, *, cancel: bool) -> None:
+        """Take the run's waiting steps out of the queue and off their retry timers."""
+        for step in run.steps:
+            if step.state is StepState.PENDING:
+                if step.handle is not None:
+                    self.queue.remove(step)
+                if step.timer is not None:
+                    step.timer.cancel()
+                    step.timer = None
+                if cancel:
+                    step.advance(StepState.CANCELLED)
 
     def _settle_cancel(self, run: Run) -> bool:
         """After a step of a cancel-requested run ended: finish the run once nothing runs."""
@@ -438,14 +445,7 @@ class Coordinator:
         run.finished_at = now
         run.outcome = outcome
         run.error = error
-        for step in run.steps:
-            if step.state is StepState.PENDING:
-                if step.handle is not None:
-                    self.queue.remove(step)
-                if step.timer is not None:
-                    step.timer.cancel()
-                    step.timer = None
-                step.advance(StepState.CANCELLED)
+        self._unqueue(run, cancel=True)
         key = run.key
         if self._pending.get(key) is run:
             del self._pending[key]
