@@ -23,12 +23,18 @@ build: $(STAMP)
 		|| { echo "ERROR: the fastpath Cython extension did not build" >&2; exit 1; }
 
 # System packages the tests need: Prometheus and promtool (the monitoring integration test runs
-# a real Prometheus against the daemon and checks the shipped config with promtool).
+# a real Prometheus against the daemon and checks the shipped config with promtool), and
+# systemd's systemd-analyze (tests/integration/test_service.py verifies the shipped unit).
 system-deps:
 	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
 		echo "installing Debian's prometheus package (prometheus, promtool)"; \
 		export DEBIAN_FRONTEND=noninteractive; \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	}
+	@command -v systemd-analyze >/dev/null 2>&1 || { \
+		echo "installing Debian's systemd package (systemd-analyze)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends systemd >/dev/null; \
 	}
 
 test: build system-deps

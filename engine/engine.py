@@ -23,6 +23,7 @@ from strategies.broker import PaperBroker
 from strategies.risk import RiskLimits, RiskManager
 
 from . import __version__
+from .admin import AdminApi
 from .clock import Clock, LoopClock
 from .config import Config
 from .context import sends_orders_flag
@@ -33,6 +34,7 @@ from .http import MetricsServer
 from .loopmon import LoopMonitor
 from .market import MarketData
 from .metrics import build_registry
+from .reload import Reloader, ReloadReport, apply_config
 from .runs import Run, StepRun
 from .scheduler import QueueStatistics, ReadyQueue
 from .sources import ReplaySource, SimMarket, Source
@@ -163,6 +165,9 @@ class Engine:
             Persistence(self, config.storage) if persist and config.storage.enabled else None
         )
         # --- end metrics ---
+        # Operations: the daemon (engine/cli.py) sets this so that SIGHUP and POST /reload
+        # re-read its config file through one path (engine/reload.py).
+        self.reloader: Reloader | None = None
 
     # -- time -------------------------------------------------------------------------------
 
@@ -232,7 +237,7 @@ class Engine:
                 m = self.config.metrics
                 server = MetricsServer(
                     self.metrics_registry, host=m.host, port=m.port, ready=self.readiness,
-                    loop_monitor=self.loop_monitor,
+                    loop_monitor=self.loop_monitor, admin=AdminApi(self),
                 )
                 await stack.enter_async_context(server)
                 self.metrics_server = server
@@ -358,13 +363,16 @@ class Engine:
             await persistence.writer.wait_capacity()
         self.submit_nowait(event)
 
-    def submit_nowait(self, event: Event) -> None:
+    def submit_nowait(self, event: Event) -> int | None:
+        """Take ``event`` now; returns its journal seq (None when storage is off), which
+        ``persistence.writer.wait_committed(seq)`` turns into the event's durability point."""
         coordinator = self.coordinator
         if coordinator is None:
             raise RuntimeError("the engine is not running: use `async with engine.session()`")
         now = self.clock.now()
+        seq: int | None = None
         if self.persistence is not None:
-            self.persistence.journal(event, now)
+            seq = self.persistence.journal(event, now)
         if type(event) is DataReady:
             self.counters.received["DATA_READY"] += 1
             symbol = self.symbols.get(event.symbol)
@@ -387,6 +395,7 @@ class Engine:
                 coordinator.reprioritise(symbol, event.priority)
         else:
             raise TypeError(f"not an event: {event!r}")
+        return seq
 
     def reject(self, reason: str) -> None:
         """Count an event rejected before it reached the engine (intake decoders call this)."""
@@ -404,6 +413,13 @@ class Engine:
 
     def cancel_run(self, run_id: int) -> bool:
         return self.coordinator is not None and self.coordinator.cancel_run(run_id)
+
+    def reload(self, config: Config, digest: str) -> ReloadReport:
+        """Apply a validated config: new runs use it, runs in flight finish on the old one.
+
+        See engine/reload.py for what changes live and what needs a restart.
+        """
+        return apply_config(self, config, digest)
 
     def _known(self, workflow: str) -> str:
         if workflow not in self.queue.lanes:

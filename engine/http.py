@@ -1,9 +1,10 @@
-"""The daemon's HTTP endpoint: ``/metrics``, ``/healthz``, ``/readyz``.
+"""The daemon's HTTP endpoint: ``/metrics``, ``/healthz``, ``/readyz`` and the admin API.
 
 aiohttp serves on the engine's own event loop, so a scrape reads the engine's counters between
 two loop turns (no locks, no torn reads), and ``/healthz`` answering at all proves the loop is
-turning. A request never blocks the loop on I/O; the scrape itself is a few hundred
-microseconds of CPU (see ``docs/monitoring.md``).
+turning. The admin routes (``/status``, ``POST /events``, ...) are engine/admin.py's, added when
+an :class:`~engine.admin.AdminApi` is given. A request never blocks the loop on I/O; the scrape
+itself is a few hundred microseconds of CPU (see ``docs/monitoring.md``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
@@ -19,6 +20,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from .errors import TickflowError
 from .loopmon import LoopMonitor
+
+if TYPE_CHECKING:
+    from .admin import AdminApi
 
 __all__ = ["MetricsBindError", "MetricsServer"]
 
@@ -50,6 +54,7 @@ class MetricsServer:
         port: int,
         ready: Callable[[], tuple[bool, str]],
         loop_monitor: LoopMonitor | None = None,
+        admin: AdminApi | None = None,
     ) -> None:
         self.registry = registry
         self.host = host
@@ -58,10 +63,14 @@ class MetricsServer:
         self._ready = ready
         self._loop_monitor = loop_monitor
         self._runner: web.AppRunner | None = None
-        app = web.Application()
+        self.admin = admin
+        # client_max_size: the admin API's POST /events is the only body taken (same bound).
+        app = web.Application(client_max_size=1 << 20)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        if admin is not None:
+            admin.register(app)
         self.app = app
 
     async def start(self) -> None:

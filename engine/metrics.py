@@ -35,6 +35,7 @@ from prometheus_client.registry import Collector
 from . import __version__
 from .intake import REJECT_REASONS
 from .latency import LatencyHistogram, bucket_edge_seconds
+from .reload import RELOAD_OUTCOMES
 from .stats import RUN_OUTCOMES, STEP_OUTCOMES
 
 if TYPE_CHECKING:
@@ -231,6 +232,17 @@ class EngineCollector(Collector):
         for (side, outcome), n in order_counts.items():
             orders.add_metric([side, outcome], float(n))
         yield orders
+
+        # Operations: SIGHUP / POST /reload outcomes (engine/reload.py).
+        reloads = CounterMetricFamily(
+            "tickflow_config_reloads", "Config reloads, by outcome (success, invalid, error).",
+            labels=["outcome"],
+        )
+        reloader = engine.reloader
+        for outcome in RELOAD_OUTCOMES:
+            n = reloader.counts[outcome] if reloader is not None else 0
+            reloads.add_metric([outcome], float(n))
+        yield reloads
 
         yield from self._gauges()
 

@@ -14,9 +14,11 @@ from .loader import (
     resolve_action,
 )
 from .schema import (
+    AdminSettings,
     BrokerSettings,
     Config,
     EngineSettings,
+    IntakeSettings,
     MetricsSettings,
     ReplaySettings,
     Retry,
@@ -33,9 +35,11 @@ from .schema import (
 from .summary import describe_route, summarize
 
 __all__ = [
+    "AdminSettings",
     "BrokerSettings",
     "Config",
     "EngineSettings",
+    "IntakeSettings",
     "MetricsSettings",
     "ReplaySettings",
     "Retry",

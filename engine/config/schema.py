@@ -22,9 +22,11 @@ import msgspec
 __all__ = [
     "ACTION_PATTERN",
     "NAME_PATTERN",
+    "AdminSettings",
     "BrokerSettings",
     "Config",
     "EngineSettings",
+    "IntakeSettings",
     "MetricsSettings",
     "ReplaySettings",
     "Retry",
@@ -242,6 +244,42 @@ class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     busy_timeout_ms: PositiveInt = 5000
 
 
+class IntakeSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Network intake: JSON-lines events over TCP and/or a Unix socket (engine/netintake.py).
+
+    Both listeners are off by default. ``tcp_port = 0`` binds a free port (tests; logged as
+    ``intake listening``). The shared-secret token is read from ``token_file`` or the
+    ``TICKFLOW_INTAKE_TOKEN`` environment variable -- never from this file, so a config can be
+    shared or committed without leaking it.
+    """
+
+    tcp_host: str = "127.0.0.1"
+    tcp_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] | None = None
+    unix_path: str = ""
+    token_file: str = ""
+    max_connections: PositiveInt = 64
+    # Finite and bounded: an infinite idle timeout would let stalled clients hold every slot.
+    idle_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 300.0
+    max_batch: Annotated[int, msgspec.Meta(ge=1, le=65536)] = 256
+    write_high_water: Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)] = 1 << 20
+
+    @property
+    def enabled(self) -> bool:
+        return self.tcp_port is not None or bool(self.unix_path)
+
+
+class AdminSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The admin HTTP API on the metrics address (docs/deploy.md).
+
+    ``token_file`` holds the bearer token that changing endpoints require (``$VAR`` references
+    are expanded, e.g. ``${CREDENTIALS_DIRECTORY}/admin-token`` under systemd); empty means
+    the ``TICKFLOW_ADMIN_TOKEN`` environment variable, and with neither the changing endpoints
+    are disabled. The token itself never goes in the config file or on the command line.
+    """
+
+    token_file: str = ""
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The whole configuration of one daemon."""
 
@@ -251,6 +289,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     risk: RiskSettings = RiskSettings()
     metrics: MetricsSettings = MetricsSettings()
     storage: StorageSettings = StorageSettings()
+    intake: IntakeSettings = IntakeSettings()
+    admin: AdminSettings = AdminSettings()
     symbols: tuple[SymbolSeed, ...] = ()
     workflows: Annotated[dict[str, Workflow], msgspec.Meta(min_length=1)]
 
