@@ -97,3 +97,28 @@ def test_version_and_help() -> None:
     out = subprocess.run([*TICKFLOW, "--help"], capture_output=True, check=True, timeout=60)
     for command in ("run", "validate"):
         assert command in out.stdout.decode()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"definitely not a database" * 200, "not a tickflow database or corrupted"),
+        (b"SQLite format 3\x00" + b"\x00" * 90 + b"\xff" * 4000, "not a tickflow database"),
+    ],
+)
+def test_run_refuses_a_corrupted_database_and_leaves_it_untouched(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    db = tmp_path / "state" / "tickflow.db"
+    db.parent.mkdir()
+    db.write_bytes(content)
+    proc = subprocess.run(
+        [*TICKFLOW, "run", "--duration", "5", "--metrics-port", "0"],
+        cwd=tmp_path, capture_output=True, timeout=60,
+    )
+    assert proc.returncode == 1
+    err = proc.stderr.decode()
+    assert "tickflow failed" in err
+    assert str(Path("state") / "tickflow.db") in err
+    assert message in err
+    assert db.read_bytes() == content
