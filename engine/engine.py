@@ -372,7 +372,7 @@ class Engine:
         now = self.clock.now()
         seq: int | None = None
         if self.persistence is not None:
-            seq = self.persistence.journal(event, now)
+            seq = self.persistence.journal(event)
         if type(event) is DataReady:
             self.counters.received["DATA_READY"] += 1
             symbol = self.symbols.get(event.symbol)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,7 @@ class Persistence:
         self.settings = settings
         self.path = default_db_path(settings.path)
         self.writer: StorageWriter | None = None
+        self._wall = engine.clock.wall if engine._clock is not None else time.time
         self._loaded: LoadedState | None = None
         self.report = RecoveryReport()
 
@@ -122,10 +124,12 @@ class Persistence:
         )
         return self.report
 
-    def journal(self, event: Event, received_at: float) -> int:
+    def journal(self, event: Event) -> int:
+        """Record an accepted event, stamped with wall time: retention and people read it (the
+        engine's own clock is monotonic and means nothing outside this process)."""
         assert self.writer is not None
         kind = DATA_READY if type(event) is DataReady else "HIGH_PRIORITY_ARRIVED"
-        return self.writer.journal(kind, event.symbol, _encode(event), received_at)
+        return self.writer.journal(kind, event.symbol, _encode(event), self._wall())
 
     async def close(self) -> None:
         if self.writer is not None:

@@ -135,3 +135,27 @@ def test_a_stored_run_of_a_removed_workflow_is_dropped_and_recorded(tmp_path: Pa
         (2, "wf", "completed", None),
     ]
     conn.close()
+
+
+def test_the_journal_is_stamped_with_wall_time_and_survives_retention(tmp_path: Path) -> None:
+    import time
+
+    db = tmp_path / "t.db"
+    before = time.time()
+    engine = _engine(db)
+
+    async def scenario() -> None:
+        async with engine.session():
+            engine.submit_nowait(DataReady(symbol="AAA", ts=1.0, price=10.0))
+            async with asyncio.timeout(10):
+                await engine.wait_idle()
+            assert engine.persistence is not None
+            assert engine.persistence.writer is not None
+            await engine.persistence.writer.flush()
+            assert await engine.persistence.writer.prune() == 0  # nothing is a day old
+
+    asyncio.run(scenario())
+    conn = sqlite3.connect(db)
+    (received_at,) = conn.execute("SELECT received_at FROM journal").fetchone()
+    conn.close()
+    assert before <= received_at <= time.time()

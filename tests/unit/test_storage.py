@@ -262,3 +262,25 @@ def test_a_stop_requested_during_a_commit_is_not_missed(tmp_path: Path) -> None:
         await writer.close()
 
     asyncio.run(scenario())
+
+
+def test_retention_prunes_only_what_is_older_than_the_horizon(tmp_path: Path) -> None:
+    now = 2_000_000_000.0
+
+    async def scenario() -> int:
+        conn = await open_database(tmp_path / "t.db")
+        writer = StorageWriter(conn, path="t.db", broker=PaperBroker(), wall=lambda: now,
+                               next_seq=1, retention_s=3600.0)
+        for age in (7200.0, 3601.0, 3599.0, 10.0):
+            writer.journal("DATA_READY", "X", b"{}", now - age)
+        await writer.commit()
+        pruned = await writer.prune()
+        await writer.close()
+        return pruned
+
+    assert asyncio.run(scenario()) == 2
+    conn = sqlite3.connect(tmp_path / "t.db")
+    assert [r[0] for r in conn.execute("SELECT received_at FROM journal ORDER BY seq")] == [
+        now - 3599.0, now - 10.0,
+    ]
+    conn.close()
