@@ -150,6 +150,8 @@ class Coordinator:
         if self.on_run_update is not None:
             self.on_run_update(run)
         for index in wf.roots:
+            if run.outcome is not None:
+                break  # enqueuing an earlier root shed the run itself
             self._enqueue(run.steps[index], at)
         return run
 

@@ -101,7 +101,7 @@ class Agent:
     def __init__(self, index: int) -> None:
         self.index = index
         self.task: asyncio.Task[None] | None = None
-        self.inbox: asyncio.Future[StepRun] | None = None
+        self.inbox: asyncio.Future[None] | None = None
         self.step: StepRun | None = None
         self.reserved: StepRun | None = None  # handed over by a preemption, runs next
         self.reserved_lane: Lane | None = None
@@ -155,39 +155,58 @@ class Dispatcher:
         streak = 0
         streak_until = 0.0
         while True:
-            step = agent.reserved
-            if step is None and streak < STREAK_STEPS and now() < streak_until:
-                # Straight from the heap, no handoff: the best eligible step at this instant.
-                step = self._take(agent)
-                streak += 1
-            if step is None:
-                streak = 0
-                fut: asyncio.Future[StepRun] = loop.create_future()
-                agent.inbox = fut
-                self._idle.append(agent)
-                if self.queue:
-                    self.schedule()
-                try:
-                    step = await fut
-                except asyncio.CancelledError:
-                    task = agent.task
-                    if task is None or task.cancelling():
-                        raise  # shutdown
-                    # An interrupt withdrawn with uncancel() can still land here on 3.11 (it
-                    # cannot retract a cancellation already scheduled): not a shutdown, go on.
-                    if agent in self._idle:
-                        self._idle.remove(agent)
-                    continue
-                streak_until = now() + STREAK_SECONDS
-            else:
+            handed = agent.reserved
+            if handed is not None:
+                # Handed over by a dispatch pass or a preemption, in an earlier loop turn: its
+                # run may have been cancelled or shed since, so check before running it.
                 lane = agent.reserved_lane
                 agent.reserved = agent.reserved_lane = None
-                if step.state is not StepState.PENDING:
-                    # Cancelled (operator or drain) between the handover and now: skip it.
-                    assert lane is not None
+                assert lane is not None
+                if handed.state is not StepState.PENDING:
                     lane.running -= 1
+                    agent.step = None
                     continue
+                step = handed
+            else:
+                taken = (
+                    self._take(agent) if streak < STREAK_STEPS and now() < streak_until else None
+                )
+                if taken is None:
+                    streak = 0
+                    fut: asyncio.Future[None] = loop.create_future()
+                    agent.inbox = fut
+                    self._idle.append(agent)
+                    if self.queue:
+                        self.schedule()
+                    try:
+                        await fut
+                    except asyncio.CancelledError:
+                        task = agent.task
+                        if task is None or task.cancelling():
+                            self._release_handed(agent)
+                            raise  # shutdown
+                        # An interrupt withdrawn with uncancel() can still land here on 3.11
+                        # (it cannot retract a cancellation already scheduled): go on.
+                        if agent in self._idle:
+                            self._idle.remove(agent)
+                        continue
+                    streak_until = now() + STREAK_SECONDS
+                    continue  # the dispatch pass left the step in agent.reserved
+                # Straight from the heap, no handoff: the best eligible step at this instant.
+                step = taken
+                streak += 1
             await self._execute(agent, step)
+
+    def _release_handed(self, agent: Agent) -> None:
+        """Shutdown caught an agent holding a handed-over step it never started."""
+        step, lane = agent.reserved, agent.reserved_lane
+        agent.reserved = agent.reserved_lane = None
+        agent.step = None
+        if step is None or lane is None:
+            return
+        lane.running -= 1
+        if step.state is StepState.PENDING:  # not already cancelled with its run
+            self.hooks.step_cancelled(step, self.clock.now(), "shutdown")
 
     def _take(self, agent: Agent) -> StepRun | None:
         lane = self.queue.best_lane()
@@ -248,8 +267,8 @@ class Dispatcher:
                 inbox = agent.inbox
                 agent.inbox = None
                 agent.step = step  # claimed now, so a second pass cannot pick it as idle
-                assert inbox is not None
-                inbox.set_result(step)
+                agent.reserved, agent.reserved_lane = step, lane
+                inbox.set_result(None)
                 continue
             priority = lane.heap.peek_key()[0]
             victim = self._pick_victim(priority)
@@ -355,13 +374,7 @@ class Dispatcher:
                 # Shutdown (possibly on top of an interrupt): record it and let it propagate.
                 self._finish(agent, lane, timer)
                 hooks.step_cancelled(step, clock.now(), "shutdown")
-                if agent.reserved is not None:
-                    reserved, reserved_lane = agent.reserved, agent.reserved_lane
-                    agent.reserved = agent.reserved_lane = None
-                    assert reserved_lane is not None
-                    reserved_lane.running -= 1
-                    if reserved.state is StepState.PENDING:  # not already cancelled with its run
-                        hooks.step_cancelled(reserved, clock.now(), "shutdown")
+                self._release_handed(agent)
                 raise
             self._finish(agent, lane, timer)
             if reason is Interrupt.PREEMPT:

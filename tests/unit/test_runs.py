@@ -1034,3 +1034,74 @@ def test_cancel_waits_for_a_running_order_step_and_keeps_runs_from_overlapping()
         assert runs_of(engine, "trend") == outcome(completed=1, cancelled=1)
 
     run_session(engine, body)
+
+
+def test_a_run_cancelled_between_handover_and_agent_wakeup_is_skipped_cleanly() -> None:
+    """The dispatch pass hands a step to an idle agent; the agent only runs a loop turn later.
+    A cancel landing in between must leave the agent, the lane count and the engine intact."""
+    engine = make_engine(trend_toml(action="quick"), agents=1)
+
+    async def body(engine: Engine) -> None:
+        c = coord(engine)
+        loop = asyncio.get_running_loop()
+        tick(engine, "AAA", 101.0)
+        run = c.pending_run("trend", "AAA")
+        assert run is not None
+        # Queued after the dispatch pass this submit scheduled, before the agent wakes.
+        loop.call_soon(engine.cancel_run, run.id)
+        await idle(engine)
+        assert run.state is RunState.CANCELLED
+        assert ra.CALLS == []  # the handed step never ran
+        assert engine.queue.lanes["trend"].running == 0
+        tick(engine, "AAA", 102.0)  # the agent and the lane are still in service
+        await idle(engine)
+        assert [x.tick.price for x in ra.CALLS] == [102.0]
+
+    run_session(engine, body)
+
+
+TWO_ROOTS = """
+[workflows.hi]
+priority = 0
+max_concurrent = 1
+route = { max_priority = 0 }
+
+[[workflows.hi.steps]]
+name = "go"
+action = "tests.unit.run_actions:gated"
+preemptible = false
+
+[workflows.lo]
+priority = 2
+max_concurrent = 4
+route = { min_priority = 1 }
+
+[[workflows.lo.steps]]
+name = "a"
+action = "tests.unit.run_actions:quick"
+
+[[workflows.lo.steps]]
+name = "b"
+action = "tests.unit.run_actions:quick"
+"""
+
+
+def test_a_run_shed_while_its_first_root_is_queued_queues_no_other_root() -> None:
+    engine = make_engine(TWO_ROOTS, agents=1, capacity=1)
+
+    async def body(engine: Engine) -> None:
+        c = coord(engine)
+        tick(engine, "X", 1.0, priority=0)
+        await wait_until(lambda: ra.started("hi.go.X") == 1, "hi running")
+        tick(engine, "Y", 1.0, priority=0)  # fills the queue
+        tick(engine, "Z", 1.0, priority=2)  # its first root is shed at once: the run ends
+        assert c.pending_run("lo", "Z") is None
+        assert len(engine.queue) == 1
+        assert runs_of(engine, "lo") == outcome(shed=1)
+        sym = engine.symbols.get("Z")
+        assert sym is not None
+        assert sym.active_runs == 0
+        ra.release_all()
+        await idle(engine)
+
+    run_session(engine, body)
