@@ -141,12 +141,18 @@ async def _load(
             }
         )
 
-    async with conn.execute("SELECT COALESCE(MAX(id), 0) FROM runs") as cur:
-        max_id = await cur.fetchone()
-        next_run_id = (max_id[0] if max_id else 0) + 1
-    async with conn.execute("SELECT COALESCE(MAX(seq), 0) FROM journal") as cur:
-        max_seq = await cur.fetchone()
-        next_seq = (max_seq[0] if max_seq else 0) + 1
+    # Ids continue after the highest ever used, even if retention pruned its rows: the
+    # high-water marks in meta, the runs still stored, and the orders (never pruned).
+    async with conn.execute(
+        "SELECT MAX(COALESCE((SELECT MAX(id) FROM runs), 0), "
+        "COALESCE((SELECT MAX(run_id) FROM orders), 0), "
+        "COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'max_run_id'), 0)), "
+        "MAX(COALESCE((SELECT MAX(seq) FROM journal), 0), "
+        "COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'max_seq'), 0))"
+    ) as cur:
+        marks = await cur.fetchone()
+    next_run_id = (marks[0] if marks else 0) + 1
+    next_seq = (marks[1] if marks else 0) + 1
 
     stored: dict[int, tuple[str, str, Tick, list[StoredStep]]] = {}
     async with conn.execute(

@@ -95,6 +95,7 @@ class StorageWriter:
         self._stop = False
         self._changes = 0
         self._commit_lock = asyncio.Lock()
+        self._broken: BaseException | None = None
         self.commits = 0
         self.records = 0
         self.backpressure_waits = 0
@@ -207,6 +208,9 @@ class StorageWriter:
             await self._commit()
 
     async def _commit(self) -> None:
+        if self._broken is not None:
+            raise StorageError(f"{self.path}: an earlier commit failed ({self._broken}); "
+                               "not writing anything after it")
         self._wake.clear()
         self._full.clear()
         self._changes = 0
@@ -232,7 +236,35 @@ class StorageWriter:
             rows.order(outcome, run_id)
         if orders:
             rows.account(self.broker, positions)
+        # Run ids and journal seqs are never reused, even once retention has pruned every row
+        # that carried them: a reused run id would reuse its order steps' client order ids.
+        high = []
+        if runs:
+            high.append(("max_run_id", max(runs)))
+        if journal:
+            high.append(("max_seq", journal[-1][0]))
         started = time.perf_counter()
+        transaction = asyncio.ensure_future(self._transaction(journal, rows, dropped, high, now))
+        try:
+            await asyncio.shield(transaction)
+        except asyncio.CancelledError:
+            # SQLite runs COMMIT in its own thread: a cancelled commit still completes (or
+            # fails) there. Wait for it, so the next commit never starts inside it, then stop.
+            if not transaction.done():
+                await asyncio.wait([transaction])
+            if not transaction.cancelled() and transaction.exception() is None:
+                self._committed(journal, count, started)
+            raise
+        self._committed(journal, count, started)
+
+    async def _transaction(
+        self,
+        journal: list[tuple[int, float, str, str, bytes]],
+        rows: _Rows,
+        dropped: list[int],
+        high: list[tuple[str, int]],
+        now: float,
+    ) -> None:
         conn = self.conn
         try:
             await conn.execute("BEGIN IMMEDIATE")
@@ -245,27 +277,25 @@ class StorageWriter:
                     "error='workflow no longer configured' WHERE id=?",
                     [(now, run_id) for run_id in dropped],
                 )
+            if high:
+                await conn.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
+                    "SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                    high,
+                )
             await conn.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 await conn.execute("ROLLBACK")
+            # Its records are gone with it: committing later batches on top would leave a hole
+            # (later state without the runs, orders or fills that led to it). Stop writing.
+            self._broken = exc
             self._fail_waiters(exc)
             raise StorageError(f"{self.path}: commit failed, stopping: {exc}") from exc
-        except BaseException:
-            # Cancelled half-way: undo the transaction and keep its records for the next
-            # commit (newer changes to the same objects, recorded meanwhile, stay newer).
-            with contextlib.suppress(sqlite3.Error):
-                await conn.execute("ROLLBACK")
-            self._journal[:0] = journal
-            self._symbols = {**symbols, **self._symbols}
-            self._runs = {**runs, **self._runs}
-            self._steps = {**steps, **self._steps}
-            self._orders[:0] = orders
-            self._positions |= positions
-            self.dropped_runs[:0] = dropped
-            self._changes = self.backlog
-            self._wake.set()
-            raise
+
+    def _committed(
+        self, journal: list[tuple[int, float, str, str, bytes]], count: int, started: float
+    ) -> None:
         self.last_commit_s = time.perf_counter() - started
         self.commits += 1
         self.records += count
@@ -281,7 +311,8 @@ class StorageWriter:
             return
         self._closed = True
         try:
-            await self.commit()
+            if self._broken is None:
+                await self.commit()
         finally:
             await self.conn.close()
 

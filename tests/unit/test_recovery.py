@@ -159,3 +159,23 @@ def test_the_journal_is_stamped_with_wall_time_and_survives_retention(tmp_path: 
     (received_at,) = conn.execute("SELECT received_at FROM journal").fetchone()
     conn.close()
     assert before <= received_at <= time.time()
+
+
+def test_run_ids_and_journal_seqs_are_never_reused_after_retention_pruned_them(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "t.db"
+    asyncio.run(_run_until_idle(_engine(db), DataReady(symbol="AAA", ts=1.0, price=10.0)))
+    conn = sqlite3.connect(db)
+    with conn:  # what retention leaves after a quiet weekend: no runs, no journal
+        for table in ("steps", "runs", "journal"):
+            conn.execute(f"DELETE FROM {table}")
+    conn.close()
+    engine = _engine(db)
+    asyncio.run(_run_until_idle(engine, DataReady(symbol="AAA", ts=2.0, price=11.0)))
+    assert [c[1] for c in ra.CALLS] == [1, 1, 2, 2]  # run 2, not run 1 again
+    assert engine.persistence is not None
+    assert engine.persistence.report.journal_seq == 1
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT seq FROM journal").fetchall() == [(2,)]
+    conn.close()

@@ -284,3 +284,46 @@ def test_retention_prunes_only_what_is_older_than_the_horizon(tmp_path: Path) ->
         now - 3599.0, now - 10.0,
     ]
     conn.close()
+
+
+def test_a_commit_cancelled_mid_transaction_finishes_and_close_still_works(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        conn = await open_database(tmp_path / "t.db")
+        writer = _writer(conn, PaperBroker())
+        writer.journal("DATA_READY", "X", b"{}", 1.0)
+        commit = asyncio.create_task(writer.commit())
+        for _ in range(3):
+            await asyncio.sleep(0)  # let it get into the transaction (thread round trips)
+        commit.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await commit
+        writer.journal("DATA_READY", "X", b"{}", 2.0)
+        await writer.close()  # must not start a transaction inside the cancelled one
+
+    asyncio.run(scenario())
+    conn = sqlite3.connect(tmp_path / "t.db")
+    assert [r[0] for r in conn.execute("SELECT seq FROM journal ORDER BY seq")] == [1, 2]
+    conn.close()
+
+
+def test_nothing_is_committed_after_a_failed_commit(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        conn = await open_database(tmp_path / "t.db")
+        writer = _writer(conn, PaperBroker())
+        writer.journal("DATA_READY", "X", b"{}", 1.0)
+        await writer.commit()
+        writer._seq = 0  # the next record reuses seq 1: its commit fails (UNIQUE)
+        writer.journal("DATA_READY", "X", b"{}", 2.0)
+        with pytest.raises(StorageError, match="commit failed, stopping: UNIQUE"):
+            await writer.commit()
+        writer.journal("DATA_READY", "X", b"{}", 3.0)  # seq 2, would be valid on its own
+        with pytest.raises(StorageError, match="an earlier commit failed"):
+            await writer.commit()
+        await writer.close()  # closes without committing on top of the hole
+
+    asyncio.run(scenario())
+    conn = sqlite3.connect(tmp_path / "t.db")
+    assert conn.execute("SELECT seq, received_at FROM journal").fetchall() == [(1, 1.0)]
+    conn.close()
