@@ -31,7 +31,7 @@ from aiohttp import web
 
 from . import __version__
 from .config import AdminSettings
-from .errors import EventError, TickflowError
+from .errors import EventError, StorageError, TickflowError
 from .intake import EventDecoder
 
 if TYPE_CHECKING:
@@ -169,7 +169,9 @@ class AdminApi:
         header = request.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
         # compare_digest on bytes: constant time whatever the input, non-ASCII included.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token):
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode("utf-8", "surrogateescape"), token
+        ):
             log.warning(
                 "admin request refused: bad or missing token",
                 extra={"path": request.path, "remote": request.remote},
@@ -213,6 +215,7 @@ class AdminApi:
         items = payload if isinstance(payload, list) else [payload]
         results: list[dict[str, Any]] = []
         accepted = 0
+        last_seq: int | None = None
         for index, obj in enumerate(items):
             try:
                 event = self._decoder.decode_object(obj)
@@ -222,9 +225,16 @@ class AdminApi:
                     {"index": index, "accepted": False, "reason": exc.reason, "error": str(exc)}
                 )
                 continue
-            await engine.submit(event)  # waits while the storage writer is behind
+            seq = await engine.submit(event)  # waits while the storage writer is behind
+            if seq is not None:
+                last_seq = seq
             accepted += 1
             results.append({"index": index, "accepted": True})
+        try:
+            # "Accepted" only once journaled (docs/storage.md): answer after the commit.
+            await engine.wait_accepted(last_seq)
+        except StorageError as exc:
+            return _json(503, {"error": f"storage failed, events not accepted: {exc}"})
         return _json(
             200, {"accepted": accepted, "rejected": len(items) - accepted, "results": results}
         )

@@ -356,12 +356,20 @@ class Engine:
 
     # -- intake -----------------------------------------------------------------------------
 
-    async def submit(self, event: Event) -> None:
-        """Accept one event; waits while the storage writer is behind (backpressure)."""
+    async def submit(self, event: Event) -> int | None:
+        """Take one event; waits while the storage writer is behind (backpressure). Returns
+        the journal seq, as :meth:`submit_nowait` does."""
         persistence = self.persistence
         if persistence is not None and persistence.writer is not None:
             await persistence.writer.wait_capacity()
-        self.submit_nowait(event)
+        return self.submit_nowait(event)
+
+    async def wait_accepted(self, seq: int | None) -> None:
+        """Wait until journal record ``seq`` is committed: the moment an event counts as
+        accepted (docs/storage.md). Immediate when storage is off (``seq`` is None)."""
+        persistence = self.persistence
+        if seq is not None and persistence is not None and persistence.writer is not None:
+            await persistence.writer.wait_committed(seq)
 
     def submit_nowait(self, event: Event) -> int | None:
         """Take ``event`` now; returns its journal seq (None when storage is off), which

@@ -10,7 +10,7 @@ from ..events import Event
 
 __all__ = ["Source", "SourceState", "SourceStats", "Submit"]
 
-Submit = Callable[[Event], Awaitable[None]]
+Submit = Callable[[Event], Awaitable[object]]
 """Hands one event to the engine; awaiting it is how the engine pushes back on a fast source."""
 
 SourceState = Literal["idle", "running", "finished", "cancelled", "failed"]

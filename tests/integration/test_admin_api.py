@@ -77,9 +77,9 @@ class Api:
 
 
 @asynccontextmanager
-async def serving(config_path: Path) -> AsyncIterator[Api]:
+async def serving(config_path: Path, *, persist: bool = False) -> AsyncIterator[Api]:
     config, digest = load_config_with_digest(config_path)
-    engine = Engine(config, sources=[], serve_metrics=True, persist=False,
+    engine = Engine(config, sources=[], serve_metrics=True, persist=persist,
                     config_version=digest[:12])
     engine.reloader = Reloader(engine, config_path)
     async with engine.session(), aiohttp.ClientSession() as session:
@@ -277,5 +277,29 @@ def test_changing_endpoints_work_with_the_token(tmp_path: Path) -> None:
             status = await api.status()
             assert status["config_version"] == version
             assert status["reloads"] == {"success": 1, "invalid": 1, "error": 0}
+
+    run(main)
+
+
+
+def test_posted_events_are_answered_only_once_journaled(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "state.db"
+    path = write(tmp_path, extra=f'\n[storage]\npath = "{db}"\ncommit_interval_ms = 50\n')
+
+    async def main() -> None:
+        async with serving(path, persist=True) as api:
+            batch = [TICK, {**TICK, "symbol": "BBB"}]
+            code, body = await api.call("POST", "/events", auth=f"Bearer {TOKEN}", body=batch)
+            assert code == 200, body
+            assert body["accepted"] == 2
+            # The answer came after the commit: both journal rows are already on disk.
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            try:
+                rows = conn.execute("SELECT symbol FROM journal ORDER BY seq").fetchall()
+            finally:
+                conn.close()
+            assert rows == [("AAA",), ("BBB",)]
 
     run(main)
