@@ -476,6 +476,11 @@ class Coordinator:
             wf = self.workflows.get(run.workflow.name, run.workflow)
             if wf.enabled and wf.route.matches(symbol.priority):
                 self._start_run(wf, symbol, follow_up, run.follow_up_at)
+        # A run cut by the shutdown drain is not recorded as over: storage keeps it in flight,
+        # with its completed steps, so the next start resumes it under the same id (its order
+        # step keeps its client order id) instead of starting the work over.
+        if self.stopping and outcome == "cancelled":
+            run.suspended = True
         if self.on_run_update is not None:
             self.on_run_update(run)
         if self.on_run_finished is not None:

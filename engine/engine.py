@@ -315,13 +315,24 @@ class Engine:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(deadline_s):
                     await self._idle.wait()
-        if self.coordinator is not None:
-            # Past the deadline: what is left stays pending for the sweep or a restart.
-            self.coordinator.stopping = True
-            for run_id in list(self.coordinator.runs):
-                self.coordinator.cancel_run(
-                    run_id, "shutdown: drain deadline passed", shutdown=True
-                )
+        coordinator, dispatcher = self.coordinator, self.dispatcher
+        if coordinator is not None:
+            # Past the deadline: preemptible steps are interrupted; what is left stays in flight
+            # in storage, resumed (same run ids) or re-triggered at the next start.
+            coordinator.stopping = True
+            for run_id in list(coordinator.runs):
+                coordinator.cancel_run(run_id, "shutdown: drain deadline passed", shutdown=True)
+            # An order step is never cut half-way: give running non-preemptible steps up to
+            # their own timeout to finish (their results, fills included, get recorded).
+            orders = [
+                agent.step for agent in (dispatcher.agents if dispatcher else ())
+                if agent.step is not None and not agent.step.spec.preemptible
+            ]
+            if orders and not self._idle.is_set():
+                bound = max(step.spec.timeout_s for step in orders)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(bound):
+                        await self._idle.wait()
 
     async def wait_sources(self) -> None:
         """Wait until every source has run dry (errors surface from the session, not here)."""

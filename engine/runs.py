@@ -91,6 +91,7 @@ class Run:
         "started_at",
         "state",
         "steps",
+        "suspended",
         "symbol",
         "tick",
         "trigger_at",
@@ -127,6 +128,7 @@ class Run:
         self.follow_up: Tick | None = None
         self.follow_up_at = 0.0
         self.cancel_reason: str | None = None  # set by a cancel waiting on a running order step
+        self.suspended = False  # cut by the shutdown drain: stored as still in flight
 
     def release(self) -> None:
         """Break the run <-> step reference cycle once the run is over and none of its steps

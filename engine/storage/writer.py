@@ -398,6 +398,15 @@ class _Rows:
         )
 
     def run(self, r: Run) -> None:
+        if r.suspended:
+            # Cut by the shutdown drain: recorded as such, but left in flight so the next start
+            # resumes it under the same id instead of redoing its work under a new one.
+            self.runs.append(
+                (r.id, r.workflow.name, r.symbol.name, "running", None, r.priority,
+                 _encode(r.tick), r.tick.ts, self.now, None,
+                 f"{r.error or 'shutdown'}; resumed at the next start")
+            )
+            return
         finished = self.now if r.state.terminal else None
         self.runs.append(
             (r.id, r.workflow.name, r.symbol.name, _RUN_STATE[r.state], r.outcome, r.priority,

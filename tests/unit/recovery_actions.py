@@ -19,3 +19,16 @@ def first(ctx: StepContext) -> dict[str, Any]:
 def second(ctx: StepContext) -> dict[str, Any]:
     CALLS.append(("second", ctx.run_id, ctx.tick.price, dict(ctx.inputs)))
     return {"seen": ctx.inputs["first"]["value"]}
+
+
+GATE: dict[str, Any] = {}
+
+
+async def gated(ctx: StepContext) -> str:
+    """Waits on GATE["event"] (an asyncio.Event the test creates) unless GATE["open"]."""
+    CALLS.append(("gated", ctx.run_id, ctx.tick.price, dict(ctx.inputs)))
+    if "started" in GATE:
+        GATE["started"].set()
+    if not GATE.get("open"):
+        await GATE["event"].wait()
+    return "done"

@@ -179,3 +179,58 @@ def test_run_ids_and_journal_seqs_are_never_reused_after_retention_pruned_them(
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT seq FROM journal").fetchall() == [(2,)]
     conn.close()
+
+
+GATED = """
+[engine]
+agents = 1
+drain_timeout_s = 0
+
+[workflows.wf]
+priority = 0
+max_concurrent = 1
+
+[[workflows.wf.steps]]
+name = "slow"
+action = "tests.unit.recovery_actions:gated"
+timeout_ms = 60000
+
+[metrics]
+enabled = false
+
+[storage]
+path = "{db}"
+"""
+
+
+def test_a_run_cut_by_the_drain_deadline_stays_in_flight_and_resumes_with_its_id(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "t.db"
+
+    async def first() -> None:
+        ra.GATE.clear()
+        ra.GATE["event"] = asyncio.Event()
+        ra.GATE["started"] = started = asyncio.Event()
+        engine = Engine(loads_config(GATED.format(db=db)), sources=[], persist=True)
+        async with engine.session():
+            engine.submit_nowait(DataReady(symbol="AAA", ts=1.0, price=10.0))
+            async with asyncio.timeout(10):
+                await started.wait()
+        # Leaving the session passed the (zero) drain deadline with the step still running.
+
+    asyncio.run(first())
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT id, state FROM runs").fetchall() == [(1, "running")]
+    conn.close()
+
+    ra.GATE.clear()
+    ra.GATE["open"] = True
+    engine = Engine(loads_config(GATED.format(db=db)), sources=[], persist=True)
+    asyncio.run(_run_until_idle(engine))
+    assert engine.persistence is not None
+    assert engine.persistence.report.runs_restarted == 1
+    assert [c[:2] for c in ra.CALLS] == [("gated", 1), ("gated", 1)]  # same run id again
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT id, state FROM runs").fetchall() == [(1, "completed")]
+    conn.close()
