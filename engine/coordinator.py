@@ -30,6 +30,8 @@ __all__ = ["Coordinator"]
 
 log = logging.getLogger("tickflow.engine")
 
+ROUTE_CACHE_PRIORITIES = 1024
+
 
 class Coordinator:
     """Implements :class:`engine.dispatcher.DispatchHooks`; the engine wires it up."""
@@ -103,7 +105,8 @@ class Coordinator:
             wfs = tuple(
                 wf for wf in self.workflows.values() if wf.enabled and wf.route.matches(priority)
             )
-            self._route_cache[priority] = wfs
+            if priority < ROUTE_CACHE_PRIORITIES:  # clients choose priorities: bound the cache
+                self._route_cache[priority] = wfs
         return wfs
 
     # -- triggers ---------------------------------------------------------------------------

@@ -412,6 +412,8 @@ class Engine:
                 self.symbols.register(event.symbol, event.priority)
             else:
                 coordinator.reprioritise(symbol, event.priority)
+                if coordinator.runs:  # a waiting follow-up may have moved to a new route
+                    self._idle.clear()
         else:
             raise TypeError(f"not an event: {event!r}")
         return seq

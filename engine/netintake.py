@@ -75,6 +75,8 @@ TOKEN_ENV: Final = "TICKFLOW_INTAKE_TOKEN"
 READ_CHUNK: Final = 64 * 1024
 
 _UNAUTHORIZED: Final = b'{"ok":false,"error":"unauthorized"}\n'
+_AUTH_TIMEOUT: Final = b'{"ok":false,"error":"unauthorized: no auth line in time"}\n'
+AUTH_TIMEOUT_S: Final = 10.0
 _TOO_MANY: Final = b'{"ok":false,"error":"too many connections"}\n'
 _AUTH_OK: Final = b'{"ok":true}\n'
 _SHUTDOWN_GRACE_S: Final = 5.0
@@ -470,9 +472,22 @@ class IntakeServers:
         max_batch = s.max_batch
         pending: asyncio.Queue[tuple[list[bytes], int]] = asyncio.Queue(PIPELINE_DEPTH)
         acker = asyncio.create_task(self._acker(writer, pending, conn))
+        # A client must authenticate within AUTH_TIMEOUT_S in all, however slowly it drips
+        # bytes: otherwise a few silent sockets could hold every connection slot.
+        auth_deadline = asyncio.get_running_loop().time() + min(AUTH_TIMEOUT_S, s.idle_timeout_s)
         try:
             while not self._closing:
-                data = await self._read(reader, conn)
+                if authed:
+                    data = await self._read(reader, conn)
+                else:
+                    try:
+                        async with asyncio.timeout_at(auth_deadline):
+                            data = await self._read(reader, conn)
+                    except TimeoutError:
+                        self.unauthorized += 1
+                        writer.write(_AUTH_TIMEOUT)
+                        await writer.drain()
+                        return
                 if data is None:
                     break
                 if not data:

@@ -371,6 +371,26 @@ def test_token_refused(tmp_path: Path, first: bytes) -> None:
     run(main)
 
 
+def test_a_client_dripping_its_auth_line_is_cut_off_at_the_auth_deadline(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        # The auth deadline is min(10 s, idle timeout): 0.3 s here. Each byte arrives well
+        # inside the idle timeout, so only the overall deadline can stop this client.
+        async with serving(tmp_path, token="s3cret", idle_timeout_s=0.3) as (
+            _engine, servers,
+        ), connect(servers.tcp_port or 0) as c:
+            for byte in b'{"auth":"s3cret"':
+                await c.send(bytes([byte]))
+                await asyncio.sleep(0.05)  # the slow client itself, not a wait for a result
+                if servers.unauthorized:
+                    break
+            assert await c.eof() == b'{"ok":false,"error":"unauthorized: no auth line in time"}\n'
+            assert servers.unauthorized == 1
+
+    run(main)
+
+
 def test_token_accepted(tmp_path: Path) -> None:
     async def main() -> None:
         async with serving(tmp_path, token="s3cret") as (_engine, servers), connect(
