@@ -144,6 +144,8 @@ class Engine:
         self.dispatcher: Dispatcher | None = None
         self._feeders: list[asyncio.Task[None]] = []
         self.running = False
+        # The network intake servers, once started (their statistics() feeds the metrics).
+        self.intake: Any = None
         # Async context managers run for the session and stopped before the drain (network
         # intake servers, ...): ``engine.services.append(lambda engine: Server(engine))``.
         self.services: list[Callable[[Engine], contextlib.AbstractAsyncContextManager[Any]]] = []

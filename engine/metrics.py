@@ -21,7 +21,7 @@ factor of 1.41) above. ``_sum`` and ``_count`` are exact.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector
 from prometheus_client.core import (
@@ -97,6 +97,10 @@ class EngineCollector(Collector):
         largest workflow priority, so ``0..max`` bounds the label set."""
         top = max((wf.priority for wf in self.engine.config.workflows.values()), default=0)
         return range(top + 1)
+
+    def _intake(self) -> Iterator[Metric]:
+        intake = getattr(self.engine, "intake", None)
+        yield from _intake_families(intake.statistics() if intake is not None else None)
 
     def collect(self) -> Iterator[Metric]:
         engine = self.engine
@@ -286,6 +290,8 @@ class EngineCollector(Collector):
             "tickflow_symbols", "Symbols known to the engine.", value=float(len(engine.symbols))
         )
 
+        yield from self._intake()
+
         monitor = self.loop_monitor
         yield GaugeMetricFamily(
             "tickflow_event_loop_lag_seconds",
@@ -305,6 +311,39 @@ def _implementation() -> str:
     except ImportError:  # pragma: no cover - fastpath ships with tickflow
         return "unknown"
     return str(getattr(fastpath, "IMPLEMENTATION", "unknown"))
+
+
+def _intake_families(stats: Any) -> Iterator[Metric]:
+    # All zero when no intake is configured: series exist from the start.
+    get = (lambda name: getattr(stats, name)) if stats is not None else (lambda name: 0)
+    yield GaugeMetricFamily(
+        "tickflow_intake_connections_open", "Network intake connections open now.",
+        value=get("connections_active"),
+    )
+    conns = CounterMetricFamily(
+        "tickflow_intake_connections", "Network intake connections by how they went.",
+        labels=["outcome"],
+    )
+    for outcome, attr in (
+        ("accepted", "connections_accepted"),
+        ("refused", "connections_refused"),
+        ("idle_closed", "idle_closed"),
+        ("unauthorized", "unauthorized"),
+    ):
+        conns.add_metric([outcome], get(attr))
+    yield conns
+    yield CounterMetricFamily(
+        "tickflow_intake_lines", "Lines read by the network intake.", value=get("lines")
+    )
+    yield CounterMetricFamily(
+        "tickflow_intake_acked", "Events acknowledged as accepted by the network intake.",
+        value=get("acked"),
+    )
+    yield CounterMetricFamily(
+        "tickflow_intake_backpressure_waits",
+        "Times the network intake stopped reading a client to wait (storage or the client).",
+        value=get("backpressure_waits"),
+    )
 
 
 def build_registry(

@@ -292,6 +292,7 @@ class IntakeServers:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> IntakeServers:
+        self.engine.intake = self  # the metrics collector reads statistics() at scrape time
         try:
             await self._start()
         except BaseException:

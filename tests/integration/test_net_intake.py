@@ -553,3 +553,33 @@ def test_settings_reject_nonsense() -> None:
         msgspec.convert({"idle_timeout_s": float("inf")}, IntakeSettings)
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({"tcp_port": 70000}, IntakeSettings)
+
+
+def test_intake_counters_are_exported_to_prometheus(tmp_path: Path) -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async def main() -> None:
+        async with serving(tmp_path, token="s3cret") as (engine, servers):
+            port = servers.tcp_port or 0
+            async with connect(port) as good:
+                await good.send(b'{"auth":"s3cret"}\n' + tick() + tick())
+                assert await good.ack() == {"ok": True}
+                for _ in range(2):
+                    assert (await good.ack())["ok"] is True
+                async with connect(port) as bad:
+                    await bad.send(b'{"auth":"nope"}\n')
+                    assert await bad.eof() == b'{"ok":false,"error":"unauthorized"}\n'
+                text = generate_latest(engine.metrics_registry).decode()
+        samples = {
+            (s.name, s.labels.get("outcome", "")): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name.startswith("tickflow_intake_")
+        }
+        assert samples[("tickflow_intake_connections_open", "")] == 1.0  # the good one
+        assert samples[("tickflow_intake_connections_total", "accepted")] == 2.0
+        assert samples[("tickflow_intake_connections_total", "unauthorized")] == 1.0
+        assert samples[("tickflow_intake_acked_total", "")] == 2.0
+
+    run(main)
