@@ -19,8 +19,8 @@ install: $(STAMP)
 # Rebuild the extension in place and refuse to go on without it.
 build: $(STAMP)
 	$(BIN)/python setup.py -q build_ext --inplace
-	@$(BIN)/python -c "import fastpath, sys; print('fastpath:', fastpath.IMPLEMENTATION); sys.exit(fastpath.IMPLEMENTATION != 'cython')" \
-		|| { echo "ERROR: the fastpath Cython extension did not build" >&2; exit 1; }
+	@$(BIN)/python -c "import fastpath, sys; print('fastpath: heap', fastpath.IMPLEMENTATION, 'latency', fastpath.LATENCY_IMPLEMENTATION); sys.exit(not fastpath.IMPLEMENTATION == fastpath.LATENCY_IMPLEMENTATION == 'cython')" \
+		|| { echo "ERROR: the fastpath Cython extensions did not build" >&2; exit 1; }
 
 # System packages the tests need: Prometheus and promtool (the monitoring integration test runs
 # a real Prometheus against the daemon and checks the shipped config with promtool), and
