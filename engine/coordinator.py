@@ -200,7 +200,8 @@ class Coordinator:
         self.runs[run.id] = run
         self._by_symbol.setdefault(symbol_name, set()).add(run)
         symbol.active_runs += 1
-        if symbol.last_tick is not None and symbol.last_tick.ts > tick.ts:
+        last = symbol.last_tick
+        if last is not None and last.ts >= tick.ts and last != tick:
             # Newer data was accepted before the stop: it gets its follow-up run.
             run.follow_up, run.follow_up_at = symbol.last_tick, now
         if run.completed:

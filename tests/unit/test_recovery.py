@@ -234,3 +234,19 @@ def test_a_run_cut_by_the_drain_deadline_stays_in_flight_and_resumes_with_its_id
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT id, state FROM runs").fetchall() == [(1, "completed")]
     conn.close()
+
+
+def test_a_newer_tick_with_the_same_timestamp_still_gets_its_follow_up(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    _seed_a_crashed_run(db)
+    same_ts = msgspec.json.encode(Tick("AAA", 1.0, 10.5))  # a second print in the same instant
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("UPDATE symbols SET last_tick=?", (same_ts,))
+    conn.close()
+    asyncio.run(_run_until_idle(_engine(db)))
+    assert [(c[0], c[1], c[2]) for c in ra.CALLS] == [
+        ("second", 1, 10.0),
+        ("first", 2, 10.5),
+        ("second", 2, 10.5),
+    ]
