@@ -274,6 +274,6 @@ class AdminApi:
         reloader = self.engine.reloader
         if reloader is None:
             return _json(503, {"error": "reload unavailable: the engine has no config file"})
-        report = reloader.reload()
+        report = await reloader.reload_async()
         status = 200 if report.outcome == "success" else 422
         return _json(status, msgspec.to_builtins(report))

@@ -235,13 +235,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         def on_hangup() -> None:
             log.info("SIGHUP received: reloading the config", extra={"signal": "SIGHUP"})
             assert engine.reloader is not None
-            engine.reloader.reload()  # logs and counts its outcome; never raises for a bad file
+            # Served by the session's reload task: the file is read and checked off the loop.
+            engine.reloader.request()
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal, sig.name)
         loop.add_signal_handler(signal.SIGHUP, on_hangup)
         # Last service: READY=1 once storage is open, sources run and the other services
         # (network intake) listen.
+        engine.services.append(_serve_reloads)
         engine.services.append(partial(_announce_ready, notifier=notifier))
         # Watchdog + STATUS from the engine's own loop, for the whole run (drain included).
         pinger = asyncio.create_task(notifier.run(_status_line(engine)), name="sd-notify")
@@ -446,6 +448,19 @@ def _exit_now(code: int) -> NoReturn:
     log.warning("second SIGINT: stopping at once")
     logging.shutdown()  # flush the log line above; os._exit skips atexit handlers
     os._exit(code)
+
+
+@contextlib.asynccontextmanager
+async def _serve_reloads(engine: Engine) -> AsyncIterator[None]:
+    """The task that serves SIGHUP reload requests, owned (and awaited) by the session."""
+    assert engine.reloader is not None
+    task = asyncio.create_task(engine.reloader.serve_requests(), name="reload")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 @contextlib.asynccontextmanager

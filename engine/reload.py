@@ -16,6 +16,7 @@ leaves the daemon exactly as it was. A valid one is applied by :func:`apply_conf
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections import Counter
@@ -173,24 +174,66 @@ class Reloader:
         self.adjust = adjust
         self.counts: Counter[str] = Counter(dict.fromkeys(RELOAD_OUTCOMES, 0))
         self.last: ReloadReport | None = None
+        self._lock = asyncio.Lock()
+        self._requested = asyncio.Event()
 
     def reload(self) -> ReloadReport:
+        """Reload now, on the calling thread (tests, tools); the daemon uses reload_async()."""
+        return self._around(lambda: self._apply(self._load()))
+
+    async def reload_async(self) -> ReloadReport:
+        """Reload with the file read, validated and its actions imported in a worker thread:
+        only applying the result runs on the event loop. Reloads run one at a time."""
+        async with self._lock:
+            notifier = self.notifier
+            if notifier is not None:
+                notifier.reloading()
+            try:
+                loaded = await asyncio.to_thread(self._load)
+                return self._apply(loaded)
+            finally:
+                if notifier is not None:
+                    notifier.ready(f"config {self.engine.config_version}")
+
+    async def serve_requests(self) -> None:
+        """A task body (owned by the session): serve SIGHUP requests made with request()."""
+        while True:
+            await self._requested.wait()
+            self._requested.clear()
+            try:
+                await self.reload_async()
+            except Exception:  # a bug, not a bad file: count it, keep serving, keep running
+                self.counts["error"] += 1
+                log.exception("config reload failed", extra={"config": str(self.path)})
+
+    def request(self) -> None:
+        """Ask :meth:`serve_requests` for a reload (safe from a signal handler)."""
+        self._requested.set()
+
+    def _around(self, work: Callable[[], ReloadReport]) -> ReloadReport:
         notifier = self.notifier
         if notifier is not None:
             notifier.reloading()
         try:
-            return self._reload()
+            return work()
         finally:
             if notifier is not None:
                 # READY=1 ends the reload for systemd whether or not it took effect.
                 notifier.ready(f"config {self.engine.config_version}")
 
-    def _reload(self) -> ReloadReport:
+    def _load(self) -> tuple[Config, str] | ConfigError:
+        try:
+            return load_config_with_digest(self.path)
+        except ConfigError as exc:
+            return exc
+
+    def _apply(self, loaded: tuple[Config, str] | ConfigError) -> ReloadReport:
         engine = self.engine
         current = engine.config_version
-        try:
-            config, digest = load_config_with_digest(self.path)
-        except ConfigError as exc:
+        if not isinstance(loaded, ConfigError):
+            config, digest = loaded
+        else:
+            exc = loaded
             self.counts["invalid"] += 1
             log.error(
                 "config reload refused, keeping the running config",

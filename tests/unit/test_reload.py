@@ -140,3 +140,37 @@ def test_reload_counter_is_exported() -> None:
     text = generate_latest(engine.metrics_registry).decode()
     for outcome in ("success", "invalid", "error"):
         assert f'tickflow_config_reloads_total{{outcome="{outcome}"}} 0.0' in text
+
+
+def test_requested_reloads_are_served_off_the_loop_one_at_a_time(tmp_path: Path) -> None:
+    import asyncio
+    import contextlib
+
+    path = tmp_path / "tickflow.toml"
+    path.write_text(textwrap.dedent(BASE))
+    config, digest = load_config_with_digest(path)
+    engine = Engine(config, sources=[], config_version=digest[:12], serve_metrics=False,
+                    persist=False)
+    reloader = Reloader(engine, path)
+
+    async def scenario() -> None:
+        server = asyncio.create_task(reloader.serve_requests())
+        try:
+            path.write_text(textwrap.dedent(BASE).replace("max_concurrent = 1",
+                                                          "max_concurrent = 2"))
+            reloader.request()
+            reloader.request()  # a burst of SIGHUPs collapses into the reload already asked for
+            async with asyncio.timeout(10):
+                while reloader.counts["success"] < 1:  # noqa: ASYNC110 - a counter, no event
+                    await asyncio.sleep(0.01)  # bounded: the worker thread reads the file
+            path.write_text("[workflows.w]\npriority = -1\n")
+            report = await reloader.reload_async()
+            assert report.outcome == "invalid"
+        finally:
+            server.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await server
+
+    asyncio.run(scenario())
+    assert dict(reloader.counts) == {"success": 1, "invalid": 1, "error": 0}
+    assert engine.config.workflows["w"].max_concurrent == 2
