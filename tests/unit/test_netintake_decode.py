@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.config import IntakeSettings
-from engine.netintake import TOKEN_ENV, IntakeError, LineSplitter, Oversized, load_token
+from engine.netlines import TOKEN_ENV, IntakeError, LineSplitter, Oversized, load_token
 
 LIMIT = 16
 
