@@ -171,28 +171,36 @@ def format_live_status(doc: dict[str, Any], url: str) -> str:
     return "\n".join(lines)
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
-    from .config import load_config, summarize
+def _load_config(path: Path) -> tuple[Config, str] | None:
+    """The config and its digest, or None after printing why it is invalid (exit status 1)."""
+    from .config import load_config_with_digest
 
     try:
-        config = load_config(args.config)
+        return load_config_with_digest(path)
     except ConfigError as exc:
         print(f"invalid config: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .config import summarize
+
+    loaded = _load_config(args.config)
+    if loaded is None:
         return 1
+    config = loaded[0]
     print(f"{args.config}: OK")
     print(summarize(config))
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .config import load_config_with_digest
     from .engine import Engine
 
-    try:
-        config, digest = load_config_with_digest(args.config)
-    except ConfigError as exc:
-        print(f"invalid config: {exc}", file=sys.stderr)
+    loaded = _load_config(args.config)
+    if loaded is None:
         return 1
+    config, digest = loaded
     if args.duration is not None and args.duration < 0:
         print("--duration must be >= 0", file=sys.stderr)
         return 2
@@ -366,15 +374,13 @@ def format_replay_summary(s: dict[str, Any]) -> str:
 def cmd_replay(args: argparse.Namespace) -> int:
     import msgspec
 
-    from .config import load_config
     from .engine import Engine
     from .sources import ReplaySource
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"invalid config: {exc}", file=sys.stderr)
+    loaded = _load_config(args.config)
+    if loaded is None:
         return 1
+    config = loaded[0]
     if not (args.speed >= 0 and args.speed != float("inf")):
         print("--speed must be finite and >= 0", file=sys.stderr)
         return 2

@@ -74,6 +74,9 @@ class Coordinator:
         self.on_step_finished: Callable[[StepRun], None] | None = None
         # Called when a run is created, its input replaced, started, or ended (storage).
         self.on_run_update: Callable[[Run], None] | None = None
+        # Called once per run made (triggered, follow-up, or resumed by recovery): the engine
+        # knows from this alone that it is not idle.
+        self.on_run_created: Callable[[Run], None] | None = None
 
     def set_next_run_id(self, next_id: int) -> None:
         """Continue numbering after the runs already stored (ids are client-order-id stable)."""
@@ -150,6 +153,8 @@ class Coordinator:
         self._pending[run.key] = run
         self._by_symbol.setdefault(symbol.name, set()).add(run)
         symbol.active_runs += 1
+        if self.on_run_created is not None:
+            self.on_run_created(run)
         if self.on_run_update is not None:
             self.on_run_update(run)
         for index in wf.roots:
@@ -200,6 +205,8 @@ class Coordinator:
         self.runs[run.id] = run
         self._by_symbol.setdefault(symbol_name, set()).add(run)
         symbol.active_runs += 1
+        if self.on_run_created is not None:
+            self.on_run_created(run)
         last = symbol.last_tick
         if last is not None and last.ts >= tick.ts and last != tick:
             # Newer data was accepted before the stop: it gets its follow-up run.

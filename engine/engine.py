@@ -26,7 +26,6 @@ from . import __version__
 from .admin import AdminApi
 from .clock import Clock, LoopClock
 from .config import Config
-from .context import sends_orders_flag
 from .coordinator import Coordinator
 from .dispatcher import Dispatcher, DispatcherStatistics
 from .events import DataReady, Event, HighPriorityArrived
@@ -204,6 +203,7 @@ class Engine:
             self.queue, self.config.engine.agents, clock, coordinator, self._executor
         )
         coordinator.dispatcher = dispatcher
+        coordinator.on_run_created = self._run_created
         coordinator.on_run_finished = self._run_finished
         coordinator.on_step_finished = self._step_finished
         dispatcher.on_preemption_latency = self._preemption_latency
@@ -269,8 +269,6 @@ class Engine:
                     for a in dispatcher.agents
                 ]
                 self.sweep()  # state-driven half: symbols left data_ready + pending
-                if coordinator.runs:  # resumed by recovery or triggered by the sweep
-                    self._idle.clear()
                 sweeper = tg.create_task(self._sweep_forever(), name="sweep")
                 monitor = tg.create_task(self.loop_monitor.run(), name="loop-monitor")  # metrics
                 self._feeders = feeders = [
@@ -363,8 +361,6 @@ class Engine:
             for wf in coordinator.routes(symbol.priority):
                 if coordinator.trigger(wf, symbol, symbol.last_tick, now) is not None:
                     started += 1
-        if started:
-            self._idle.clear()
         return started
 
     # -- intake -----------------------------------------------------------------------------
@@ -405,8 +401,6 @@ class Engine:
             elif event.priority is not None and event.priority != symbol.priority:
                 coordinator.reprioritise(symbol, event.priority)
             coordinator.on_data(symbol, event.tick(), now)
-            if coordinator.runs:
-                self._idle.clear()
         elif type(event) is HighPriorityArrived:
             self.counters.received["HIGH_PRIORITY_ARRIVED"] += 1
             symbol = self.symbols.get(event.symbol)
@@ -414,8 +408,6 @@ class Engine:
                 self.symbols.register(event.symbol, event.priority)
             else:
                 coordinator.reprioritise(symbol, event.priority)
-                if coordinator.runs:  # a waiting follow-up may have moved to a new route
-                    self._idle.clear()
         else:
             raise TypeError(f"not an event: {event!r}")
         return seq
@@ -451,12 +443,15 @@ class Engine:
 
     # -- observers --------------------------------------------------------------------------
 
+    def _run_created(self, run: Run) -> None:
+        self._idle.clear()
+
     def _run_finished(self, run: Run) -> None:
         if self.coordinator is not None and not self.coordinator.runs:
             self._idle.set()
 
     def _step_finished(self, step: StepRun) -> None:
-        if sends_orders_flag(step.spec.fn):
+        if step.spec.sends_orders:
             out = step.output
             status = getattr(out, "status", None) if out is not None else "error"
             side = getattr(out, "side", None)

@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .config import Config, Retry, Route, Workflow, effective_run_in, resolve_action
+from .context import sends_orders_flag
 
 __all__ = ["ExecKind", "StepDef", "WorkflowDef", "compile_workflows"]
 
@@ -36,6 +37,7 @@ class StepDef:
         "params",
         "preemptible",
         "retry",
+        "sends_orders",
         "timeout_s",
     )
 
@@ -63,6 +65,7 @@ class StepDef:
         self.preemptible = preemptible and kind is not ExecKind.INLINE
         self.params = params
         self.deps = deps
+        self.sends_orders = sends_orders_flag(fn)  # decided once, read for every finished step
         self.dependents: tuple[int, ...] = ()
         self.counters: Any = None  # the engine's StepCounters, bound once (no lookup per step)
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..context import sends_orders_flag
 from ..events import DATA_READY, DataReady, Event
 from ..runs import StepRun
 from ..symbols import SymbolStatus
@@ -48,11 +48,13 @@ class Persistence:
         self.settings = settings
         self.path = default_db_path(settings.path)
         self.writer: StorageWriter | None = None
-        self._wall = engine.clock.wall if engine._clock is not None else time.time
+        self._wall: Callable[[], float] = time.time  # the engine's wall clock, from open()
         self._loaded: LoadedState | None = None
         self.report = RecoveryReport()
 
     async def open(self) -> None:
+        """Open, migrate and read the database (inside the engine's session: its loop runs)."""
+        self._wall = self.engine.clock.wall
         s = self.settings
         conn = await open_database(
             self.path, synchronous=s.synchronous, busy_timeout_ms=s.busy_timeout_ms
@@ -141,7 +143,7 @@ class Persistence:
 
         def on_step_finished(step: StepRun) -> None:
             writer.step(step)
-            if sends_orders_flag(step.spec.fn) and step.output is not None:
+            if step.spec.sends_orders and step.output is not None:
                 writer.order(step.output, step.run.id)
             if previous is not None:
                 previous(step)
