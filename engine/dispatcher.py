@@ -87,7 +87,6 @@ class DispatchHooks(Protocol):
 
 class Agent:
     __slots__ = (
-        "busy_since",
         "inbox",
         "index",
         "interrupt",
@@ -106,7 +105,6 @@ class Agent:
         self.reserved: StepRun | None = None  # handed over by a preemption, runs next
         self.reserved_lane: Lane | None = None
         self.interrupt: Interrupt | None = None
-        self.busy_since = 0.0
         self.start_seq = 0  # orders starts even when the clock reads the same instant
 
 
@@ -332,7 +330,6 @@ class Dispatcher:
         spec = step.spec
         now = clock.now()
         agent.step = step
-        agent.busy_since = now
         self._starts += 1
         agent.start_seq = self._starts
         hooks.step_started(step, now)

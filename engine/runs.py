@@ -76,7 +76,6 @@ class Run:
     __slots__ = (
         "cancel_reason",
         "completed",
-        "created_at",
         "deadline",
         "error",
         "finished_at",
@@ -114,7 +113,6 @@ class Run:
         self.tick = tick
         self.priority = priority
         self.trigger_at = trigger_at
-        self.created_at = trigger_at
         self.deadline = trigger_at + workflow.deadline_s
         self.state = RunState.PENDING
         self.steps = [StepRun(self, spec) for spec in workflow.steps]

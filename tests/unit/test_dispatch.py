@@ -520,7 +520,7 @@ def test_preemption_takes_the_lowest_priority_latest_started_step() -> None:
 
 
 def test_preemption_ties_go_to_the_step_started_last_even_at_the_same_instant() -> None:
-    """Three priority-2 steps start at one fake-clock instant (equal ``busy_since``); the one
+    """Three priority-2 steps start at one fake-clock instant (equal start times); the one
     started last must be the victim. Agent 2 is reused for the last start so that the latest
     step does not sit on the agent that happens to be scanned first."""
     engine, _ = make_engine(config(3, *PREEMPTION_WORKFLOWS))
