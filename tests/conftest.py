@@ -6,8 +6,14 @@ import importlib
 from types import ModuleType
 
 import pytest
+from hypothesis import settings
 
 from fastpath.heap import NO_EXTENSIONS
+
+# Property tests check properties, not speed: no per-example deadline (a wall-clock assertion
+# that fails on a busy shared machine), and derandomized so every run explores the same cases.
+settings.register_profile("tickflow", deadline=None, derandomize=True)
+settings.load_profile("tickflow")
 
 # With TICKFLOW_NO_EXTENSIONS set the compiled heap is deliberately out of play; otherwise it
 # must be importable -- a missing extension fails the suite instead of silently testing less.
