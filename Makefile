@@ -19,7 +19,7 @@ install: $(STAMP)
 # Rebuild the extension in place and refuse to go on without it.
 build: $(STAMP)
 	$(BIN)/python setup.py -q build_ext --inplace
-	@$(BIN)/python -c "import fastpath, sys; print('fastpath: heap', fastpath.IMPLEMENTATION, 'latency', fastpath.LATENCY_IMPLEMENTATION); sys.exit(not fastpath.IMPLEMENTATION == fastpath.LATENCY_IMPLEMENTATION == 'cython')" \
+	@$(BIN)/python -c "import fastpath, fastpath.flow as f, fastpath.runs as r, sys; impls = (fastpath.IMPLEMENTATION, fastpath.LATENCY_IMPLEMENTATION, r.RUNS_IMPLEMENTATION, f.FLOW_IMPLEMENTATION); print('fastpath: heap %s, latency %s, runs %s, flow %s' % impls); sys.exit(set(impls) != {'cython'})" \
 		|| { echo "ERROR: the fastpath Cython extensions did not build" >&2; exit 1; }
 
 # System packages the tests need: Prometheus and promtool (the monitoring integration test runs
@@ -40,9 +40,11 @@ system-deps:
 test: build system-deps
 	$(BIN)/python -m pytest
 
-# The heap suite again on the pure-Python twin (the chooser must pick it when told to).
+# The unit suite again on the pure-Python twins (the choosers must pick them when told to):
+# the heap and latency suites, and every engine test that runs steps through fastpath's
+# runs/flow modules.
 test-pure: build
-	TICKFLOW_NO_EXTENSIONS=1 $(BIN)/python -m pytest tests/unit/test_heap.py tests/unit/test_heap_stateful.py tests/unit/test_support.py
+	TICKFLOW_NO_EXTENSIONS=1 $(BIN)/python -m pytest tests/unit
 
 bench-heap: build
 	@mkdir -p .benchmarks

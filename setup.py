@@ -13,12 +13,29 @@ COMPILER_DIRECTIVES = {
     "embedsignature": True,  # keep signatures visible to help() and IDEs
 }
 
+# The engine's per-step path is plain Python (fastpath/_runs_py.py, _flow_py.py) compiled a
+# second time through a symlink, typed by a .pxd: the .py files' annotations are for mypy and
+# readers, the .pxd's declarations are Cython's ("annotation_typing" off), so one source serves
+# as both twins.
+PURE_DIRECTIVES = {**COMPILER_DIRECTIVES, "annotation_typing": False}
+
 setup(
-    ext_modules=cythonize(
-        [
-            Extension("fastpath._heap", ["fastpath/_heap.pyx"], extra_compile_args=["-O3"]),
-            Extension("fastpath._latency", ["fastpath/_latency.pyx"], extra_compile_args=["-O3"]),
-        ],
-        compiler_directives=COMPILER_DIRECTIVES,
-    ),
+    ext_modules=[
+        *cythonize(
+            [
+                Extension("fastpath._heap", ["fastpath/_heap.pyx"], extra_compile_args=["-O3"]),
+                Extension(
+                    "fastpath._latency", ["fastpath/_latency.pyx"], extra_compile_args=["-O3"]
+                ),
+            ],
+            compiler_directives=COMPILER_DIRECTIVES,
+        ),
+        *cythonize(
+            [
+                Extension("fastpath._runs_c", ["fastpath/_runs_c.py"], extra_compile_args=["-O3"]),
+                Extension("fastpath._flow_c", ["fastpath/_flow_c.py"], extra_compile_args=["-O3"]),
+            ],
+            compiler_directives=PURE_DIRECTIVES,
+        ),
+    ],
 )

@@ -16,6 +16,7 @@ from .errors import IllegalTransition
 __all__ = [
     "RUN_TRANSITIONS",
     "STEP_TRANSITIONS",
+    "Interrupt",
     "RunState",
     "StepState",
     "check_transition",
@@ -50,6 +51,16 @@ class StepState(enum.Enum):
     @property
     def terminal(self) -> bool:
         return self in _TERMINAL_STEP
+
+
+class Interrupt(enum.Enum):
+    """Why the dispatcher cut a running step short (it cancels the agent's task with one)."""
+
+    __hash__ = object.__hash__
+
+    PREEMPT = "preempt"
+    TIMEOUT = "timeout"
+    CANCEL = "cancel"
 
 
 _TERMINAL_RUN = frozenset({RunState.COMPLETED, RunState.FAILED, RunState.CANCELLED})

@@ -12,10 +12,39 @@ import msgspec
 
 from .latency import LatencyHistogram
 
-__all__ = ["EngineCounters", "EngineSnapshot", "StepCounters", "WorkflowCounters"]
+__all__ = [
+    "DispatcherStatistics",
+    "EngineCounters",
+    "EngineSnapshot",
+    "QueueStatistics",
+    "StepCounters",
+    "WorkflowCounters",
+]
 
 RUN_OUTCOMES = ("completed", "failed", "cancelled", "shed")
 STEP_OUTCOMES = ("completed", "failed", "cancelled", "preempted", "retried", "timeout")
+
+
+class QueueStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """The ready queue's snapshot."""
+
+    size: int
+    capacity: int
+    depth_by_priority: dict[int, int]
+    depth_by_workflow: dict[str, int]
+    running_by_workflow: dict[str, int]
+    shed: int
+
+
+class DispatcherStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """The dispatcher's snapshot."""
+
+    agents: int
+    busy: int
+    dispatched: int
+    preemptions: int
+    timeouts: int
+    dispatch_passes: int
 
 
 class StepCounters:

@@ -1,0 +1,100 @@
+# cython: language_level=3
+"""Typed layout of fastpath/_flow_py.py when compiled as fastpath._flow_c (see that file)."""
+
+cimport cython
+
+from fastpath._runs_c cimport Lane, ReadyQueue, Run, StepRun
+
+
+cdef class Agent:
+    cdef public object index
+    cdef public object task
+    cdef public object inbox
+    cdef public StepRun step
+    cdef public StepRun reserved
+    cdef public Lane reserved_lane
+    cdef public object interrupt
+    cdef public long long start_seq
+    cdef public int streak
+    cdef public double streak_until
+
+
+cdef class CoordinatorCore:
+    cdef public dict workflows
+    cdef public object symbols
+    cdef public object market
+    cdef public ReadyQueue queue
+    cdef public object clock
+    cdef public object counters
+    cdef public object rng
+    cdef public object broker
+    cdef public object risk
+    cdef public DispatcherCore dispatcher
+    cdef public object _wall
+    cdef public bint stopping
+    cdef public object _ids
+    cdef public dict runs
+    cdef public dict _pending
+    cdef public dict _active
+    cdef public dict _by_symbol
+    cdef public dict _route_cache
+    cdef public object on_run_finished
+    cdef public object on_step_finished
+    cdef public object on_run_update
+    cdef public object on_run_created
+
+    cpdef tuple routes(self, object priority)
+    cpdef on_data(self, object symbol, object tick, double received_at)
+    @cython.locals(pending=Run, active=Run)
+    cpdef object trigger(self, object wf, object symbol, object tick, double at)
+    @cython.locals(run=Run, steps=list)
+    cpdef Run _start_run(self, object wf, object symbol, object tick, double at)
+    cpdef _enqueue(self, StepRun step, double now)
+    @cython.locals(run=Run)
+    cpdef _shed(self, StepRun step)
+    @cython.locals(step=StepRun)
+    cpdef _unqueue(self, Run run, bint cancel)
+    @cython.locals(run=Run)
+    cpdef object make_context(self, StepRun step)
+    @cython.locals(run=Run)
+    cpdef step_started(self, StepRun step, double now)
+    @cython.locals(run=Run, nxt=StepRun, steps=list)
+    cpdef step_succeeded(self, StepRun step, object output, double now)
+    cpdef bint _settle_cancel(self, Run run) except -1
+    @cython.locals(now=double)
+    cpdef _end_run(self, Run run, object state, object outcome, object error)
+    cpdef _update_symbol(self, Run run, object state, object error)
+
+
+cdef class DispatcherCore:
+    cdef public ReadyQueue queue
+    cdef public object clock
+    cdef public CoordinatorCore hooks
+    cdef public object executor
+    cdef public list agents
+    cdef public list _idle
+    cdef public bint _scheduled
+    cdef public object _loop
+    cdef public long long dispatched
+    cdef public long long preemptions
+    cdef public long long timeouts
+    cdef public long long overruns
+    cdef public long long passes
+    cdef public long long _starts
+    cdef public object on_preemption_latency
+
+    cpdef schedule(self)
+    @cython.locals(lane=Lane, agent=Agent, step=StepRun, victim=Agent)
+    cpdef _dispatch(self)
+    @cython.locals(best=Agent, agent=Agent, step=StepRun)
+    cpdef Agent _pick_victim(self, object priority)
+    cpdef bint _interrupt(self, Agent agent, object reason) except -1
+    @cython.locals(lane=Lane, step=StepRun)
+    cpdef StepRun _take(self, Agent agent)
+    cpdef object streak(self, Agent agent, StepRun step)
+    @cython.locals(lane=Lane, now=double)
+    cpdef object run_step(self, Agent agent, StepRun step)
+    cpdef bint _cancelled(self, Agent agent, StepRun step, Lane lane, object timer) except -1
+    cpdef _finish(self, Agent agent, Lane lane, object timer)
+    @cython.locals(step=StepRun, lane=Lane)
+    cpdef _release_handed(self, Agent agent)

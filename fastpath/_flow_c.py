@@ -1,0 +1,1 @@
+_flow_py.py

@@ -1,0 +1,92 @@
+# cython: language_level=3
+"""Typed layout of fastpath/_runs_py.py when compiled as fastpath._runs_c (see that file)."""
+
+cimport cython
+
+
+cdef class Run
+
+
+cdef class StepRun:
+    cdef public Run run
+    cdef public object spec
+    cdef public object state
+    cdef public int waiting
+    cdef public int attempts
+    cdef public int preemptions
+    cdef public object handle
+    cdef public long long seq
+    cdef public object timer
+    cdef public double ready_at
+    cdef public object urgent_at
+    cdef public object started_at
+    cdef public object finished_at
+    cdef public object output
+    cdef public object error
+
+    cpdef advance(self, object new)
+
+
+cdef class Run:
+    cdef public object id
+    cdef public object workflow
+    cdef public object symbol
+    cdef public tuple key
+    cdef public object tick
+    cdef public object priority
+    cdef public double trigger_at
+    cdef public double deadline
+    cdef public object state
+    cdef public list steps
+    cdef public dict outputs
+    cdef public int completed
+    cdef public int running
+    cdef public object started_at
+    cdef public object finished_at
+    cdef public object error
+    cdef public object outcome
+    cdef public object follow_up
+    cdef public double follow_up_at
+    cdef public object cancel_reason
+    cdef public bint suspended
+
+    @cython.locals(step=StepRun)
+    cpdef release(self)
+    cpdef advance(self, object new)
+
+
+cdef class Lane:
+    cdef public object name
+    cdef public object owner
+    cdef public int max_concurrent
+    cdef public object heap
+    cdef public int running
+    cdef public bint paused
+
+
+cdef class ReadyQueue:
+    cdef public long capacity
+    cdef long _lane_capacity
+    cdef public dict lanes
+    cdef public list _lane_list
+    cdef long long _seq
+    cdef public long _size
+    cdef dict _depth
+    cdef public long shed
+
+    cpdef Lane add_lane(self, object name, int max_concurrent)
+    @cython.locals(run=Run)
+    cpdef object push(self, StepRun step)
+    cpdef object requeue_front(self, StepRun step)
+    @cython.locals(victim=StepRun, worst_lane=Lane, lane=Lane)
+    cdef object _push(self, StepRun step, object priority, double deadline)
+    @cython.locals(best=Lane, lane=Lane)
+    cpdef Lane best_lane(self)
+    @cython.locals(step=StepRun)
+    cpdef StepRun pop_from(self, Lane lane)
+    cpdef remove(self, StepRun step)
+    cpdef rekey(self, StepRun step, object old_priority, object new_priority)
+    @cython.locals(worst=Lane, lane=Lane)
+    cdef Lane _worst_lane(self)
+    @cython.locals(n=long)
+    cdef void _dec_depth(self, object priority)

@@ -1,0 +1,1 @@
+_runs_py.py

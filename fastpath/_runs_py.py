@@ -1,0 +1,325 @@
+"""Runs, steps and the ready queue: the objects every step of every run goes through.
+
+This file is both the pure-Python implementation and the source of the compiled one: the build
+cythonizes it again as ``fastpath._runs_c`` (a symlink to this file), and ``_runs_c.pxd`` turns
+the classes into extension types with typed fields. One source, so the twins cannot drift; the
+chooser is :mod:`fastpath.runs`.
+
+A run is a workflow's DAG instantiated for one symbol and one (conflated) tick; its steps are
+state machines (``engine.fsm``). Ready steps wait in a :class:`ReadyQueue`: one fastpath heap
+lane per workflow, keyed ``(priority, deadline, seq)``. Every lane shares one sequence counter,
+so comparing the lanes' heads gives the global order, and a lane whose workflow is at its
+``max_concurrent`` (or paused) is simply skipped: its head waits without blocking the steps of
+other workflows behind it.
+
+Capacity is global. When it is reached, the worst entry of all (lowest priority, then latest
+deadline, then newest) is shed -- which is the incoming entry itself if nothing queued is worse.
+A priority-0 entry is therefore only ever shed when everything queued is priority 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from engine.fsm import RUN_TRANSITIONS, STEP_TRANSITIONS, RunState, StepState, check_transition
+from engine.stats import QueueStatistics
+from fastpath.heap import PriorityHeap
+
+__all__ = ["Lane", "ReadyQueue", "Run", "StepRun"]
+
+_HEAD = -math.inf  # the deadline of a preempted step re-queued at the head of its level
+_STEP_PENDING = StepState.PENDING
+_RUN_PENDING = RunState.PENDING
+
+
+class StepRun:
+    """One step of one run: its state, attempts and timings."""
+
+    __slots__ = (
+        "attempts",
+        "error",
+        "finished_at",
+        "handle",
+        "output",
+        "preemptions",
+        "ready_at",
+        "run",
+        "seq",
+        "spec",
+        "started_at",
+        "state",
+        "timer",
+        "urgent_at",
+        "waiting",
+    )
+
+    def __init__(self, run: Run, spec: Any) -> None:
+        self.run = run
+        self.spec = spec
+        self.state = _STEP_PENDING
+        self.waiting = len(spec.deps)  # dependencies not yet completed
+        self.attempts = 0  # finished attempts (success or failure); a preemption is not one
+        self.preemptions = 0
+        self.handle: int | None = None  # heap handle while queued
+        self.seq = -1  # queue age, kept across preemption so it returns at the head
+        self.timer: Any = None  # retry backoff (a TimerHandle)
+        self.ready_at = 0.0
+        self.urgent_at: float | None = None  # set when this step triggered a preemption
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.output: Any = None
+        self.error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.spec.name)
+
+    def advance(self, new: StepState) -> None:
+        if new not in STEP_TRANSITIONS[self.state]:
+            check_transition(STEP_TRANSITIONS, self.state, new, f"step {self.label}")
+        self.state = new
+
+    @property
+    def label(self) -> str:
+        run: Any = self.run
+        if run is None:  # released: the run is over
+            return f"?.{self.spec.name}"
+        return f"{run.workflow.name}[{run.id}].{self.spec.name}"
+
+    def __repr__(self) -> str:
+        return f"<StepRun {self.label} {self.state.value} attempts={self.attempts}>"
+
+
+class Run:
+    """A workflow's DAG instantiated for one symbol and one (conflated) tick."""
+
+    __slots__ = (
+        "cancel_reason",
+        "completed",
+        "deadline",
+        "error",
+        "finished_at",
+        "follow_up",
+        "follow_up_at",
+        "id",
+        "key",
+        "outcome",
+        "outputs",
+        "priority",
+        "running",
+        "started_at",
+        "state",
+        "steps",
+        "suspended",
+        "symbol",
+        "tick",
+        "trigger_at",
+        "workflow",
+    )
+
+    def __init__(
+        self, run_id: int, workflow: Any, symbol: Any, tick: Any, priority: int, trigger_at: float
+    ) -> None:
+        self.id = run_id
+        self.workflow = workflow
+        self.symbol = symbol
+        self.key = (workflow.name, symbol.name)  # its conflation slot: (workflow, symbol)
+        self.tick = tick
+        self.priority = priority
+        self.trigger_at = trigger_at
+        self.deadline = trigger_at + workflow.deadline_s
+        self.state = _RUN_PENDING
+        self.steps = [StepRun(self, spec) for spec in workflow.steps]
+        self.outputs: dict[str, Any] = {}
+        self.completed = 0
+        self.running = 0
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.error: str | None = None
+        self.outcome: str | None = None
+        self.follow_up: Any = None  # the Tick of the follow-up run, if one is waiting
+        self.follow_up_at = 0.0
+        self.cancel_reason: str | None = None  # set by a cancel waiting on a running order step
+        self.suspended = False  # cut by the shutdown drain: stored as still in flight
+
+    def release(self) -> None:
+        """Break the run <-> step reference cycle once the run is over and none of its steps
+        runs: reference counting then frees a finished run at once. Left to the cyclic garbage
+        collector, finished runs cost more than a third of the engine's time in pauses."""
+        for step in self.steps:
+            step.run = None  # type: ignore[assignment]
+
+    def advance(self, new: RunState) -> None:
+        if new not in RUN_TRANSITIONS[self.state]:
+            check_transition(RUN_TRANSITIONS, self.state, new, f"run {self.label}")
+        self.state = new
+
+    @property
+    def label(self) -> str:
+        return f"{self.workflow.name}[{self.id}] {self.symbol.name}"
+
+    def __repr__(self) -> str:
+        return f"<Run {self.label} {self.state.value}>"
+
+
+class Lane:
+    """One workflow's heap of ready steps and the count of its steps running."""
+
+    __slots__ = ("heap", "max_concurrent", "name", "owner", "paused", "running")
+
+    def __init__(self, name: str, max_concurrent: int, capacity: int, owner: object) -> None:
+        self.name = name
+        self.owner = owner  # the ReadyQueue it belongs to
+        self.max_concurrent = max_concurrent
+        # Each lane can hold the whole global capacity (plus room for preempted steps coming
+        # back), so a lane never refuses; the global bound is enforced by ReadyQueue.
+        self.heap = PriorityHeap(capacity)
+        self.running = 0
+        self.paused = False
+
+    @property
+    def eligible(self) -> bool:
+        return bool(self.heap) and self.running < self.max_concurrent and not self.paused
+
+
+class ReadyQueue:
+    """Ready steps in global ``(priority, deadline, seq)`` order, one lane per workflow."""
+
+    def __init__(self, capacity: int, lanes: Iterable[tuple[str, int]], spare: int = 64) -> None:
+        self.capacity = capacity
+        self._lane_capacity = capacity + spare
+        self.lanes: dict[str, Lane] = {}
+        self._lane_list: list[Lane] = []
+        for name, max_concurrent in lanes:
+            self.add_lane(name, max_concurrent)
+        self._seq = 0
+        self._size = 0
+        self._depth: dict[int, int] = {}
+        self.shed = 0
+
+    def add_lane(self, name: str, max_concurrent: int) -> Lane:
+        lane = self.lanes.get(name)
+        if lane is None:
+            lane = Lane(name, max_concurrent, self._lane_capacity, self)
+            self.lanes[name] = lane
+            self._lane_list.append(lane)
+        else:
+            lane.max_concurrent = max_concurrent
+        return lane
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __bool__(self) -> bool:
+        return self._size > 0
+
+    # -- adding -----------------------------------------------------------------------------
+
+    def push(self, step: StepRun) -> StepRun | None:
+        """Queue a ready step. Returns the step shed to make room (possibly ``step`` itself)."""
+        if step.seq < 0:
+            step.seq = self._seq
+            self._seq += 1
+        run = step.run
+        return self._push(step, run.priority, run.deadline)
+
+    def requeue_front(self, step: StepRun) -> StepRun | None:
+        """Put a preempted step back at the head of its priority level, with its old age."""
+        return self._push(step, step.run.priority, _HEAD)
+
+    def _push(self, step: StepRun, priority: int, deadline: float) -> StepRun | None:
+        victim: StepRun | None = None
+        if self._size >= self.capacity:
+            worst_lane = self._worst_lane()
+            assert worst_lane is not None
+            if worst_lane.heap.peek_worst_key() < (priority, deadline, step.seq):
+                self.shed += 1
+                return step  # everything queued is more urgent than the newcomer
+            victim = worst_lane.heap.pop_worst()
+            assert victim is not None
+            victim.handle = None
+            self._dec_depth(victim.run.priority)
+            self._size -= 1
+            self.shed += 1
+        wf = step.run.workflow
+        lane = wf.lane
+        if lane is None or lane.owner is not self:  # a definition not bound to this queue yet
+            lane = wf.lane = self.lanes[wf.name]
+        step.handle = lane.heap.push_keyed(priority, deadline, step.seq, step)
+        self._size += 1
+        depth = self._depth
+        depth[priority] = depth.get(priority, 0) + 1
+        return victim
+
+    # -- taking -----------------------------------------------------------------------------
+
+    def best_lane(self) -> Lane | None:
+        """The eligible lane whose head comes first in the global order."""
+        best: Lane | None = None
+        best_key: Any = None
+        for lane in self._lane_list:
+            if lane.running < lane.max_concurrent and not lane.paused and lane.heap:
+                key = lane.heap.peek_key()
+                if best is None or key < best_key:
+                    best = lane
+                    best_key = key
+        return best
+
+    def pop_from(self, lane: Lane) -> StepRun:
+        step: StepRun = lane.heap.pop()
+        step.handle = None
+        self._size -= 1
+        self._dec_depth(step.run.priority)
+        return step
+
+    def remove(self, step: StepRun) -> None:
+        if step.handle is None:
+            return
+        step.run.workflow.lane.heap.remove(step.handle)
+        step.handle = None
+        self._size -= 1
+        self._dec_depth(step.run.priority)
+
+    def rekey(self, step: StepRun, old_priority: int, new_priority: int) -> None:
+        """Move a queued step to a new priority at once (decrease- or increase-key)."""
+        if step.handle is None or old_priority == new_priority:
+            return
+        step.run.workflow.lane.heap.update(step.handle, priority=new_priority)
+        self._dec_depth(old_priority)
+        self._depth[new_priority] = self._depth.get(new_priority, 0) + 1
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def depth_by_priority(self) -> dict[int, int]:
+        return {p: n for p, n in sorted(self._depth.items()) if n}
+
+    def statistics(self) -> QueueStatistics:
+        return QueueStatistics(
+            size=self._size,
+            capacity=self.capacity,
+            depth_by_priority=self.depth_by_priority(),
+            depth_by_workflow={lane.name: len(lane.heap) for lane in self._lane_list},
+            running_by_workflow={lane.name: lane.running for lane in self._lane_list},
+            shed=self.shed,
+        )
+
+    def _worst_lane(self) -> Lane | None:
+        worst: Lane | None = None
+        worst_key: Any = None
+        for lane in self._lane_list:
+            if lane.heap:
+                key = lane.heap.peek_worst_key()
+                if worst is None or key > worst_key:
+                    worst = lane
+                    worst_key = key
+        return worst
+
+    def _dec_depth(self, priority: int) -> None:
+        depth = self._depth
+        n = depth.get(priority, 0) - 1
+        if n > 0:
+            depth[priority] = n
+        else:
+            depth.pop(priority, None)

@@ -1,0 +1,27 @@
+"""Chooses the runs-and-queue implementation: compiled unless missing or disabled.
+
+The same rule as :mod:`fastpath.heap` (``TICKFLOW_NO_EXTENSIONS``). The compiled module is
+``_runs_py.py`` cythonized with typed fields (``_runs_c.pxd``); it is used only together with
+the compiled heap, so a half-built tree falls back to the pure-Python twin as a whole.
+"""
+
+from __future__ import annotations
+
+from .heap import IMPLEMENTATION as HEAP_IMPLEMENTATION
+from .heap import NO_EXTENSIONS
+
+__all__ = ["RUNS_IMPLEMENTATION", "Lane", "ReadyQueue", "Run", "StepRun"]
+
+if NO_EXTENSIONS or HEAP_IMPLEMENTATION != "cython":
+    from ._runs_py import Lane, ReadyQueue, Run, StepRun
+
+    RUNS_IMPLEMENTATION = "python"
+else:
+    try:
+        from ._runs_c import Lane, ReadyQueue, Run, StepRun  # type: ignore[assignment]
+
+        RUNS_IMPLEMENTATION = "cython"
+    except ImportError:  # not built
+        from ._runs_py import Lane, ReadyQueue, Run, StepRun
+
+        RUNS_IMPLEMENTATION = "python"
