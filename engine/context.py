@@ -8,16 +8,10 @@ an inline step cannot be preempted or timed out mid-way); other plain functions 
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from .events import Tick
-from .market import MarketData
-
-if TYPE_CHECKING:
-    from strategies.broker import PaperBroker
-    from strategies.risk import RiskManager
+from fastpath.runs import StepContext
 
 __all__ = [
     "CHEAP_ATTR",
@@ -54,58 +48,3 @@ def sends_orders(fn: F) -> F:
 
 def sends_orders_flag(fn: Callable[..., Any]) -> bool:
     return bool(getattr(fn, SENDS_ORDERS_ATTR, False))
-
-
-class StepContext:
-    """Everything one step attempt may look at. Built by the engine; read-only by convention."""
-
-    __slots__ = (
-        "attempt",
-        "broker",
-        "clock",
-        "inputs",
-        "market",
-        "params",
-        "risk",
-        "rng",
-        "run_id",
-        "step",
-        "symbol",
-        "tick",
-        "workflow",
-    )
-
-    def __init__(  # positional on the hot path; keywords read better everywhere else
-        self,
-        run_id: int,
-        workflow: str,
-        step: str,
-        symbol: str,
-        tick: Tick,
-        inputs: Mapping[str, Any],
-        attempt: int,
-        params: Mapping[str, Any],
-        market: MarketData,
-        broker: PaperBroker,
-        risk: RiskManager,
-        rng: random.Random,
-        clock: Callable[[], float],
-    ) -> None:
-        self.run_id = run_id
-        self.workflow = workflow
-        self.step = step
-        self.symbol = symbol
-        self.tick = tick
-        self.inputs = inputs
-        self.attempt = attempt
-        self.params = params
-        self.market = market
-        self.broker = broker
-        self.risk = risk
-        self.rng = rng
-        self.clock = clock
-
-    @property
-    def client_order_id(self) -> str:
-        """Stable across retries of this step, so a retried order never fills twice."""
-        return f"{self.workflow}:{self.run_id}:{self.step}"

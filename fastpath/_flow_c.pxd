@@ -3,7 +3,7 @@
 
 cimport cython
 
-from fastpath._runs_c cimport Lane, ReadyQueue, Run, StepRun
+from fastpath._runs_c cimport Lane, ReadyQueue, Run, StepDef, StepRun, WorkflowDef
 
 
 cdef class Agent:
@@ -46,22 +46,21 @@ cdef class CoordinatorCore:
     cpdef tuple routes(self, object priority)
     cpdef on_data(self, object symbol, object tick, double received_at)
     @cython.locals(pending=Run, active=Run)
-    cpdef object trigger(self, object wf, object symbol, object tick, double at)
+    cpdef object trigger(self, WorkflowDef wf, object symbol, object tick, double at)
     @cython.locals(run=Run, steps=list)
-    cpdef Run _start_run(self, object wf, object symbol, object tick, double at)
+    cpdef Run _start_run(self, WorkflowDef wf, object symbol, object tick, double at)
     cpdef _enqueue(self, StepRun step, double now)
     @cython.locals(run=Run)
     cpdef _shed(self, StepRun step)
     @cython.locals(step=StepRun)
     cpdef _unqueue(self, Run run, bint cancel)
-    @cython.locals(run=Run)
     cpdef object make_context(self, StepRun step)
     @cython.locals(run=Run)
     cpdef step_started(self, StepRun step, double now)
-    @cython.locals(run=Run, nxt=StepRun, steps=list)
+    @cython.locals(run=Run, nxt=StepRun, steps=list, spec=StepDef)
     cpdef step_succeeded(self, StepRun step, object output, double now)
     cpdef bint _settle_cancel(self, Run run) except -1
-    @cython.locals(now=double)
+    @cython.locals(now=double, wf=WorkflowDef)
     cpdef _end_run(self, Run run, object state, object outcome, object error)
     cpdef _update_symbol(self, Run run, object state, object error)
 
@@ -92,7 +91,7 @@ cdef class DispatcherCore:
     @cython.locals(lane=Lane, step=StepRun)
     cpdef StepRun _take(self, Agent agent)
     cpdef object streak(self, Agent agent, StepRun step)
-    @cython.locals(lane=Lane, now=double)
+    @cython.locals(lane=Lane, now=double, spec=StepDef)
     cpdef object run_step(self, Agent agent, StepRun step)
     cpdef bint _cancelled(self, Agent agent, StepRun step, Lane lane, object timer) except -1
     cpdef _finish(self, Agent agent, Lane lane, object timer)

@@ -20,7 +20,6 @@ import itertools
 import logging
 from typing import Any
 
-from engine.context import StepContext
 from engine.errors import StepTimeout
 from engine.fsm import Interrupt, RunState, StepState
 from engine.workflow import ExecKind
@@ -227,14 +226,8 @@ class CoordinatorCore:
 
     # -- hooks the dispatcher calls for every step ------------------------------------------
 
-    def make_context(self, step: Any) -> StepContext:
-        run = step.run
-        spec = step.spec
-        return StepContext(
-            run.id, run.workflow.name, spec.name, run.symbol.name, run.tick, run.outputs,
-            step.attempts + 1, spec.params, self.market, self.broker, self.risk, self.rng,
-            self._wall,
-        )
+    def make_context(self, step: Any) -> Any:
+        return step.context(self.market, self.broker, self.risk, self.rng, self._wall)
 
     def step_started(self, step: Any, now: float) -> None:
         run = step.run

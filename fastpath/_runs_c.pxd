@@ -5,11 +5,60 @@ cimport cython
 
 
 cdef class Run
+cdef class Lane
+
+
+cdef class StepDef:
+    cdef public int index
+    cdef public object name
+    cdef public object action
+    cdef public object fn
+    cdef public object kind
+    cdef public double timeout_s
+    cdef public object retry
+    cdef public bint preemptible
+    cdef public object params
+    cdef public tuple deps
+    cdef public tuple dependents
+    cdef public bint sends_orders
+    cdef public object counters
+
+
+cdef class WorkflowDef:
+    cdef public object name
+    cdef public object priority
+    cdef public object route
+    cdef public int max_concurrent
+    cdef public object on_busy
+    cdef public double deadline_s
+    cdef public bint enabled
+    cdef public object counters
+    cdef public Lane lane
+    cdef public tuple steps
+    cdef public tuple roots
+
+    cpdef object run_priority(self, object symbol_priority)
+
+
+cdef class StepContext:
+    cdef public object run_id
+    cdef public object workflow
+    cdef public object step
+    cdef public object symbol
+    cdef public object tick
+    cdef public object inputs
+    cdef public object attempt
+    cdef public object params
+    cdef public object market
+    cdef public object broker
+    cdef public object risk
+    cdef public object rng
+    cdef public object clock
 
 
 cdef class StepRun:
     cdef public Run run
-    cdef public object spec
+    cdef public StepDef spec
     cdef public object state
     cdef public int waiting
     cdef public int attempts
@@ -25,11 +74,14 @@ cdef class StepRun:
     cdef public object error
 
     cpdef advance(self, object new)
+    @cython.locals(run=Run, spec=StepDef, ctx=StepContext)
+    cpdef StepContext context(self, object market, object broker, object risk, object rng,
+                              object clock)
 
 
 cdef class Run:
     cdef public object id
-    cdef public object workflow
+    cdef public WorkflowDef workflow
     cdef public object symbol
     cdef public tuple key
     cdef public object tick
@@ -50,7 +102,7 @@ cdef class Run:
     cdef public object cancel_reason
     cdef public bint suspended
 
-    @cython.locals(step=StepRun)
+    @cython.locals(step=StepRun, spec=StepDef)
     cpdef release(self)
     cpdef advance(self, object new)
 
@@ -78,7 +130,7 @@ cdef class ReadyQueue:
     @cython.locals(run=Run)
     cpdef object push(self, StepRun step)
     cpdef object requeue_front(self, StepRun step)
-    @cython.locals(victim=StepRun, worst_lane=Lane, lane=Lane)
+    @cython.locals(victim=StepRun, worst_lane=Lane, lane=Lane, wf=WorkflowDef)
     cdef object _push(self, StepRun step, object priority, double deadline)
     @cython.locals(best=Lane, lane=Lane)
     cpdef Lane best_lane(self)

@@ -5,6 +5,10 @@ cythonizes it again as ``fastpath._runs_c`` (a symlink to this file), and ``_run
 the classes into extension types with typed fields. One source, so the twins cannot drift; the
 chooser is :mod:`fastpath.runs`.
 
+A workflow's compiled definition (:class:`WorkflowDef`, :class:`StepDef`, built from config by
+``engine.workflow``) is what the hot path reads for every step; the :class:`StepContext` it
+builds for every step attempt is the strategies' view of it.
+
 A run is a workflow's DAG instantiated for one symbol and one (conflated) tick; its steps are
 state machines (``engine.fsm``). Ready steps wait in a :class:`ReadyQueue`: one fastpath heap
 lane per workflow, keyed ``(priority, deadline, seq)``. Every lane shares one sequence counter,
@@ -20,18 +24,193 @@ A priority-0 entry is therefore only ever shed when everything queued is priorit
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from engine.fsm import RUN_TRANSITIONS, STEP_TRANSITIONS, RunState, StepState, check_transition
 from engine.stats import QueueStatistics
 from fastpath.heap import PriorityHeap
 
-__all__ = ["Lane", "ReadyQueue", "Run", "StepRun"]
+if TYPE_CHECKING:
+    import random
+
+    from engine.events import Tick
+    from engine.market import MarketData
+
+__all__ = [
+    "Lane",
+    "ReadyQueue",
+    "Run",
+    "StepContext",
+    "StepDef",
+    "StepRun",
+    "WorkflowDef",
+]
 
 _HEAD = -math.inf  # the deadline of a preempted step re-queued at the head of its level
 _STEP_PENDING = StepState.PENDING
 _RUN_PENDING = RunState.PENDING
+
+
+class StepDef:
+    """One step of a workflow, compiled: its action resolved, its DAG edges as indices."""
+
+    __slots__ = (
+        "action",
+        "counters",
+        "dependents",
+        "deps",
+        "fn",
+        "index",
+        "kind",
+        "name",
+        "params",
+        "preemptible",
+        "retry",
+        "sends_orders",
+        "timeout_s",
+    )
+
+    def __init__(
+        self,
+        index: int,
+        name: str,
+        action: str,
+        fn: Callable[..., Any],
+        kind: Any,
+        timeout_s: float,
+        retry: Any,
+        preemptible: bool,
+        params: Mapping[str, Any],
+        deps: tuple[int, ...],
+        sends_orders: bool,
+    ) -> None:
+        self.index = index
+        self.name = name
+        self.action = action
+        self.fn = fn
+        self.kind = kind  # engine.workflow.ExecKind, decided once at load
+        self.timeout_s = timeout_s
+        self.retry = retry
+        self.preemptible = preemptible
+        self.params = params
+        self.deps = deps
+        self.sends_orders = sends_orders  # decided once, read for every finished step
+        self.dependents: tuple[int, ...] = ()
+        self.counters: Any = None  # the engine's StepCounters, bound once (no lookup per step)
+
+    def __repr__(self) -> str:
+        return f"<StepDef {self.name} {self.kind.value}>"
+
+
+class WorkflowDef:
+    """A workflow, compiled: steps in topological order, roots and dependents as indices."""
+
+    __slots__ = (
+        "counters",
+        "deadline_s",
+        "enabled",
+        "lane",
+        "max_concurrent",
+        "name",
+        "on_busy",
+        "priority",
+        "roots",
+        "route",
+        "steps",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        priority: int,
+        route: Any,
+        max_concurrent: int,
+        on_busy: str,
+        deadline_s: float,
+        enabled: bool,
+        steps: tuple[StepDef, ...],
+    ) -> None:
+        self.name = name
+        self.priority = priority
+        self.route = route  # engine.config.Route
+        self.max_concurrent = max_concurrent
+        self.on_busy = on_busy
+        self.deadline_s = deadline_s
+        self.enabled = enabled
+        self.counters: Any = None  # the engine's WorkflowCounters, bound once
+        self.lane: Any = None  # its ready-queue lane, bound by the coordinator
+        for step in steps:
+            step.dependents = tuple([s.index for s in steps if step.index in s.deps])
+        self.steps = steps
+        self.roots = tuple([s.index for s in steps if not s.deps])
+
+    def run_priority(self, symbol_priority: int) -> int:
+        """A run queues at its symbol's priority, but never less urgently than its workflow's:
+        the workflow's priority is a floor, an urgent symbol lifts its runs above it."""
+        return min(self.priority, symbol_priority)
+
+    def __repr__(self) -> str:
+        return f"<WorkflowDef {self.name} p{self.priority} steps={len(self.steps)}>"
+
+
+class StepContext:
+    """Everything one step attempt may look at. Built by the engine; read-only by convention.
+
+    An action is ``def action(ctx) -> object`` or ``async def action(ctx) -> object``; its
+    return value becomes the step's output, handed to dependent steps via ``ctx.inputs``.
+    """
+
+    __slots__ = (
+        "attempt",
+        "broker",
+        "clock",
+        "inputs",
+        "market",
+        "params",
+        "risk",
+        "rng",
+        "run_id",
+        "step",
+        "symbol",
+        "tick",
+        "workflow",
+    )
+
+    def __init__(  # positional on the hot path; keywords read better everywhere else
+        self,
+        run_id: int,
+        workflow: str,
+        step: str,
+        symbol: str,
+        tick: Tick,
+        inputs: Mapping[str, Any],
+        attempt: int,
+        params: Mapping[str, Any],
+        market: MarketData,
+        broker: Any,
+        risk: Any,
+        rng: random.Random,
+        clock: Callable[[], float],
+    ) -> None:
+        self.run_id = run_id
+        self.workflow = workflow
+        self.step = step
+        self.symbol = symbol
+        self.tick = tick
+        self.inputs = inputs
+        self.attempt = attempt
+        self.params = params
+        self.market = market
+        self.broker = broker  # strategies.broker.PaperBroker
+        self.risk = risk  # strategies.risk.RiskManager
+        self.rng = rng
+        self.clock = clock
+
+    @property
+    def client_order_id(self) -> str:
+        """Stable across retries of this step, so a retried order never fills twice."""
+        return f"{self.workflow}:{self.run_id}:{self.step}"
 
 
 class StepRun:
@@ -55,7 +234,7 @@ class StepRun:
         "waiting",
     )
 
-    def __init__(self, run: Run, spec: Any) -> None:
+    def __init__(self, run: Run, spec: StepDef) -> None:
         self.run = run
         self.spec = spec
         self.state = _STEP_PENDING
@@ -75,6 +254,34 @@ class StepRun:
     @property
     def name(self) -> str:
         return str(self.spec.name)
+
+    def context(
+        self,
+        market: MarketData,
+        broker: Any,
+        risk: Any,
+        rng: random.Random,
+        clock: Callable[[], float],
+    ) -> StepContext:
+        """The context of this step's next attempt (built field by field: no argument
+        parsing on the hot path)."""
+        run = self.run
+        spec = self.spec
+        ctx = StepContext.__new__(StepContext)
+        ctx.run_id = run.id
+        ctx.workflow = run.workflow.name
+        ctx.step = spec.name
+        ctx.symbol = run.symbol.name
+        ctx.tick = run.tick
+        ctx.inputs = run.outputs
+        ctx.attempt = self.attempts + 1
+        ctx.params = spec.params
+        ctx.market = market
+        ctx.broker = broker
+        ctx.risk = risk
+        ctx.rng = rng
+        ctx.clock = clock
+        return ctx
 
     def advance(self, new: StepState) -> None:
         if new not in STEP_TRANSITIONS[self.state]:
@@ -120,7 +327,13 @@ class Run:
     )
 
     def __init__(
-        self, run_id: int, workflow: Any, symbol: Any, tick: Any, priority: int, trigger_at: float
+        self,
+        run_id: int,
+        workflow: WorkflowDef,
+        symbol: Any,
+        tick: Any,
+        priority: int,
+        trigger_at: float,
     ) -> None:
         self.id = run_id
         self.workflow = workflow

@@ -10,18 +10,35 @@ from __future__ import annotations
 from .heap import IMPLEMENTATION as HEAP_IMPLEMENTATION
 from .heap import NO_EXTENSIONS
 
-__all__ = ["RUNS_IMPLEMENTATION", "Lane", "ReadyQueue", "Run", "StepRun"]
+__all__ = [
+    "RUNS_IMPLEMENTATION",
+    "Lane",
+    "ReadyQueue",
+    "Run",
+    "StepContext",
+    "StepDef",
+    "StepRun",
+    "WorkflowDef",
+]
 
 if NO_EXTENSIONS or HEAP_IMPLEMENTATION != "cython":
-    from ._runs_py import Lane, ReadyQueue, Run, StepRun
+    from ._runs_py import Lane, ReadyQueue, Run, StepContext, StepDef, StepRun, WorkflowDef
 
     RUNS_IMPLEMENTATION = "python"
 else:
     try:
-        from ._runs_c import Lane, ReadyQueue, Run, StepRun  # type: ignore[assignment]
+        from ._runs_c import (  # type: ignore[assignment]
+            Lane,
+            ReadyQueue,
+            Run,
+            StepContext,
+            StepDef,
+            StepRun,
+            WorkflowDef,
+        )
 
         RUNS_IMPLEMENTATION = "cython"
     except ImportError:  # not built
-        from ._runs_py import Lane, ReadyQueue, Run, StepRun
+        from ._runs_py import Lane, ReadyQueue, Run, StepContext, StepDef, StepRun, WorkflowDef
 
         RUNS_IMPLEMENTATION = "python"
