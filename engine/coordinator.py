@@ -120,11 +120,11 @@ class Coordinator(CoordinatorCore):
             step.waiting = sum(
                 1 for d in step.spec.deps if run.steps[d].state is not StepState.COMPLETED
             )
+        if not self.runs and self.on_busy is not None:
+            self.on_busy()
         self.runs[run.id] = run
         self._by_symbol.setdefault(symbol_name, set()).add(run)
         symbol.active_runs += 1
-        if self.on_run_created is not None:
-            self.on_run_created(run)
         last = symbol.last_tick
         if last is not None and last.ts >= tick.ts and last != tick:
             # Newer data was accepted before the stop: it gets its follow-up run.
@@ -196,6 +196,8 @@ class Coordinator(CoordinatorCore):
         sc.outcomes["failed"] += 1
         if self.on_step_finished is not None:
             self.on_step_finished(step)
+        if step.spec.sends_orders and self.on_order_finished is not None:
+            self.on_order_finished(step)
         if self._settle_cancel(run):
             return
         if run.state.terminal:

@@ -34,7 +34,7 @@ from .loopmon import LoopMonitor
 from .market import MarketData
 from .metrics import build_registry
 from .reload import Reloader, ReloadReport, apply_config
-from .runs import Run, StepRun
+from .runs import StepRun
 from .scheduler import QueueStatistics, ReadyQueue
 from .sources import ReplaySource, SimMarket, Source
 from .stats import EngineCounters, EngineSnapshot
@@ -203,9 +203,9 @@ class Engine:
             self.queue, self.config.engine.agents, clock, coordinator, self._executor
         )
         coordinator.dispatcher = dispatcher
-        coordinator.on_run_created = self._run_created
-        coordinator.on_run_finished = self._run_finished
-        coordinator.on_step_finished = self._step_finished
+        coordinator.on_busy = self._idle.clear
+        coordinator.on_idle = self._idle.set
+        coordinator.on_order_finished = self._order_finished
         dispatcher.on_preemption_latency = self._preemption_latency
         self.coordinator, self.dispatcher = coordinator, dispatcher
         return coordinator, dispatcher
@@ -443,19 +443,11 @@ class Engine:
 
     # -- observers --------------------------------------------------------------------------
 
-    def _run_created(self, run: Run) -> None:
-        self._idle.clear()
-
-    def _run_finished(self, run: Run) -> None:
-        if self.coordinator is not None and not self.coordinator.runs:
-            self._idle.set()
-
-    def _step_finished(self, step: StepRun) -> None:
-        if step.spec.sends_orders:
-            out = step.output
-            status = getattr(out, "status", None) if out is not None else "error"
-            side = getattr(out, "side", None)
-            self.orders[f"{side or 'none'}:{status}"] += 1
+    def _order_finished(self, step: StepRun) -> None:
+        out = step.output
+        status = getattr(out, "status", None) if out is not None else "error"
+        side = getattr(out, "side", None)
+        self.orders[f"{side or 'none'}:{status}"] += 1
 
     def _preemption_latency(self, step: StepRun, seconds: float) -> None:
         self.counters.preemption_latency.record(seconds)

@@ -38,16 +38,18 @@ cdef class CoordinatorCore:
     cdef public dict _active
     cdef public dict _by_symbol
     cdef public dict _route_cache
-    cdef public object on_run_finished
     cdef public object on_step_finished
     cdef public object on_run_update
-    cdef public object on_run_created
+    cdef public object on_run_finished
+    cdef public object on_order_finished
+    cdef public object on_busy
+    cdef public object on_idle
 
     cpdef tuple routes(self, object priority)
     cpdef on_data(self, object symbol, object tick, double received_at)
     @cython.locals(pending=Run, active=Run)
     cpdef object trigger(self, WorkflowDef wf, object symbol, object tick, double at)
-    @cython.locals(run=Run, steps=list)
+    @cython.locals(run=Run, steps=list, runs=dict)
     cpdef Run _start_run(self, WorkflowDef wf, object symbol, object tick, double at)
     cpdef _enqueue(self, StepRun step, double now)
     @cython.locals(run=Run)

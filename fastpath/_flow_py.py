@@ -118,14 +118,16 @@ class CoordinatorCore:
         self._active: dict[tuple[str, str], Any] = {}
         self._by_symbol: dict[str, set[Any]] = {}
         self._route_cache: dict[int, tuple[Any, ...]] = {}
-        # Observers for storage/metrics; None costs one attribute test.
-        self.on_run_finished: Any = None
+        # Observers; None costs one attribute test. Storage: every step that finished, and a
+        # run created, its input replaced, started, or ended.
         self.on_step_finished: Any = None
-        # Called when a run is created, its input replaced, started, or ended (storage).
         self.on_run_update: Any = None
-        # Called once per run made (triggered, follow-up, or resumed by recovery): the engine
-        # knows from this alone that it is not idle.
-        self.on_run_created: Any = None
+        self.on_run_finished: Any = None  # a run ended
+        self.on_order_finished: Any = None  # a step whose action sends orders finished
+        # The engine's idle flag: called when the first run is made after none was in flight,
+        # and when the last one ends (a follow-up it started counts as in flight).
+        self.on_busy: Any = None
+        self.on_idle: Any = None
 
     # -- routes and triggers ----------------------------------------------------------------
 
@@ -176,15 +178,16 @@ class CoordinatorCore:
 
     def _start_run(self, wf: Any, symbol: Any, tick: Any, at: float) -> Any:
         run = _runs.Run(next(self._ids), wf, symbol, tick, wf.run_priority(symbol.priority), at)
-        self.runs[run.id] = run
+        runs = self.runs
+        if not runs and self.on_busy is not None:
+            self.on_busy()
+        runs[run.id] = run
         self._pending[run.key] = run
         runs_of_symbol = self._by_symbol.get(symbol.name)
         if runs_of_symbol is None:
             runs_of_symbol = self._by_symbol[symbol.name] = set()
         runs_of_symbol.add(run)
         symbol.active_runs += 1
-        if self.on_run_created is not None:
-            self.on_run_created(run)
         if self.on_run_update is not None:
             self.on_run_update(run)
         steps = run.steps
@@ -260,6 +263,8 @@ class CoordinatorCore:
         sc.duration.record(now - step.started_at)
         if self.on_step_finished is not None:
             self.on_step_finished(step)
+        if spec.sends_orders and self.on_order_finished is not None:
+            self.on_order_finished(step)
         if run.state in _TERMINAL_RUN:
             if run.running == 0:
                 run.release()  # the last sibling still running when the run ended
@@ -338,6 +343,8 @@ class CoordinatorCore:
             self.on_run_update(run)
         if self.on_run_finished is not None:
             self.on_run_finished(run)
+        if not self.runs and self.on_idle is not None:
+            self.on_idle()
         if run.running == 0:
             run.release()
 

@@ -28,6 +28,9 @@ cdef class PriorityHeap:
     cdef uint64_t _updates
     cdef uint64_t _removes
 
+    cpdef object push_keyed(self, object priority, object deadline, object seq, object item)
+    cpdef object pop(self)
+    cpdef bint head_before(self, PriorityHeap other) except -1
     cdef object _insert(self, int64_t prio, double deadline, uint64_t seq, object item)
     cdef Py_ssize_t _slot_of(self, object handle) except -2
     cdef Py_ssize_t _worst_pos(self) noexcept nogil

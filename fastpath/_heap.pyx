@@ -155,7 +155,7 @@ cdef class PriorityHeap:
         self._seq += 1  # only after success: a refused push must not age the others
         return handle
 
-    def push_keyed(self, priority, deadline, seq, item):
+    cpdef object push_keyed(self, object priority, object deadline, object seq, object item):
         """Push with a caller-chosen sequence number, for callers that order entries of several
         heaps under one counter (or re-queue an entry with the age it already had)."""
         if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_PRIORITY:
@@ -164,7 +164,7 @@ cdef class PriorityHeap:
         cdef double d = _check_deadline(deadline)
         return self._insert(p, d, <uint64_t>seq, item)
 
-    def pop(self):
+    cpdef object pop(self):
         if self._size == 0:
             raise IndexError("pop from an empty PriorityHeap")
         self._pops += 1
@@ -181,6 +181,13 @@ cdef class PriorityHeap:
             raise IndexError("peek at an empty PriorityHeap")
         cdef Entry* e = &self._heap[0]
         return (e.prio, e.deadline, e.seq)
+
+    cpdef bint head_before(self, PriorityHeap other) except -1:
+        """Whether this heap's head comes before ``other``'s (both non-empty): how a caller
+        merging several heaps picks the next one without building key tuples."""
+        if self._size == 0 or other._size == 0:
+            raise IndexError("head_before needs two non-empty heaps")
+        return _lt(&self._heap[0], &other._heap[0])
 
     def pop_worst(self):
         if self._size == 0:

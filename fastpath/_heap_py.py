@@ -110,6 +110,13 @@ class PriorityHeap:
             raise IndexError("peek at an empty PriorityHeap")
         return self._keys[self._heap[0]]
 
+    def head_before(self, other: PriorityHeap) -> bool:
+        """Whether this heap's head comes before ``other``'s (both non-empty): how a caller
+        merging several heaps picks the next one without building key tuples."""
+        if not self._heap or not other._heap:
+            raise IndexError("head_before needs two non-empty heaps")
+        return self._keys[self._heap[0]] < other._keys[other._heap[0]]
+
     def pop_worst(self) -> Any:
         if not self._heap:
             raise IndexError("pop_worst from an empty PriorityHeap")

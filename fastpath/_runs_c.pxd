@@ -3,6 +3,8 @@
 
 cimport cython
 
+from fastpath._heap cimport PriorityHeap
+
 
 cdef class Run
 cdef class Lane
@@ -111,7 +113,7 @@ cdef class Lane:
     cdef public object name
     cdef public object owner
     cdef public int max_concurrent
-    cdef public object heap
+    cdef public PriorityHeap heap
     cdef public int running
     cdef public bint paused
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.fsm import RUN_TRANSITIONS, STEP_TRANSITIONS, RunState, StepState, check_transition
 from engine.stats import QueueStatistics
-from fastpath.heap import PriorityHeap
+from fastpath import heap as _heaps
 
 if TYPE_CHECKING:
     import random
@@ -388,7 +388,7 @@ class Lane:
         self.max_concurrent = max_concurrent
         # Each lane can hold the whole global capacity (plus room for preempted steps coming
         # back), so a lane never refuses; the global bound is enforced by ReadyQueue.
-        self.heap = PriorityHeap(capacity)
+        self.heap = _heaps.PriorityHeap(capacity)
         self.running = 0
         self.paused = False
 
@@ -471,13 +471,14 @@ class ReadyQueue:
     def best_lane(self) -> Lane | None:
         """The eligible lane whose head comes first in the global order."""
         best: Lane | None = None
-        best_key: Any = None
         for lane in self._lane_list:
-            if lane.running < lane.max_concurrent and not lane.paused and lane.heap:
-                key = lane.heap.peek_key()
-                if best is None or key < best_key:
-                    best = lane
-                    best_key = key
+            if (
+                lane.running < lane.max_concurrent
+                and not lane.paused
+                and lane.heap
+                and (best is None or lane.heap.head_before(best.heap))
+            ):
+                best = lane
         return best
 
     def pop_from(self, lane: Lane) -> StepRun:

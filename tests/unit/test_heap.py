@@ -42,6 +42,26 @@ def test_fifo_among_equal_keys_is_stable_at_scale(heap_module: ModuleType) -> No
     assert out == sorted(range(1000), key=lambda i: (i % 3, i))
 
 
+def test_head_before_compares_the_heads_of_two_heaps_by_full_key(
+    heap_module: ModuleType,
+) -> None:
+    a, b = heap_module.PriorityHeap(8), heap_module.PriorityHeap(8)
+    with pytest.raises(IndexError, match="two non-empty heaps"):
+        a.head_before(b)
+    a.push_keyed(1, 5.0, 7, "a")
+    with pytest.raises(IndexError, match="two non-empty heaps"):
+        a.head_before(b)
+    b.push_keyed(1, 5.0, 3, "b")  # same priority and deadline, older: b first
+    assert b.head_before(a)
+    assert not a.head_before(b)
+    a.push_keyed(1, 4.0, 9, "a2")  # earlier deadline beats age
+    assert a.head_before(b)
+    assert not b.head_before(a)
+    b.push_keyed(0, 99.0, 10, "b2")  # priority beats everything
+    assert b.head_before(a)
+    assert not a.head_before(a)  # strict: a head is not before itself
+
+
 def test_update_moves_entry_up_and_down_and_keeps_its_age(heap_module: ModuleType) -> None:
     h = heap_module.PriorityHeap(8)
     a = h.push(3, 0.0, "a")
