@@ -17,7 +17,8 @@ COMPILER_DIRECTIVES = {
 # second time through a symlink, typed by a .pxd: the .py files' annotations are for mypy and
 # readers, the .pxd's declarations are Cython's ("annotation_typing" off), so one source serves
 # as both twins.
-PURE_DIRECTIVES = {**COMPILER_DIRECTIVES, "annotation_typing": False}
+# These are ordinary Python source, negative indices and all: none of the heap's safety trades.
+PURE_DIRECTIVES = {"language_level": 3, "embedsignature": True, "annotation_typing": False}
 
 setup(
     ext_modules=[
@@ -33,6 +34,9 @@ setup(
         *cythonize(
             [
                 Extension("fastpath._runs_c", ["fastpath/_runs_c.py"], extra_compile_args=["-O3"]),
+                Extension(
+                    "fastpath._symbols_c", ["fastpath/_symbols_c.py"], extra_compile_args=["-O3"]
+                ),
                 Extension("fastpath._flow_c", ["fastpath/_flow_c.py"], extra_compile_args=["-O3"]),
             ],
             compiler_directives=PURE_DIRECTIVES,

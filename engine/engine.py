@@ -392,15 +392,7 @@ class Engine:
             seq = self.persistence.journal(event)
         if type(event) is DataReady:
             self.counters.received["DATA_READY"] += 1
-            symbol = self.symbols.get(event.symbol)
-            if symbol is None:
-                priority = event.priority
-                if priority is None:
-                    priority = self.config.engine.default_symbol_priority
-                symbol = self.symbols.register(event.symbol, priority)
-            elif event.priority is not None and event.priority != symbol.priority:
-                coordinator.reprioritise(symbol, event.priority)
-            coordinator.on_data(symbol, event.tick(), now)
+            coordinator.accept_data(event, now, self.config.engine.default_symbol_priority)
         elif type(event) is HighPriorityArrived:
             self.counters.received["HIGH_PRIORITY_ARRIVED"] += 1
             symbol = self.symbols.get(event.symbol)

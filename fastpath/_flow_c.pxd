@@ -3,6 +3,7 @@
 
 cimport cython
 
+from fastpath._symbols_c cimport MarketData, SymbolState, SymbolTable
 from fastpath._runs_c cimport Lane, ReadyQueue, Run, StepDef, StepRun, WorkflowDef
 
 
@@ -21,8 +22,8 @@ cdef class Agent:
 
 cdef class CoordinatorCore:
     cdef public dict workflows
-    cdef public object symbols
-    cdef public object market
+    cdef public SymbolTable symbols
+    cdef public MarketData market
     cdef public ReadyQueue queue
     cdef public object clock
     cdef public object counters
@@ -46,11 +47,13 @@ cdef class CoordinatorCore:
     cdef public object on_idle
 
     cpdef tuple routes(self, object priority)
-    cpdef on_data(self, object symbol, object tick, double received_at)
+    @cython.locals(symbol=SymbolState)
+    cpdef accept_data(self, object event, double received_at, object default_priority)
+    cpdef on_data(self, SymbolState symbol, object tick, double received_at)
     @cython.locals(pending=Run, active=Run)
-    cpdef object trigger(self, WorkflowDef wf, object symbol, object tick, double at)
+    cpdef object trigger(self, WorkflowDef wf, SymbolState symbol, object tick, double at)
     @cython.locals(run=Run, steps=list, runs=dict)
-    cpdef Run _start_run(self, WorkflowDef wf, object symbol, object tick, double at)
+    cpdef Run _start_run(self, WorkflowDef wf, SymbolState symbol, object tick, double at)
     cpdef _enqueue(self, StepRun step, double now)
     @cython.locals(run=Run)
     cpdef _shed(self, StepRun step)
@@ -62,8 +65,9 @@ cdef class CoordinatorCore:
     @cython.locals(run=Run, nxt=StepRun, steps=list, spec=StepDef)
     cpdef step_succeeded(self, StepRun step, object output, double now)
     cpdef bint _settle_cancel(self, Run run) except -1
-    @cython.locals(now=double, wf=WorkflowDef)
+    @cython.locals(now=double, wf=WorkflowDef, symbol=SymbolState)
     cpdef _end_run(self, Run run, object state, object outcome, object error)
+    @cython.locals(symbol=SymbolState)
     cpdef _update_symbol(self, Run run, object state, object error)
 
 

@@ -143,6 +143,23 @@ class CoordinatorCore:
                 self._route_cache[priority] = wfs
         return wfs
 
+    def accept_data(self, event: Any, received_at: float, default_priority: int) -> None:
+        """A DATA_READY the engine accepted: find or register its symbol, apply the priority
+        it carries, record its tick and trigger the symbol's workflows."""
+        symbols = self.symbols
+        priority = event.priority
+        symbol = symbols.get(event.symbol)
+        if symbol is None:
+            symbol = symbols.register(
+                event.symbol, default_priority if priority is None else priority
+            )
+        elif priority is not None and priority != symbol.priority:
+            self.reprioritise(symbol, priority)
+        self.on_data(symbol, event.tick(), received_at)
+
+    def reprioritise(self, symbol: Any, priority: int) -> int:
+        raise NotImplementedError  # the engine's Coordinator re-keys queued work
+
     def on_data(self, symbol: Any, tick: Any, received_at: float) -> None:
         """A DATA_READY for ``symbol`` was accepted: record it and trigger its workflows."""
         self.market.record(tick)

@@ -4,6 +4,7 @@
 cimport cython
 
 from fastpath._heap cimport PriorityHeap
+from fastpath._symbols_c cimport SymbolState
 
 
 cdef class Run
@@ -84,7 +85,7 @@ cdef class StepRun:
 cdef class Run:
     cdef public object id
     cdef public WorkflowDef workflow
-    cdef public object symbol
+    cdef public SymbolState symbol
     cdef public tuple key
     cdef public object tick
     cdef public object priority

@@ -1,12 +1,13 @@
 """Chooses the engine's per-step path: compiled unless missing or disabled.
 
-Compiled only together with the compiled runs module (:mod:`fastpath.runs`), whose extension
-types it reads field by field.
+Compiled only together with the compiled runs and symbols modules (:mod:`fastpath.runs`,
+:mod:`fastpath.symbols`), whose extension types it reads field by field.
 """
 
 from __future__ import annotations
 
 from .runs import RUNS_IMPLEMENTATION
+from .symbols import SYMBOLS_IMPLEMENTATION
 
 __all__ = [
     "FLOW_IMPLEMENTATION",
@@ -17,7 +18,7 @@ __all__ = [
     "DispatcherCore",
 ]
 
-if RUNS_IMPLEMENTATION != "cython":
+if RUNS_IMPLEMENTATION != "cython" or SYMBOLS_IMPLEMENTATION != "cython":
     from ._flow_py import STREAK_SECONDS, STREAK_STEPS, Agent, CoordinatorCore, DispatcherCore
 
     FLOW_IMPLEMENTATION = "python"

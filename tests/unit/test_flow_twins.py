@@ -1,7 +1,7 @@
 """The engine's per-step path has two builds of one source: the choosers pick the right one.
 
-``fastpath/_runs_py.py`` and ``_flow_py.py`` are the pure-Python twins; ``_runs_c.py`` and
-``_flow_c.py`` are symlinks to them that the build cythonizes with typed ``.pxd`` layouts. The
+``fastpath/_runs_py.py``, ``_flow_py.py`` and ``_symbols_py.py`` are the pure-Python twins;
+the ``_c.py`` files are symlinks to them that the build cythonizes with typed ``.pxd`` layouts. The
 behaviour of both is covered by the whole unit suite, which ``make test-pure`` runs again with
 ``TICKFLOW_NO_EXTENSIONS=1``; here: the wiring.
 """
@@ -17,13 +17,14 @@ from pathlib import Path
 import pytest
 
 import fastpath
-from fastpath import flow, runs
+from fastpath import flow, runs, symbols
 
 FASTPATH = Path(fastpath.__file__).parent
 NO_EXT = os.environ.get("TICKFLOW_NO_EXTENSIONS", "") not in ("", "0")
 PAIRS = {
     "runs": ("Run", "StepRun", "Lane", "ReadyQueue"),
     "flow": ("Agent", "CoordinatorCore", "DispatcherCore"),
+    "symbols": ("SymbolState", "SymbolTable", "MarketData"),
 }
 
 
@@ -38,6 +39,7 @@ def test_choosers_report_the_implementation_in_use() -> None:
     expected = "python" if NO_EXT else "cython"
     assert expected == runs.RUNS_IMPLEMENTATION
     assert expected == flow.FLOW_IMPLEMENTATION
+    assert expected == symbols.SYMBOLS_IMPLEMENTATION
     suffix = "_py" if NO_EXT else "_c"
     assert runs.Run.__module__ == f"fastpath._runs{suffix}"
     assert flow.DispatcherCore.__module__ == f"fastpath._flow{suffix}"
@@ -59,13 +61,13 @@ def test_both_builds_expose_the_same_public_names(name: str, classes: tuple[str,
 def test_environment_variable_forces_the_python_twins() -> None:
     env = {**os.environ, "TICKFLOW_NO_EXTENSIONS": "1"}
     code = (
-        "import fastpath.flow as f, fastpath.runs as r;"
-        " print(r.RUNS_IMPLEMENTATION, f.FLOW_IMPLEMENTATION)"
+        "import fastpath.flow as f, fastpath.runs as r, fastpath.symbols as s;"
+        " print(r.RUNS_IMPLEMENTATION, f.FLOW_IMPLEMENTATION, s.SYMBOLS_IMPLEMENTATION)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    assert out.stdout.split() == ["python", "python"]
+    assert out.stdout.split() == ["python", "python", "python"]
 
 
 def test_a_step_run_refuses_unknown_attributes() -> None:

@@ -1,0 +1,1 @@
+_symbols_py.py
