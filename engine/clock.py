@@ -38,15 +38,14 @@ class LoopClock:
     cached millisecond clock, far too coarse for the microsecond latencies measured here.
     """
 
-    __slots__ = ("_loop", "now")
+    __slots__ = ("_loop", "now", "wall")
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._loop = loop or asyncio.get_running_loop()
-        # The builtin itself, not a method wrapping it: read several times per step.
+        # The builtins themselves, not methods wrapping them: ``now`` is read several times
+        # per step, ``wall`` once per run.
         self.now: Callable[[], float] = time.perf_counter
-
-    def wall(self) -> float:
-        return time.time()
+        self.wall: Callable[[], float] = time.time
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
         return self._loop.call_later(delay, callback)

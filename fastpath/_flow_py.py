@@ -373,10 +373,10 @@ class CoordinatorCore:
         ):
             # A failure, or an operator's cancel: recorded on the symbol, and not re-run by the
             # sweep (which would undo the cancel). Shed or shutdown work stays pending instead.
-            self.symbols.mark_failed(symbol, f"{run.workflow.name}: {error}", self.clock.wall())
+            self.symbols.mark_failed(symbol, f"{run.workflow.name}: {error}", self._wall())
         elif symbol.active_runs == 0 and run.follow_up is None:
             if state is _RUN_COMPLETED:
-                self.symbols.mark_completed(symbol, self.clock.wall())
+                self.symbols.mark_completed(symbol, self._wall())
             else:
                 self.symbols.mark_pending(symbol)  # shed or cancelled: the sweep picks it up
 

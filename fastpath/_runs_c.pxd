@@ -77,6 +77,7 @@ cdef class StepRun:
     cdef public object error
 
     cpdef advance(self, object new)
+    cdef _init(self, Run run, StepDef spec)
     @cython.locals(run=Run, spec=StepDef, ctx=StepContext)
     cpdef StepContext context(self, object market, object broker, object risk, object rng,
                               object clock)
@@ -105,7 +106,9 @@ cdef class Run:
     cdef public object cancel_reason
     cdef public bint suspended
 
-    @cython.locals(step=StepRun, spec=StepDef)
+    @cython.locals(step=StepRun, spec=StepDef, steps=list)
+    cdef list _make_steps(self, WorkflowDef workflow)
+    @cython.locals(step=StepRun)
     cpdef release(self)
     cpdef advance(self, object new)
 

@@ -235,6 +235,9 @@ class StepRun:
     )
 
     def __init__(self, run: Run, spec: StepDef) -> None:
+        self._init(run, spec)
+
+    def _init(self, run: Run, spec: StepDef) -> None:
         self.run = run
         self.spec = spec
         self.state = _STEP_PENDING
@@ -344,7 +347,7 @@ class Run:
         self.trigger_at = trigger_at
         self.deadline = trigger_at + workflow.deadline_s
         self.state = _RUN_PENDING
-        self.steps = [StepRun(self, spec) for spec in workflow.steps]
+        self.steps = self._make_steps(workflow)
         self.outputs: dict[str, Any] = {}
         self.completed = 0
         self.running = 0
@@ -356,6 +359,15 @@ class Run:
         self.follow_up_at = 0.0
         self.cancel_reason: str | None = None  # set by a cancel waiting on a running order step
         self.suspended = False  # cut by the shutdown drain: stored as still in flight
+
+    def _make_steps(self, workflow: WorkflowDef) -> list[StepRun]:
+        steps = []
+        for spec in workflow.steps:
+            # Made without a constructor call: no argument parsing, for every step of every run.
+            step = StepRun.__new__(StepRun)
+            step._init(self, spec)
+            steps.append(step)
+        return steps
 
     def release(self) -> None:
         """Break the run <-> step reference cycle once the run is over and none of its steps
