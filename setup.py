@@ -35,6 +35,9 @@ setup(
             [
                 Extension("fastpath._runs_c", ["fastpath/_runs_c.py"], extra_compile_args=["-O3"]),
                 Extension(
+                    "fastpath._counters_c", ["fastpath/_counters_c.py"], extra_compile_args=["-O3"]
+                ),
+                Extension(
                     "fastpath._symbols_c", ["fastpath/_symbols_c.py"], extra_compile_args=["-O3"]
                 ),
                 Extension("fastpath._flow_c", ["fastpath/_flow_c.py"], extra_compile_args=["-O3"]),

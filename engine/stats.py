@@ -1,6 +1,7 @@
 """Counters and latency histograms of the engine, and the frozen snapshots read from them.
 
-Everything here is plain attribute arithmetic on the hot path; exporters (the summary, later the
+The per-workflow and per-step counters live in :mod:`fastpath.counters` (compiled, with a
+pure-Python twin): everything there is plain attribute arithmetic on the hot path; exporters (the summary, later the
 Prometheus collector and the status API) read :meth:`EngineCounters.snapshot`.
 """
 
@@ -9,6 +10,8 @@ from __future__ import annotations
 from collections import Counter
 
 import msgspec
+
+from fastpath.counters import StepCounters, WorkflowCounters
 
 from .latency import LatencyHistogram
 
@@ -45,47 +48,6 @@ class DispatcherStatistics(msgspec.Struct, frozen=True, kw_only=True):
     preemptions: int
     timeouts: int
     dispatch_passes: int
-
-
-class StepCounters:
-    __slots__ = ("duration", "outcomes", "retries", "timeouts")
-
-    def __init__(self) -> None:
-        self.outcomes: Counter[str] = Counter()
-        self.retries = 0
-        self.timeouts = 0
-        self.duration = LatencyHistogram()
-
-
-class WorkflowCounters:
-    __slots__ = (
-        "conflated",
-        "dispatch_wait",
-        "preemptions",
-        "run_latency",
-        "runs",
-        "shed",
-        "skipped",
-        "steps",
-        "triggered",
-    )
-
-    def __init__(self, step_names: tuple[str, ...]) -> None:
-        self.triggered = 0
-        self.conflated = 0
-        self.skipped = 0
-        self.shed = 0
-        self.preemptions = 0
-        self.runs: Counter[str] = Counter()
-        self.dispatch_wait = LatencyHistogram()
-        self.run_latency = LatencyHistogram()
-        self.steps = {name: StepCounters() for name in step_names}
-
-    def step(self, name: str) -> StepCounters:
-        counters = self.steps.get(name)
-        if counters is None:  # a step added by a reload
-            counters = self.steps[name] = StepCounters()
-        return counters
 
 
 class EngineSnapshot(msgspec.Struct, frozen=True, kw_only=True):

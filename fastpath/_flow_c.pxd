@@ -3,6 +3,7 @@
 
 cimport cython
 
+from fastpath._counters_c cimport StepCounters, WorkflowCounters
 from fastpath._symbols_c cimport MarketData, SymbolState, SymbolTable
 from fastpath._runs_c cimport Lane, ReadyQueue, Run, StepDef, StepRun, WorkflowDef
 
@@ -50,7 +51,7 @@ cdef class CoordinatorCore:
     @cython.locals(symbol=SymbolState)
     cpdef accept_data(self, object event, double received_at, object default_priority)
     cpdef on_data(self, SymbolState symbol, object tick, double received_at)
-    @cython.locals(pending=Run, active=Run)
+    @cython.locals(pending=Run, active=Run, counters=WorkflowCounters)
     cpdef object trigger(self, WorkflowDef wf, SymbolState symbol, object tick, double at)
     @cython.locals(run=Run, steps=list, runs=dict)
     cpdef Run _start_run(self, WorkflowDef wf, SymbolState symbol, object tick, double at)
@@ -62,10 +63,10 @@ cdef class CoordinatorCore:
     cpdef object make_context(self, StepRun step)
     @cython.locals(run=Run)
     cpdef step_started(self, StepRun step, double now)
-    @cython.locals(run=Run, nxt=StepRun, steps=list, spec=StepDef)
+    @cython.locals(run=Run, nxt=StepRun, steps=list, spec=StepDef, sc=StepCounters)
     cpdef step_succeeded(self, StepRun step, object output, double now)
     cpdef bint _settle_cancel(self, Run run) except -1
-    @cython.locals(now=double, wf=WorkflowDef, symbol=SymbolState)
+    @cython.locals(now=double, wf=WorkflowDef, symbol=SymbolState, counters=WorkflowCounters)
     cpdef _end_run(self, Run run, object state, object outcome, object error)
     @cython.locals(symbol=SymbolState)
     cpdef _update_symbol(self, Run run, object state, object error)

@@ -20,11 +20,7 @@ def bucket_edge_seconds(int edge):
 
 
 cdef class LatencyHistogram:
-    cdef long long _counts[1024]
-    cdef public long long count
-    cdef public double total
-    cdef public double max
-    cdef public double min
+    # fields and record(): _latency.pxd, so the engine's compiled modules record in C
 
     def __cinit__(self):
         cdef int i

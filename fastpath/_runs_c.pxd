@@ -4,6 +4,7 @@
 cimport cython
 
 from fastpath._heap cimport PriorityHeap
+from fastpath._counters_c cimport StepCounters, WorkflowCounters
 from fastpath._symbols_c cimport SymbolState
 
 
@@ -24,7 +25,7 @@ cdef class StepDef:
     cdef public tuple deps
     cdef public tuple dependents
     cdef public bint sends_orders
-    cdef public object counters
+    cdef public StepCounters counters
 
 
 cdef class WorkflowDef:
@@ -35,7 +36,7 @@ cdef class WorkflowDef:
     cdef public object on_busy
     cdef public double deadline_s
     cdef public bint enabled
-    cdef public object counters
+    cdef public WorkflowCounters counters
     cdef public Lane lane
     cdef public tuple steps
     cdef public tuple roots

@@ -1,0 +1,1 @@
+_counters_py.py
