@@ -1,7 +1,7 @@
 """Counters and latency histograms of the engine, and the frozen snapshots read from them.
 
 The per-workflow and per-step counters live in :mod:`fastpath.counters` (compiled, with a
-pure-Python twin): everything there is plain attribute arithmetic on the hot path; exporters (the summary, later the
+pure-Python twin): plain attribute arithmetic on the hot path. Exporters (the summary, the
 Prometheus collector and the status API) read :meth:`EngineCounters.snapshot`.
 """
 

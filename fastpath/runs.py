@@ -2,7 +2,8 @@
 
 The same rule as :mod:`fastpath.heap` (``TICKFLOW_NO_EXTENSIONS``). The compiled module is
 ``_runs_py.py`` cythonized with typed fields (``_runs_c.pxd``); it is used only together with
-the compiled heap, symbols and counters, so a half-built tree falls back to the pure-Python twin as a whole.
+the compiled heap, symbols and counters, so a half-built tree falls back to the pure-Python
+twins as a whole.
 """
 
 from __future__ import annotations
