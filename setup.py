@@ -28,6 +28,7 @@ setup(
                 Extension(
                     "fastpath._latency", ["fastpath/_latency.pyx"], extra_compile_args=["-O3"]
                 ),
+                Extension("fastpath._coro", ["fastpath/_coro.pyx"], extra_compile_args=["-O3"]),
             ],
             compiler_directives=COMPILER_DIRECTIVES,
         ),

@@ -23,6 +23,7 @@ from typing import Any
 from engine.errors import StepTimeout
 from engine.fsm import Interrupt, RunState, StepState
 from engine.workflow import ExecKind
+from fastpath import coro as _coro
 from fastpath import runs as _runs
 
 __all__ = ["STREAK_SECONDS", "STREAK_STEPS", "Agent", "CoordinatorCore", "DispatcherCore"]
@@ -555,13 +556,10 @@ class DispatcherCore:
                     self.overruns += 1
             elif kind is _ASYNC:
                 coro = spec.fn(ctx)
-                try:
-                    # Run it until it first suspends: one that returns at once needs no timer.
-                    yielded = coro.send(None)
-                except StopIteration as stop:
-                    output = stop.value
-                else:
-                    return (step, lane, now, ctx, coro, yielded)
+                # Run it until it first suspends: one that returns at once needs no timer.
+                suspended, output = _coro.start(coro)
+                if suspended:
+                    return (step, lane, now, ctx, coro, output)
             else:
                 return (step, lane, now, ctx, None, None)
         except asyncio.CancelledError:

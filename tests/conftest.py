@@ -33,3 +33,12 @@ _LATENCY_MODULES = {"python": "fastpath._latency_py", "cython": "fastpath._laten
 def latency_module(request: pytest.FixtureRequest) -> ModuleType:
     """The compiled latency histogram and its twin, like ``heap_module``."""
     return importlib.import_module(_LATENCY_MODULES[request.param])
+
+
+_CORO_MODULES = {"python": "fastpath._coro_py", "cython": "fastpath._coro"}
+
+
+@pytest.fixture(params=HEAP_IMPLEMENTATIONS)
+def coro_module(request: pytest.FixtureRequest) -> ModuleType:
+    """The compiled coroutine starter and its twin, like ``heap_module``."""
+    return importlib.import_module(_CORO_MODULES[request.param])
