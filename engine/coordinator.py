@@ -123,8 +123,7 @@ class Coordinator(CoordinatorCore):
         if not self.runs and self.on_busy is not None:
             self.on_busy()
         self.runs[run.id] = run
-        self._by_symbol.setdefault(symbol_name, set()).add(run)
-        symbol.active_runs += 1
+        symbol.runs.add(run)
         last = symbol.last_tick
         if last is not None and last.ts >= tick.ts and last != tick:
             # Newer data was accepted before the stop: it gets its follow-up run.
@@ -150,7 +149,7 @@ class Coordinator(CoordinatorCore):
         self.symbols.set_priority(symbol, priority)
         new_routes = self.routes(priority)
         moved = 0
-        for run in list(self._by_symbol.get(symbol.name, ())):
+        for run in list(symbol.runs):
             if run.follow_up is not None and not run.workflow.route.matches(priority):
                 # The waiting tick belongs to the new route now, not after this run ends.
                 tick, at = run.follow_up, run.follow_up_at

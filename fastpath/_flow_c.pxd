@@ -38,7 +38,6 @@ cdef class CoordinatorCore:
     cdef public dict runs
     cdef public dict _pending
     cdef public dict _active
-    cdef public dict _by_symbol
     cdef public dict _route_cache
     cdef public object on_step_finished
     cdef public object on_run_update
@@ -66,8 +65,8 @@ cdef class CoordinatorCore:
     @cython.locals(run=Run, nxt=StepRun, steps=list, spec=StepDef, sc=StepCounters)
     cpdef step_succeeded(self, StepRun step, object output, double now)
     cpdef bint _settle_cancel(self, Run run) except -1
-    @cython.locals(now=double, wf=WorkflowDef, symbol=SymbolState, counters=WorkflowCounters)
-    cpdef _end_run(self, Run run, object state, object outcome, object error)
+    @cython.locals(wf=WorkflowDef, symbol=SymbolState, counters=WorkflowCounters)
+    cpdef _end_run(self, Run run, object state, object outcome, object error, double now=*)
     @cython.locals(symbol=SymbolState)
     cpdef _update_symbol(self, Run run, object state, object error)
 

@@ -117,7 +117,6 @@ class CoordinatorCore:
         self.runs: dict[int, Any] = {}  # live runs by id
         self._pending: dict[tuple[str, str], Any] = {}
         self._active: dict[tuple[str, str], Any] = {}
-        self._by_symbol: dict[str, set[Any]] = {}
         self._route_cache: dict[int, tuple[Any, ...]] = {}
         # Observers; None costs one attribute test. Storage: every step that finished, and a
         # run created, its input replaced, started, or ended.
@@ -201,11 +200,7 @@ class CoordinatorCore:
             self.on_busy()
         runs[run.id] = run
         self._pending[run.key] = run
-        runs_of_symbol = self._by_symbol.get(symbol.name)
-        if runs_of_symbol is None:
-            runs_of_symbol = self._by_symbol[symbol.name] = set()
-        runs_of_symbol.add(run)
-        symbol.active_runs += 1
+        symbol.runs.add(run)
         if self.on_run_update is not None:
             self.on_run_update(run)
         steps = run.steps
@@ -294,7 +289,7 @@ class CoordinatorCore:
         run.completed += 1
         steps = run.steps
         if run.completed == len(steps):
-            self._end_run(run, _RUN_COMPLETED, "completed", None)
+            self._end_run(run, _RUN_COMPLETED, "completed", None, now)
             return
         for index in spec.dependents:
             if run.outcome is not None:
@@ -314,11 +309,15 @@ class CoordinatorCore:
 
     # -- ending runs ------------------------------------------------------------------------
 
-    def _end_run(self, run: Any, state: RunState, outcome: str, error: str | None) -> None:
+    def _end_run(
+        self, run: Any, state: RunState, outcome: str, error: str | None, now: float = -1.0
+    ) -> None:
+        """End ``run``; ``now``: the instant it ended if the caller has read it, else -1."""
         if run.state is _RUN_PENDING and state is not _RUN_CANCELLED:
             run.advance(_RUN_RUNNING)
         run.advance(state)
-        now = self.clock.now()
+        if now < 0.0:
+            now = self.clock.now()
         run.finished_at = now
         run.outcome = outcome
         run.error = error
@@ -331,12 +330,7 @@ class CoordinatorCore:
             del self._active[key]
         self.runs.pop(run.id, None)
         symbol = run.symbol
-        runs_of_symbol = self._by_symbol.get(symbol.name)
-        if runs_of_symbol is not None:
-            runs_of_symbol.discard(run)
-            if not runs_of_symbol:
-                del self._by_symbol[symbol.name]
-        symbol.active_runs -= 1
+        symbol.runs.discard(run)
         counters = run.workflow.counters
         counters.runs[outcome] += 1
         if state is _RUN_COMPLETED:
@@ -369,13 +363,13 @@ class CoordinatorCore:
     def _update_symbol(self, run: Any, state: RunState, error: str | None) -> None:
         symbol = run.symbol
         if state is _RUN_FAILED or (
-            run.outcome == "cancelled" and not self.stopping and symbol.active_runs == 0
+            run.outcome == "cancelled" and not self.stopping and not symbol.runs
             and run.follow_up is None
         ):
             # A failure, or an operator's cancel: recorded on the symbol, and not re-run by the
             # sweep (which would undo the cancel). Shed or shutdown work stays pending instead.
             self.symbols.mark_failed(symbol, f"{run.workflow.name}: {error}", self._wall())
-        elif symbol.active_runs == 0 and run.follow_up is None:
+        elif not symbol.runs and run.follow_up is None:
             if state is _RUN_COMPLETED:
                 self.symbols.mark_completed(symbol, self._wall())
             else:

@@ -130,7 +130,6 @@ cdef class ReadyQueue:
     cdef public list _lane_list
     cdef long long _seq
     cdef public long _size
-    cdef dict _depth
     cdef public long shed
 
     cpdef Lane add_lane(self, object name, int max_concurrent)
@@ -147,5 +146,3 @@ cdef class ReadyQueue:
     cpdef rekey(self, StepRun step, object old_priority, object new_priority)
     @cython.locals(worst=Lane, lane=Lane)
     cdef Lane _worst_lane(self)
-    @cython.locals(n=long)
-    cdef void _dec_depth(self, object priority)

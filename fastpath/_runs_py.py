@@ -421,7 +421,6 @@ class ReadyQueue:
             self.add_lane(name, max_concurrent)
         self._seq = 0
         self._size = 0
-        self._depth: dict[int, int] = {}
         self.shed = 0
 
     def add_lane(self, name: str, max_concurrent: int) -> Lane:
@@ -465,7 +464,6 @@ class ReadyQueue:
             victim = worst_lane.heap.pop_worst()
             assert victim is not None
             victim.handle = None
-            self._dec_depth(victim.run.priority)
             self._size -= 1
             self.shed += 1
         wf = step.run.workflow
@@ -474,8 +472,6 @@ class ReadyQueue:
             lane = wf.lane = self.lanes[wf.name]
         step.handle = lane.heap.push_keyed(priority, deadline, step.seq, step)
         self._size += 1
-        depth = self._depth
-        depth[priority] = depth.get(priority, 0) + 1
         return victim
 
     # -- taking -----------------------------------------------------------------------------
@@ -497,7 +493,6 @@ class ReadyQueue:
         step: StepRun = lane.heap.pop()
         step.handle = None
         self._size -= 1
-        self._dec_depth(step.run.priority)
         return step
 
     def remove(self, step: StepRun) -> None:
@@ -506,20 +501,24 @@ class ReadyQueue:
         step.run.workflow.lane.heap.remove(step.handle)
         step.handle = None
         self._size -= 1
-        self._dec_depth(step.run.priority)
 
     def rekey(self, step: StepRun, old_priority: int, new_priority: int) -> None:
         """Move a queued step to a new priority at once (decrease- or increase-key)."""
         if step.handle is None or old_priority == new_priority:
             return
         step.run.workflow.lane.heap.update(step.handle, priority=new_priority)
-        self._dec_depth(old_priority)
-        self._depth[new_priority] = self._depth.get(new_priority, 0) + 1
 
     # -- reading ----------------------------------------------------------------------------
 
     def depth_by_priority(self) -> dict[int, int]:
-        return {p: n for p, n in sorted(self._depth.items()) if n}
+        """Queued steps by priority: counted when asked (a scrape, a status call), so the hot
+        path keeps no per-priority tally."""
+        depth: dict[int, int] = {}
+        for lane in self._lane_list:
+            for step in lane.heap.items():
+                priority = step.run.priority
+                depth[priority] = depth.get(priority, 0) + 1
+        return dict(sorted(depth.items()))
 
     def statistics(self) -> QueueStatistics:
         return QueueStatistics(
@@ -541,11 +540,3 @@ class ReadyQueue:
                     worst = lane
                     worst_key = key
         return worst
-
-    def _dec_depth(self, priority: int) -> None:
-        depth = self._depth
-        n = depth.get(priority, 0) - 1
-        if n > 0:
-            depth[priority] = n
-        else:
-            depth.pop(priority, None)

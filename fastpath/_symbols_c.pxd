@@ -11,7 +11,7 @@ cdef class SymbolState:
     cdef public object last_tick
     cdef public object last_processed
     cdef public object last_error
-    cdef public int active_runs
+    cdef public set runs
 
 
 cdef class SymbolTable:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import msgspec
 
@@ -56,7 +57,6 @@ class SymbolState:
     """A live row. ``active_runs`` counts runs (pending, running or waiting as follow-up)."""
 
     __slots__ = (
-        "active_runs",
         "id",
         "last_error",
         "last_processed",
@@ -64,6 +64,7 @@ class SymbolState:
         "name",
         "phase",
         "priority",
+        "runs",
         "status",
     )
 
@@ -76,7 +77,11 @@ class SymbolState:
         self.last_tick: Tick | None = None
         self.last_processed: float | None = None
         self.last_error: str | None = None
-        self.active_runs = 0
+        self.runs: set[Any] = set()  # its live runs (pending, running, or with a follow-up)
+
+    @property
+    def active_runs(self) -> int:
+        return len(self.runs)
 
     def row(self) -> SymbolRow:
         return SymbolRow(
@@ -196,7 +201,7 @@ class SymbolTable:
             for s in self._by_name.values()
             if s.phase is Phase.DATA_READY
             and s.status is SymbolStatus.PENDING
-            and s.active_runs == 0
+            and not s.runs
             and s.last_tick is not None
         ]
 
