@@ -32,6 +32,7 @@ cdef class CoordinatorCore:
     cdef public object broker
     cdef public object risk
     cdef public DispatcherCore dispatcher
+    cdef public object _now
     cdef public object _wall
     cdef public bint stopping
     cdef public object _ids
@@ -74,6 +75,7 @@ cdef class CoordinatorCore:
 cdef class DispatcherCore:
     cdef public ReadyQueue queue
     cdef public object clock
+    cdef public object _now
     cdef public CoordinatorCore hooks
     cdef public object executor
     cdef public list agents

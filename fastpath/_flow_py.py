@@ -111,6 +111,7 @@ class CoordinatorCore:
         self.broker = broker
         self.risk = risk
         self.dispatcher: Any = None
+        self._now = clock.now  # the callable itself: read on every step
         self._wall = clock.wall
         self.stopping = False  # set by the engine's drain: no new follow-ups, work stays pending
         self._ids = itertools.count(first_run_id)
@@ -317,7 +318,7 @@ class CoordinatorCore:
             run.advance(_RUN_RUNNING)
         run.advance(state)
         if now < 0.0:
-            now = self.clock.now()
+            now = self._now()
         run.finished_at = now
         run.outcome = outcome
         run.error = error
@@ -386,6 +387,7 @@ class DispatcherCore:
         self.clock = clock
         self.hooks = hooks
         self.executor = executor
+        self._now = clock.now  # the callable itself: read several times per step
         self.agents = [Agent(i) for i in range(agents)]
         self._idle: list[Any] = []
         self._scheduled = False
@@ -509,7 +511,7 @@ class DispatcherCore:
         (or runs in a thread), ``(step, lane, started_at, ctx, coro, yielded)`` for the agent's
         coroutine to finish (``coro`` None: a thread step that has not started yet).
         """
-        now = self.clock.now
+        now = self._now
         while True:
             if step is None:
                 if agent.streak >= STREAK_STEPS or now() >= agent.streak_until:
@@ -528,10 +530,10 @@ class DispatcherCore:
     def run_step(self, agent: Any, step: Any) -> Any:
         """Start ``step`` on ``agent`` and run it as far as it goes without suspending."""
         hooks = self.hooks
-        clock = self.clock
+        clock_now = self._now
         spec = step.spec
         lane = step.run.workflow.lane
-        now = clock.now()
+        now = clock_now()
         agent.step = step
         self._starts += 1
         agent.start_seq = self._starts
@@ -546,7 +548,7 @@ class DispatcherCore:
                 # Never timed out: it cannot be interrupted, and once it has returned its result
                 # exists -- for an order step, the fill exists. Failing it would lose that.
                 output = spec.fn(ctx)
-                if clock.now() - now > spec.timeout_s:
+                if clock_now() - now > spec.timeout_s:
                     self.overruns += 1
             elif kind is _ASYNC:
                 coro = spec.fn(ctx)
@@ -561,10 +563,10 @@ class DispatcherCore:
                 raise
         except Exception as exc:
             self._finish(agent, lane, None)
-            hooks.step_failed(step, exc, clock.now(), isinstance(exc, StepTimeout))
+            hooks.step_failed(step, exc, clock_now(), isinstance(exc, StepTimeout))
         else:
             self._finish(agent, lane, None)
-            hooks.step_succeeded(step, output, clock.now())
+            hooks.step_succeeded(step, output, clock_now())
         if self._idle and self.queue:
             self.schedule()  # work for the idle agents too (this one pulls its own next step)
         return None
