@@ -42,6 +42,71 @@ _RUN_STATE = {s: s.value for s in RunState}
 _STEP_STATE = {s: s.value for s in StepState}
 
 
+# Each table's rows go to SQLite as ONE parameter: a JSON array of rows, expanded by json_each
+# inside the statement. With executemany, the SQLite thread takes the GIL back for every row's
+# parameters, and while the event loop is busy each of those handoffs waits out a GIL switch
+# interval: a commit of thousands of rows then crawls for as long as the engine is busy. Here
+# the rows are encoded on the loop in one C call (msgspec, objects embedded as they are: ticks,
+# outputs, raw event JSON) and the statement runs start to end without the GIL. JSON columns
+# (payload, tick, output) are taken with ``->`` (their JSON text, stored as a BLOB like every
+# JSON column of the schema), the others with ``->>``.
+_JOURNAL_SQL = (
+    "INSERT INTO journal (seq, received_at, type, symbol, payload) "
+    "SELECT value->>0, value->>1, value->>2, value->>3, CAST(value->4 AS BLOB) "
+    "FROM json_each(?)"
+)
+_SYMBOLS_SQL = (
+    "INSERT INTO symbols (id, name, phase, status, priority, last_processed, last_error, "
+    "last_tick, updated_at) SELECT value->>0, value->>1, value->>2, value->>3, value->>4, "
+    "value->>5, value->>6, CAST(nullif(value->7, 'null') AS BLOB), value->>8 "
+    "FROM json_each(?) WHERE true "
+    "ON CONFLICT (id) DO UPDATE SET phase=excluded.phase, status=excluded.status, "
+    "priority=excluded.priority, last_processed=excluded.last_processed, "
+    "last_error=excluded.last_error, last_tick=excluded.last_tick, "
+    "updated_at=excluded.updated_at"
+)
+_RUNS_SQL = (
+    "INSERT INTO runs (id, workflow, symbol, state, outcome, priority, tick, tick_ts, "
+    "created_at, finished_at, error) SELECT value->>0, value->>1, value->>2, value->>3, "
+    "value->>4, value->>5, CAST(value->6 AS BLOB), value->>7, value->>8, value->>9, "
+    "value->>10 "
+    "FROM json_each(?) WHERE true "
+    "ON CONFLICT (id) DO UPDATE SET state=excluded.state, "
+    "outcome=excluded.outcome, priority=excluded.priority, tick=excluded.tick, "
+    "tick_ts=excluded.tick_ts, finished_at=excluded.finished_at, error=excluded.error"
+)
+_STEPS_SQL = (
+    "INSERT INTO steps (run_id, step, state, attempts, output, error, started_at, "
+    "finished_at, preemptions) SELECT value->>0, value->>1, value->>2, value->>3, "
+    "CASE WHEN value->>9 THEN CAST(value->4 AS BLOB) END, value->>5, value->>6, value->>7, "
+    "value->>8 "
+    "FROM json_each(?) WHERE true "
+    "ON CONFLICT (run_id, step) DO UPDATE SET state=excluded.state, "
+    "attempts=excluded.attempts, output=excluded.output, error=excluded.error, "
+    "started_at=COALESCE(steps.started_at, excluded.started_at), "
+    "finished_at=excluded.finished_at, preemptions=excluded.preemptions"
+)
+
+
+def _batch(rows: list[Any]) -> str:
+    """One table's rows as a JSON array (text: SQLite 3.45+ would read a BLOB as JSONB)."""
+    return _encode(rows).decode()
+
+
+def _steps_batch(rows: list[list[Any]]) -> str:
+    try:
+        return _batch(rows)
+    except (TypeError, msgspec.EncodeError, UnicodeDecodeError):
+        pass
+    for row in rows:  # some output cannot be encoded: find it, store it as missing
+        try:
+            _encode(row[4])
+        except (TypeError, msgspec.EncodeError):
+            row[4] = None
+            row[9] = False  # recovery re-runs this run from its first step
+    return _batch(rows)
+
+
 class WriterStatistics(msgspec.Struct, frozen=True, kw_only=True):
     commits: int
     records: int
@@ -79,7 +144,7 @@ class StorageWriter:
         self.prune_interval_s = prune_interval_s
         self._seq = next_seq - 1  # the last journal seq handed out
         self._committed_seq = next_seq - 1
-        self._journal: list[tuple[int, float, str, str, bytes]] = []
+        self._journal: list[tuple[int, float, str, str, msgspec.Raw]] = []
         self._symbols: dict[str, SymbolState] = {}
         self._runs: dict[int, Run] = {}
         self._steps: dict[tuple[int, str], StepRun] = {}
@@ -105,8 +170,9 @@ class StorageWriter:
     # -- the hot path: O(1), never awaits ---------------------------------------------------
 
     def journal(self, event_type: str, symbol: str, payload: bytes, received_at: float) -> int:
+        """``payload``: the event as JSON (it is embedded in the batch as it is)."""
         self._seq += 1
-        self._journal.append((self._seq, received_at, event_type, symbol, payload))
+        self._journal.append((self._seq, received_at, event_type, symbol, msgspec.Raw(payload)))
         self._changed()
         return self._seq
 
@@ -149,9 +215,9 @@ class StorageWriter:
         self._changes = n
         if n == 1:
             self._wake.set()
-        if n >= self.batch_max:
+        elif n == self.batch_max:  # once per batch: Event.set() is Python-level
             self._full.set()
-        if n >= self.backlog_max and self.backlog >= self.backlog_max:
+        if n >= self.backlog_max and self._room.is_set() and self.backlog >= self.backlog_max:
             self._room.clear()
 
     # -- waiting ----------------------------------------------------------------------------
@@ -259,7 +325,7 @@ class StorageWriter:
 
     async def _transaction(
         self,
-        journal: list[tuple[int, float, str, str, bytes]],
+        journal: list[tuple[int, float, str, str, msgspec.Raw]],
         rows: _Rows,
         dropped: list[int],
         high: list[tuple[str, int]],
@@ -269,7 +335,7 @@ class StorageWriter:
         try:
             await conn.execute("BEGIN IMMEDIATE")
             if journal:
-                await conn.executemany("INSERT INTO journal VALUES (?, ?, ?, ?, ?)", journal)
+                await conn.execute(_JOURNAL_SQL, (_batch(journal),))
             await rows.write(conn)
             if dropped:
                 await conn.executemany(
@@ -294,7 +360,7 @@ class StorageWriter:
             raise StorageError(f"{self.path}: commit failed, stopping: {exc}") from exc
 
     def _committed(
-        self, journal: list[tuple[int, float, str, str, bytes]], count: int, started: float
+        self, journal: list[tuple[int, float, str, str, msgspec.Raw]], count: int, started: float
     ) -> None:
         self.last_commit_s = time.perf_counter() - started
         self.commits += 1
@@ -384,17 +450,16 @@ class _Rows:
         self.now = now
         self.symbols: list[tuple[Any, ...]] = []
         self.runs: list[tuple[Any, ...]] = []
-        self.steps: list[tuple[Any, ...]] = []
+        self.steps: list[list[Any]] = []
         self.orders: list[tuple[Any, ...]] = []
         self.fills: list[tuple[Any, ...]] = []
         self.positions: list[tuple[Any, ...]] = []
         self.accounts: list[tuple[Any, ...]] = []
 
     def symbol(self, s: SymbolState) -> None:
-        tick = _encode(s.last_tick) if s.last_tick is not None else None
         self.symbols.append(
             (s.id, s.name, _PHASE[s.phase], _SSTATUS[s.status], s.priority, s.last_processed,
-             s.last_error, tick, self.now)
+             s.last_error, s.last_tick, self.now)
         )
 
     def run(self, r: Run) -> None:
@@ -403,25 +468,23 @@ class _Rows:
             # resumes it under the same id instead of redoing its work under a new one.
             self.runs.append(
                 (r.id, r.workflow.name, r.symbol.name, "running", None, r.priority,
-                 _encode(r.tick), r.tick.ts, self.now, None,
+                 r.tick, r.tick.ts, self.now, None,
                  f"{r.error or 'shutdown'}; resumed at the next start")
             )
             return
         finished = self.now if r.state.terminal else None
         self.runs.append(
             (r.id, r.workflow.name, r.symbol.name, _RUN_STATE[r.state], r.outcome, r.priority,
-             _encode(r.tick), r.tick.ts, self.now, finished, r.error)
+             r.tick, r.tick.ts, self.now, finished, r.error)
         )
 
     def step(self, run_id: int, st: StepRun) -> None:
-        try:
-            output: bytes | None = _encode(st.output)
-        except (TypeError, msgspec.EncodeError):
-            output = None  # not encodable: recovery re-runs this run from its first step
+        # The output goes into the batch as it is; _steps_batch() copes with one that cannot
+        # be encoded. The last column says whether it could.
         self.steps.append(
-            (run_id, st.spec.name, _STEP_STATE[st.state], st.attempts, output, st.error,
+            [run_id, st.spec.name, _STEP_STATE[st.state], st.attempts, st.output, st.error,
              self.now if st.started_at is not None else None,
-             self.now if st.state.terminal else None, st.preemptions)
+             self.now if st.state.terminal else None, st.preemptions, True]
         )
 
     def order(self, outcome: Any, run_id: int) -> None:
@@ -452,35 +515,11 @@ class _Rows:
 
     async def write(self, conn: aiosqlite.Connection) -> None:
         if self.symbols:
-            await conn.executemany(
-                "INSERT INTO symbols (id, name, phase, status, priority, last_processed, "
-                "last_error, last_tick, updated_at) VALUES (?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT (id) DO UPDATE SET phase=excluded.phase, status=excluded.status, "
-                "priority=excluded.priority, last_processed=excluded.last_processed, "
-                "last_error=excluded.last_error, last_tick=excluded.last_tick, "
-                "updated_at=excluded.updated_at",
-                self.symbols,
-            )
+            await conn.execute(_SYMBOLS_SQL, (_batch(self.symbols),))
         if self.runs:
-            await conn.executemany(
-                "INSERT INTO runs (id, workflow, symbol, state, outcome, priority, tick, "
-                "tick_ts, created_at, finished_at, error) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT (id) DO UPDATE SET state=excluded.state, "
-                "outcome=excluded.outcome, priority=excluded.priority, tick=excluded.tick, "
-                "tick_ts=excluded.tick_ts, finished_at=excluded.finished_at, "
-                "error=excluded.error",
-                self.runs,
-            )
+            await conn.execute(_RUNS_SQL, (_batch(self.runs),))
         if self.steps:
-            await conn.executemany(
-                "INSERT INTO steps (run_id, step, state, attempts, output, error, started_at, "
-                "finished_at, preemptions) VALUES (?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT (run_id, step) DO UPDATE SET state=excluded.state, "
-                "attempts=excluded.attempts, output=excluded.output, error=excluded.error, "
-                "started_at=COALESCE(steps.started_at, excluded.started_at), "
-                "finished_at=excluded.finished_at, preemptions=excluded.preemptions",
-                self.steps,
-            )
+            await conn.execute(_STEPS_SQL, (_steps_batch(self.steps),))
         if self.orders:
             # A retried order returns its original fill: the first record stands.
             await conn.executemany(

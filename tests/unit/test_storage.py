@@ -149,7 +149,7 @@ def test_a_full_disk_stops_the_writer_with_a_clear_error(tmp_path: Path) -> None
     async def fill_it(path: Path) -> tuple[int, int]:
         conn = await open_database(path)
         writer = _writer(conn, PaperBroker())
-        payload = b"x" * 4000
+        payload = b'"' + b"x" * 4000 + b'"'  # journal payloads are the events' JSON
         committed = 0
 
         async def write_until_it_fails() -> None:
@@ -327,3 +327,61 @@ def test_nothing_is_committed_after_a_failed_commit(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "t.db")
     assert conn.execute("SELECT seq, received_at FROM journal").fetchall() == [(1, 1.0)]
     conn.close()
+
+
+STEPS_CONFIG = """
+[workflows.wf]
+priority = 1
+max_concurrent = 1
+[[workflows.wf.steps]]
+name = "a"
+action = "tests.unit.run_actions:quick"
+[[workflows.wf.steps]]
+name = "b"
+action = "tests.unit.run_actions:quick"
+depends_on = ["a"]
+"""
+
+
+def test_a_step_output_that_cannot_be_encoded_is_stored_as_missing_the_rest_intact(
+    tmp_path: Path,
+) -> None:
+    """Rows go to SQLite as one JSON batch per table: one output msgspec cannot encode must
+    not cost the batch -- it is stored as missing (recovery re-runs that run), the rest as is."""
+    from engine.config import loads_config
+    from engine.fsm import StepState
+    from engine.runs import Run
+    from engine.symbols import SymbolState
+    from engine.workflow import compile_workflows
+
+    wf = compile_workflows(loads_config(STEPS_CONFIG))["wf"]
+
+    async def scenario() -> None:
+        conn = await open_database(tmp_path / "t.db")
+        writer = _writer(conn, PaperBroker())
+        good = Run(1, wf, SymbolState(1, "AAPL", 1), Tick("AAPL", 1.0, 100.0), 1, 0.0)
+        bad = Run(2, wf, SymbolState(2, "MSFT", 1), Tick("MSFT", 2.0, 50.0), 1, 0.0)
+        outputs = {1: {"signal": "BUY", "z": 1.5}, 2: object()}
+        for run in (good, bad):
+            step = run.steps[0]
+            step.advance(StepState.RUNNING)
+            step.started_at = 0.0
+            step.attempts = 1
+            step.output = outputs[run.id]
+            step.advance(StepState.COMPLETED)
+            writer.run(run)
+            writer.step(step)
+        await writer.close()
+
+    asyncio.run(scenario())
+    conn = sqlite3.connect(tmp_path / "t.db")
+    rows = conn.execute("SELECT run_id, step, state, output FROM steps ORDER BY run_id").fetchall()
+    assert rows == [
+        (1, "a", "completed", b'{"signal":"BUY","z":1.5}'),
+        (2, "a", "completed", None),
+    ]
+    ticks = conn.execute("SELECT id, tick, tick_ts FROM runs ORDER BY id").fetchall()
+    assert ticks == [
+        (1, b'{"symbol":"AAPL","ts":1.0,"price":100.0,"volume":0.0,"bid":null,"ask":null}', 1.0),
+        (2, b'{"symbol":"MSFT","ts":2.0,"price":50.0,"volume":0.0,"bid":null,"ask":null}', 2.0),
+    ]
