@@ -91,7 +91,8 @@ class Persistence:
         symbols.set_listener(writer.symbol)
         coordinator.set_next_run_id(loaded.next_run_id)
         coordinator.on_run_update = writer.run
-        coordinator.on_step_finished = self._chain(coordinator.on_step_finished)
+        coordinator.on_step_finished = writer.step
+        coordinator.on_order_finished = self._chain_orders(coordinator.on_order_finished)
         outcomes = {"resumed": 0, "restarted": 0, "dropped": 0}
         reused = 0
         for stored in loaded.runs:
@@ -137,18 +138,18 @@ class Persistence:
         if self.writer is not None:
             await self.writer.close()
 
-    def _chain(self, previous: Any) -> Any:
+    def _chain_orders(self, previous: Any) -> Any:
+        """An order step finished: its order (and fill) go to storage, then to ``previous``."""
         writer = self.writer
         assert writer is not None
 
-        def on_step_finished(step: StepRun) -> None:
-            writer.step(step)
-            if step.spec.sends_orders and step.output is not None:
+        def on_order_finished(step: StepRun) -> None:
+            if step.output is not None:
                 writer.order(step.output, step.run.id)
             if previous is not None:
                 previous(step)
 
-        return on_step_finished
+        return on_order_finished
 
     def _drop(self, run_id: int, workflow: str, symbol: str) -> None:
         log.warning(

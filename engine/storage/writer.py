@@ -132,6 +132,7 @@ class StorageWriter:
         backlog_max: int = 50_000,
         retention_s: float = 86_400.0,
         prune_interval_s: float = 60.0,
+        gil_yield_s: float = 0.0002,
     ) -> None:
         self.conn = conn
         self.path = path
@@ -140,8 +141,10 @@ class StorageWriter:
         self.commit_interval_s = commit_interval_s
         self.batch_max = batch_max
         self.backlog_max = backlog_max
+        self._signal_at = 1  # the change count at which _signal() has something to do
         self.retention_s = retention_s
         self.prune_interval_s = prune_interval_s
+        self.gil_yield_s = gil_yield_s
         self._seq = next_seq - 1  # the last journal seq handed out
         self._committed_seq = next_seq - 1
         self._journal: list[tuple[int, float, str, str, msgspec.Raw]] = []
@@ -171,22 +174,31 @@ class StorageWriter:
 
     def journal(self, event_type: str, symbol: str, payload: bytes, received_at: float) -> int:
         """``payload``: the event as JSON (it is embedded in the batch as it is)."""
-        self._seq += 1
-        self._journal.append((self._seq, received_at, event_type, symbol, msgspec.Raw(payload)))
+        seq = self._seq = self._seq + 1
+        self._journal.append((seq, received_at, event_type, symbol, msgspec.Raw(payload)))
         self._changed()
-        return self._seq
+        return seq
+
+    # The three below run several times per run: each does _changed()'s counting inline and
+    # calls it only when there is something to signal.
 
     def symbol(self, state: SymbolState) -> None:
         self._symbols[state.name] = state
-        self._changed()
+        n = self._changes = self._changes + 1
+        if n >= self._signal_at:
+            self._signal(n)
 
     def run(self, run: Run) -> None:
         self._runs[run.id] = run
-        self._changed()
+        n = self._changes = self._changes + 1
+        if n >= self._signal_at:
+            self._signal(n)
 
     def step(self, step: StepRun) -> None:
         self._steps[(step.run.id, step.spec.name)] = step
-        self._changed()
+        n = self._changes = self._changes + 1
+        if n >= self._signal_at:
+            self._signal(n)
 
     def order(self, outcome: Any, run_id: int) -> None:
         """An order-sending step finished: record the order and its fill (if any)."""
@@ -211,14 +223,22 @@ class StorageWriter:
     def _changed(self) -> None:
         # Called for every record: a counter, not a recount of the buffers. It counts changes,
         # an upper bound of the backlog (repeated changes to one object are written once).
-        n = self._changes + 1
-        self._changes = n
+        n = self._changes = self._changes + 1
+        if n >= self._signal_at:
+            self._signal(n)
+
+    def _signal(self, n: int) -> None:
+        """The change count reached ``_signal_at``: wake the writer, tell it the batch is full,
+        or check the backlog bound -- then set the count at which to look again."""
         if n == 1:
             self._wake.set()
-        elif n == self.batch_max:  # once per batch: Event.set() is Python-level
+        if n >= self.batch_max and not self._full.is_set():
             self._full.set()
         if n >= self.backlog_max and self._room.is_set() and self.backlog >= self.backlog_max:
             self._room.clear()
+        ahead = [t for t in (self.batch_max, self.backlog_max) if t > n]
+        # Past both (repeated changes to one object count once): look at the backlog again soon.
+        self._signal_at = min(ahead) if ahead else n + max(1, self.backlog_max // 16)
 
     # -- waiting ----------------------------------------------------------------------------
 
@@ -280,6 +300,7 @@ class StorageWriter:
         self._wake.clear()
         self._full.clear()
         self._changes = 0
+        self._signal_at = 1
         journal, self._journal = self._journal, []
         symbols, self._symbols = self._symbols, {}
         runs, self._runs = self._runs, {}
@@ -311,6 +332,8 @@ class StorageWriter:
             high.append(("max_seq", journal[-1][0]))
         started = time.perf_counter()
         transaction = asyncio.ensure_future(self._transaction(journal, rows, dropped, high, now))
+        pump = _GilPump(asyncio.get_running_loop(), self.gil_yield_s)
+        transaction.add_done_callback(pump.stop)
         try:
             await asyncio.shield(transaction)
         except asyncio.CancelledError:
@@ -439,6 +462,34 @@ class StorageWriter:
             if not fut.done():
                 fut.set_exception(StorageError(f"{self.path}: commit failed: {exc}"))
         self._waiters = []
+
+
+class _GilPump:
+    """Hands the GIL to the SQLite thread every ``interval`` while a transaction is in flight.
+
+    The thread needs the GIL between statements (to take the next request, to report back),
+    and a busy event loop only gives it up when the interpreter forces a switch -- every 5 ms by
+    default, so a commit of a few statements could take longer than the whole burst of work
+    that is waiting for it, and under sustained load the writer fell behind for good. A
+    ``time.sleep(0)`` releases the GIL at once; if the thread is waiting, it takes it. Timers,
+    not a call_soon chain: an idle loop is not kept spinning.
+    """
+
+    __slots__ = ("_handle", "_interval", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+        self._loop = loop
+        self._interval = interval
+        self._handle: asyncio.TimerHandle | None = loop.call_later(interval, self._tick)
+
+    def _tick(self) -> None:
+        time.sleep(0)
+        self._handle = self._loop.call_later(self._interval, self._tick)
+
+    def stop(self, _: object = None) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 class _Rows:
