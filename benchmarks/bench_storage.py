@@ -8,6 +8,9 @@
 * **engine**: the drain workload of :mod:`benchmarks.engine_load` (no-op 3-step runs, two
   workflows, every feature on) with storage off and on (a fresh SQLite file per round),
   alternating which goes first; runs/s medians and their ratio. Target: on >= 0.7x off.
+* **steady**: the engine benchmark's ``throughput`` scenario (the same runs, 512 in flight,
+  saturation for ``--duration`` seconds) with storage off and on, and how many commits the
+  writer completed while the engine was saturated.
 """
 
 from __future__ import annotations
@@ -23,7 +26,13 @@ from typing import Any
 import orjson
 import uvloop
 
-from benchmarks.engine_load import engine_toml, mixed_events
+from benchmarks.engine_load import (
+    Settings,
+    TickflowSubject,
+    engine_toml,
+    mixed_events,
+    throughput,
+)
 from engine.config import loads_config
 from engine.engine import Engine
 from engine.events import Tick
@@ -87,10 +96,39 @@ async def drain(batch: int, db: Path | None) -> float:
     return batch / elapsed
 
 
-def run(rounds: int, runs: int, records: int) -> dict[str, Any]:
+class _StoredSubject(TickflowSubject):
+    """The engine benchmark's tickflow subject, with storage on when ``db`` is given."""
+
+    def __init__(self, db: Path | None) -> None:
+        storage = f'\n[storage]\npath = "{db}"\n' if db is not None else ""
+        super().__init__(engine_toml() + storage)
+        self.db = db
+
+    async def __aenter__(self) -> _StoredSubject:
+        self.engine = Engine(self.config, sources=[], persist=self.db is not None)
+        self._session = self.engine.session()
+        await self._session.__aenter__()
+        self.submit = self.engine.submit_nowait
+        return self
+
+
+async def steady(db: Path | None, duration_s: float) -> tuple[float, int]:
+    """Saturation runs/s, and the commits made meanwhile (0 with storage off)."""
+    subject = _StoredSubject(db)
+    async with subject:
+        result = await throughput(subject, Settings(duration_s=duration_s))
+        persistence = subject._engine().persistence
+        commits = persistence.writer.commits if persistence and persistence.writer else 0
+    return float(result["runs_per_s"]), commits
+
+
+def run(rounds: int, runs: int, records: int, duration_s: float = 1.0) -> dict[str, Any]:
     off: list[float] = []
     on: list[float] = []
     writer: list[dict[str, float]] = []
+    steady_off: list[float] = []
+    steady_on: list[float] = []
+    steady_commits: list[int] = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -102,11 +140,24 @@ def run(rounds: int, runs: int, records: int) -> dict[str, Any]:
                 with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
                     rate = runner.run(drain(runs, db))
                 (off if db is None else on).append(rate)
+            for db in order:
+                db = db and db.with_name(f"s{r}.db")
+                with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                    rate, commits = runner.run(steady(db, duration_s))
+                if db is None:
+                    steady_off.append(rate)
+                else:
+                    steady_on.append(rate)
+                    steady_commits.append(commits)
     result = {
         "writer": {k: statistics.median(w[k] for w in writer) for k in writer[0]},
         "engine_runs_per_s": {"storage_off": statistics.median(off),
                               "storage_on": statistics.median(on)},
         "ratio_on_vs_off": statistics.median(on) / statistics.median(off),
+        "steady_runs_per_s": {"storage_off": statistics.median(steady_off),
+                              "storage_on": statistics.median(steady_on),
+                              "commits_while_saturated": statistics.median(steady_commits)},
+        "steady_ratio_on_vs_off": statistics.median(steady_on) / statistics.median(steady_off),
         "rounds": rounds,
         "runs_per_round": runs,
     }
@@ -118,8 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--duration", type=float, default=1.0, help="steady window, seconds")
     args = parser.parse_args(argv)
-    result = run(args.rounds, args.runs, args.records)
+    result = run(args.rounds, args.runs, args.records, args.duration)
     OUT.parent.mkdir(exist_ok=True)
     OUT.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     w, e = result["writer"], result["engine_runs_per_s"]
@@ -127,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{w['records_per_commit']:.0f} records per commit ({w['commits']:.0f} commits)")
     print(f"engine: {e['storage_off']:,.0f} runs/s storage off, {e['storage_on']:,.0f} runs/s "
           f"storage on: {result['ratio_on_vs_off']:.2f}x (target >= 0.70x)")
+    st = result["steady_runs_per_s"]
+    print(f"steady: {st['storage_off']:,.0f} runs/s storage off, {st['storage_on']:,.0f} runs/s "
+          f"storage on: {result['steady_ratio_on_vs_off']:.2f}x; "
+          f"{st['commits_while_saturated']:.0f} commits while saturated")
     return 0
 
 
