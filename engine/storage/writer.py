@@ -133,6 +133,7 @@ class StorageWriter:
         retention_s: float = 86_400.0,
         prune_interval_s: float = 60.0,
         gil_yield_s: float = 0.0002,
+        gil_yield_after_s: float = 0.004,
     ) -> None:
         self.conn = conn
         self.path = path
@@ -145,6 +146,7 @@ class StorageWriter:
         self.retention_s = retention_s
         self.prune_interval_s = prune_interval_s
         self.gil_yield_s = gil_yield_s
+        self.gil_yield_after_s = gil_yield_after_s
         self._seq = next_seq - 1  # the last journal seq handed out
         self._committed_seq = next_seq - 1
         self._journal: list[tuple[int, float, str, str, msgspec.Raw]] = []
@@ -332,7 +334,7 @@ class StorageWriter:
             high.append(("max_seq", journal[-1][0]))
         started = time.perf_counter()
         transaction = asyncio.ensure_future(self._transaction(journal, rows, dropped, high, now))
-        pump = _GilPump(asyncio.get_running_loop(), self.gil_yield_s)
+        pump = _GilPump(asyncio.get_running_loop(), self.gil_yield_s, self.gil_yield_after_s)
         transaction.add_done_callback(pump.stop)
         try:
             await asyncio.shield(transaction)
@@ -465,22 +467,26 @@ class StorageWriter:
 
 
 class _GilPump:
-    """Hands the GIL to the SQLite thread every ``interval`` while a transaction is in flight.
+    """Hands the GIL to the SQLite thread every ``interval`` once a transaction has been in flight
+    for ``after`` (a commit normally takes 1-3 ms; one still going after that is being starved).
 
     The thread needs the GIL between statements (to take the next request, to report back),
     and a busy event loop only gives it up when the interpreter forces a switch -- every 5 ms by
     default, so a commit of a few statements could take longer than the whole burst of work
     that is waiting for it, and under sustained load the writer fell behind for good. A
     ``time.sleep(0)`` releases the GIL at once; if the thread is waiting, it takes it. Timers,
-    not a call_soon chain: an idle loop is not kept spinning.
+    not a call_soon chain: an idle loop is not kept spinning. Not from the start of every
+    commit: any thread waiting for the GIL takes it -- a step running in the thread pool too,
+    for up to a switch interval -- which at light load only adds latency (measured: run p99
+    0.74 -> 1.3 ms on the default config).
     """
 
     __slots__ = ("_handle", "_interval", "_loop")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float, after: float) -> None:
         self._loop = loop
         self._interval = interval
-        self._handle: asyncio.TimerHandle | None = loop.call_later(interval, self._tick)
+        self._handle: asyncio.TimerHandle | None = loop.call_later(after, self._tick)
 
     def _tick(self) -> None:
         time.sleep(0)
