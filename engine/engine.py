@@ -29,6 +29,7 @@ from .config import Config
 from .coordinator import Coordinator
 from .dispatcher import Dispatcher, DispatcherStatistics
 from .events import DataReady, Event, HighPriorityArrived
+from .gcpolicy import tuned_collector
 from .http import MetricsServer
 from .loopmon import LoopMonitor
 from .market import MarketData
@@ -235,6 +236,8 @@ class Engine:
         # Before the first await: a stop() (SIGTERM) while the server starts must not be lost.
         self._stopping = asyncio.Event()
         async with contextlib.AsyncExitStack() as stack:
+            settings = self.config.engine
+            stack.enter_context(tuned_collector(settings.gc_gen0_threshold, settings.gc_freeze))
             if self.serve_metrics:
                 m = self.config.metrics
                 server = MetricsServer(

@@ -71,6 +71,11 @@ class EngineSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     # Below 256 bytes not even a minimal DATA_READY with a realistic symbol fits.
     max_line_bytes: Annotated[int, msgspec.Meta(ge=256)] = 65536
     drain_timeout_s: NonNegativeFloat = 5.0
+    # The garbage collector while the engine runs (engine/gcpolicy.py says why): young
+    # collections every this many allocations (0: Python's own thresholds), and startup objects
+    # frozen out of full collections.
+    gc_gen0_threshold: NonNegativeInt = 20_000
+    gc_freeze: bool = True
 
 
 class SimSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
