@@ -18,7 +18,14 @@ COMPILER_DIRECTIVES = {
 # readers, the .pxd's declarations are Cython's ("annotation_typing" off), so one source serves
 # as both twins.
 # These are ordinary Python source, negative indices and all: none of the heap's safety trades.
-PURE_DIRECTIVES = {"language_level": 3, "embedsignature": True, "annotation_typing": False}
+# nonecheck: a typed variable that is None (a released step's run, say) raises AttributeError
+# as in the pure build, instead of crashing the process -- one predictable branch per access.
+PURE_DIRECTIVES = {
+    "language_level": 3,
+    "embedsignature": True,
+    "annotation_typing": False,
+    "nonecheck": True,
+}
 
 setup(
     ext_modules=[

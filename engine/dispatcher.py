@@ -157,10 +157,12 @@ class Dispatcher(DispatcherCore):
                 raise
         except Exception as exc:
             self._finish(agent, lane, timer)
-            hooks.step_failed(step, exc, clock.now(), isinstance(exc, StepTimeout))
+            ended = self._ended_at = clock.now()
+            hooks.step_failed(step, exc, ended, isinstance(exc, StepTimeout))
         else:
             self._finish(agent, lane, timer)
-            hooks.step_succeeded(step, output, clock.now())
+            ended = self._ended_at = clock.now()
+            hooks.step_succeeded(step, output, ended)
         if self._idle and self.queue:
             self.schedule()  # work for the idle agents too (this one pulls its own next step)
 

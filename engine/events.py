@@ -22,7 +22,11 @@ __all__ = [
 DATA_READY = "DATA_READY"
 HIGH_PRIORITY_ARRIVED = "HIGH_PRIORITY_ARRIVED"
 
-Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+# No control characters: a symbol is a name people read, and storage's JSON batches end a string
+# at a NUL (two names differing only after one would collide).
+Symbol = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
 NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 NonNegFloat = Annotated[float, msgspec.Meta(ge=0.0)]
 PositivePrice = Annotated[float, msgspec.Meta(gt=0.0)]

@@ -88,6 +88,7 @@ cdef class DispatcherCore:
     cdef public long long overruns
     cdef public long long passes
     cdef public long long _starts
+    cdef public double _ended_at
     cdef public object on_preemption_latency
 
     cpdef schedule(self)

@@ -49,7 +49,16 @@ __all__ = [
 
 _HEAD = -math.inf  # the deadline of a preempted step re-queued at the head of its level
 _STEP_PENDING = StepState.PENDING
+_STEP_RUNNING = StepState.RUNNING
+_STEP_COMPLETED = StepState.COMPLETED
 _RUN_PENDING = RunState.PENDING
+_RUN_RUNNING = RunState.RUNNING
+_RUN_COMPLETED = RunState.COMPLETED
+# advance() takes these moves without a table lookup: they must be legal moves of the tables.
+assert _STEP_RUNNING in STEP_TRANSITIONS[_STEP_PENDING]
+assert _STEP_COMPLETED in STEP_TRANSITIONS[_STEP_RUNNING]
+assert _RUN_RUNNING in RUN_TRANSITIONS[_RUN_PENDING]
+assert _RUN_COMPLETED in RUN_TRANSITIONS[_RUN_RUNNING]
 
 
 class StepDef:
@@ -287,8 +296,14 @@ class StepRun:
         return ctx
 
     def advance(self, new: StepState) -> None:
-        if new not in STEP_TRANSITIONS[self.state]:
-            check_transition(STEP_TRANSITIONS, self.state, new, f"step {self.label}")
+        state = self.state
+        # The two moves of every step, by identity (both are in the table: asserted below);
+        # anything else is looked up in the table.
+        if not (
+            (state is _STEP_PENDING and new is _STEP_RUNNING)
+            or (state is _STEP_RUNNING and new is _STEP_COMPLETED)
+        ) and new not in STEP_TRANSITIONS[state]:
+            check_transition(STEP_TRANSITIONS, state, new, f"step {self.label}")
         self.state = new
 
     @property
@@ -377,8 +392,12 @@ class Run:
             step.run = None  # type: ignore[assignment]
 
     def advance(self, new: RunState) -> None:
-        if new not in RUN_TRANSITIONS[self.state]:
-            check_transition(RUN_TRANSITIONS, self.state, new, f"run {self.label}")
+        state = self.state
+        if not (
+            (state is _RUN_PENDING and new is _RUN_RUNNING)
+            or (state is _RUN_RUNNING and new is _RUN_COMPLETED)
+        ) and new not in RUN_TRANSITIONS[state]:
+            check_transition(RUN_TRANSITIONS, state, new, f"run {self.label}")
         self.state = new
 
     @property

@@ -55,7 +55,9 @@ NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
 Fraction = Annotated[float, msgspec.Meta(ge=0, le=1)]
 StepName = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
 ActionSpec = Annotated[str, msgspec.Meta(pattern=ACTION_PATTERN)]
-SymbolName = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+SymbolName = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
 
 
 class EngineSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -201,7 +203,8 @@ class Workflow(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     priority: NonNegativeInt
     route: Route = Route()
     trigger: Literal["DATA_READY"] = "DATA_READY"
-    max_concurrent: PositiveInt
+    # Bounded: the compiled lanes keep it in a C int.
+    max_concurrent: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
     on_busy: Literal["follow_up", "skip"] = "follow_up"
     deadline_ms: PositiveFloat = 1000.0
     enabled: bool = True

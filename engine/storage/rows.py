@@ -74,6 +74,13 @@ _STEPS_SQL = (
 )
 
 
+def _text(value: str | None) -> str | None:
+    """A free-text column (an error): SQLite's ``->>`` ends a string at a NUL, so spell it."""
+    if value is not None and "\x00" in value:
+        return value.replace("\x00", "\\x00")
+    return value
+
+
 def batch(rows: list[Any]) -> str:
     """One table's rows as a JSON array (text: SQLite 3.45+ would read a BLOB as JSONB)."""
     return _encode(rows).decode()
@@ -111,7 +118,7 @@ class Rows:
     def symbol(self, s: SymbolState) -> None:
         self.symbols.append(
             (s.id, s.name, _PHASE[s.phase], _SSTATUS[s.status], s.priority, s.last_processed,
-             s.last_error, s.last_tick, self.now)
+             _text(s.last_error), s.last_tick, self.now)
         )
 
     def run(self, r: Run) -> None:
@@ -121,20 +128,20 @@ class Rows:
             self.runs.append(
                 (r.id, r.workflow.name, r.symbol.name, "running", None, r.priority,
                  r.tick, r.tick.ts, self.now, None,
-                 f"{r.error or 'shutdown'}; resumed at the next start")
+                 _text(f"{r.error or 'shutdown'}; resumed at the next start"))
             )
             return
         finished = self.now if r.state.terminal else None
         self.runs.append(
             (r.id, r.workflow.name, r.symbol.name, _RUN_STATE[r.state], r.outcome, r.priority,
-             r.tick, r.tick.ts, self.now, finished, r.error)
+             r.tick, r.tick.ts, self.now, finished, _text(r.error))
         )
 
     def step(self, run_id: int, st: StepRun) -> None:
         # The output goes into the batch as it is; _steps_batch() copes with one that cannot
         # be encoded. The last column says whether it could.
         self.steps.append(
-            [run_id, st.spec.name, _STEP_STATE[st.state], st.attempts, st.output, st.error,
+            [run_id, st.spec.name, _STEP_STATE[st.state], st.attempts, st.output, _text(st.error),
              self.now if st.started_at is not None else None,
              self.now if st.state.terminal else None, st.preemptions, True]
         )

@@ -166,8 +166,11 @@ class StorageWriter:
         if n >= self.backlog_max and self._room.is_set() and self.backlog >= self.backlog_max:
             self._room.clear()
         ahead = [t for t in (self.batch_max, self.backlog_max) if t > n]
-        # Past both (repeated changes to one object count once): look at the backlog again soon.
-        self._signal_at = min(ahead) if ahead else n + max(1, self.backlog_max // 16)
+        if n >= self.backlog_max:
+            # Past the bound without reaching it (repeated changes to one object count once):
+            # look at the backlog again soon, whatever else is ahead.
+            ahead.append(n + max(1, self.backlog_max // 16))
+        self._signal_at = min(ahead)
 
     # -- waiting ----------------------------------------------------------------------------
 

@@ -385,3 +385,47 @@ def test_a_step_output_that_cannot_be_encoded_is_stored_as_missing_the_rest_inta
         (1, b'{"symbol":"AAPL","ts":1.0,"price":100.0,"volume":0.0,"bid":null,"ask":null}', 1.0),
         (2, b'{"symbol":"MSFT","ts":2.0,"price":50.0,"volume":0.0,"bid":null,"ask":null}', 2.0),
     ]
+
+
+def test_backpressure_holds_when_batches_are_larger_than_the_backlog_bound(
+    tmp_path: Path,
+) -> None:
+    """``batch_max`` > ``backlog_max`` is a valid config: once the change count has passed the
+    bound without the backlog doing so (one symbol changed over and over counts once), the
+    backlog must still be looked at again before the batch is full."""
+
+    async def scenario() -> None:
+        conn = await open_database(tmp_path / "t.db")
+        writer = _writer(conn, PaperBroker(), backlog_max=1000, batch_max=5000)
+        symbols = SymbolTable(writer.symbol)
+        state = symbols.register("AAPL", 0)
+        for i in range(2000):  # 2000 changes, backlog 1
+            symbols.mark_data_ready(state, Tick("AAPL", float(i), 100.0))
+        for i in range(1100):  # now the backlog really passes the bound
+            writer.journal("DATA_READY", "AAPL", b"{}", float(i))
+        assert writer.backlog > 1000
+        waiter = asyncio.create_task(writer.wait_capacity())
+        await asyncio.sleep(0)  # one loop turn: the waiter is now parked on the condition
+        assert not waiter.done()
+        await writer.commit()
+        async with asyncio.timeout(5):
+            await waiter
+        await writer.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_nul_in_an_error_is_stored_spelled_out_not_cut(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        conn = await open_database(tmp_path / "t.db")
+        writer = _writer(conn, PaperBroker())
+        symbols = SymbolTable(writer.symbol)
+        state = symbols.register("AAPL", 0)
+        symbols.mark_failed(state, "wf: ValueError: bad '\x00\x01' input", 1.0)
+        await writer.close()
+
+    asyncio.run(scenario())
+    conn = sqlite3.connect(tmp_path / "t.db")
+    assert conn.execute("SELECT last_error FROM symbols").fetchone() == (
+        "wf: ValueError: bad '\\x00\x01' input",
+    )
