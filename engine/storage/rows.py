@@ -75,9 +75,16 @@ _STEPS_SQL = (
 
 
 def _text(value: str | None) -> str | None:
-    """A free-text column (an error): SQLite's ``->>`` ends a string at a NUL, so spell it."""
-    if value is not None and "\x00" in value:
-        return value.replace("\x00", "\\x00")
+    """A free-text column (an error, from any exception a strategy raises): SQLite's ``->>``
+    ends a string at a NUL, and a lone surrogate cannot be encoded at all -- spell both out."""
+    if value is None:
+        return None
+    if "\x00" in value:
+        value = value.replace("\x00", "\\x00")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "backslashreplace").decode()
     return value
 
 
@@ -103,7 +110,17 @@ def _steps_batch(rows: list[list[Any]]) -> str:
 class Rows:
     """Rows of one commit, built from live objects at one instant."""
 
-    __slots__ = ("accounts", "fills", "now", "orders", "positions", "runs", "steps", "symbols")
+    __slots__ = (
+        "accounts",
+        "batches",
+        "fills",
+        "now",
+        "orders",
+        "positions",
+        "runs",
+        "steps",
+        "symbols",
+    )
 
     def __init__(self, now: float) -> None:
         self.now = now
@@ -114,6 +131,7 @@ class Rows:
         self.fills: list[tuple[Any, ...]] = []
         self.positions: list[tuple[Any, ...]] = []
         self.accounts: list[tuple[Any, ...]] = []
+        self.batches: list[tuple[str, str]] = []
 
     def symbol(self, s: SymbolState) -> None:
         self.symbols.append(
@@ -172,13 +190,24 @@ class Rows:
             (1, snap.cash, snap.fees_paid, snap.orders, snap.fills, snap.duplicates, self.now)
         )
 
-    async def write(self, conn: aiosqlite.Connection) -> None:
+    def encode(self, journal: list[Any]) -> None:
+        """Encode the JSON batches now, on the loop, before the transaction opens: what is
+        written is the objects' state at this instant (an output a later step mutates is not
+        affected), and an encoding error cannot leave a transaction open."""
+        batches = []
+        if journal:
+            batches.append((JOURNAL_SQL, batch(journal)))
         if self.symbols:
-            await conn.execute(_SYMBOLS_SQL, (batch(self.symbols),))
+            batches.append((_SYMBOLS_SQL, batch(self.symbols)))
         if self.runs:
-            await conn.execute(_RUNS_SQL, (batch(self.runs),))
+            batches.append((_RUNS_SQL, batch(self.runs)))
         if self.steps:
-            await conn.execute(_STEPS_SQL, (_steps_batch(self.steps),))
+            batches.append((_STEPS_SQL, _steps_batch(self.steps)))
+        self.batches = batches
+
+    async def write(self, conn: aiosqlite.Connection) -> None:
+        for sql, text in self.batches:
+            await conn.execute(sql, (text,))
         if self.orders:
             # A retried order returns its original fill: the first record stands.
             await conn.executemany(

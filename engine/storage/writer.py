@@ -26,7 +26,7 @@ import msgspec
 from ..errors import StorageError
 from ..runs import Run, StepRun
 from ..symbols import SymbolState
-from .rows import JOURNAL_SQL, Rows, batch
+from .rows import Rows
 
 if TYPE_CHECKING:
     from strategies.broker import PaperBroker
@@ -255,6 +255,7 @@ class StorageWriter:
             rows.order(outcome, run_id)
         if orders:
             rows.account(self.broker, positions)
+        rows.encode(journal)
         # Run ids and journal seqs are never reused, even once retention has pruned every row
         # that carried them: a reused run id would reuse its order steps' client order ids.
         high = []
@@ -289,8 +290,6 @@ class StorageWriter:
         conn = self.conn
         try:
             await conn.execute("BEGIN IMMEDIATE")
-            if journal:
-                await conn.execute(JOURNAL_SQL, (batch(journal),))
             await rows.write(conn)
             if dropped:
                 await conn.executemany(

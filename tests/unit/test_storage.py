@@ -429,3 +429,25 @@ def test_a_nul_in_an_error_is_stored_spelled_out_not_cut(tmp_path: Path) -> None
     assert conn.execute("SELECT last_error FROM symbols").fetchone() == (
         "wf: ValueError: bad '\\x00\x01' input",
     )
+
+
+def test_an_error_text_that_cannot_be_encoded_is_stored_spelled_out(tmp_path: Path) -> None:
+    """A strategy's exception text may hold a lone surrogate: the commit must not fail on it
+    (before, it broke the writer with a transaction left open)."""
+
+    async def scenario() -> None:
+        conn = await open_database(tmp_path / "t.db")
+        writer = _writer(conn, PaperBroker())
+        symbols = SymbolTable(writer.symbol)
+        state = symbols.register("AAPL", 0)
+        symbols.mark_failed(state, "wf: ValueError: \udc80 bad", 1.0)
+        await writer.commit()
+        symbols.mark_completed(state, 2.0)
+        await writer.close()  # a second commit on the same connection: nothing left open
+
+    asyncio.run(scenario())
+    conn = sqlite3.connect(tmp_path / "t.db")
+    assert conn.execute("SELECT status, last_error FROM symbols").fetchone() == (
+        "completed",
+        None,
+    )
