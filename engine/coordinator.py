@@ -22,7 +22,7 @@ from .market import MarketData
 from .runs import Run, StepRun
 from .scheduler import ReadyQueue
 from .stats import EngineCounters, StepCounters, WorkflowCounters
-from .symbols import SymbolState, SymbolTable
+from .symbols import SymbolTable
 from .workflow import WorkflowDef
 
 __all__ = ["Coordinator"]
@@ -120,10 +120,7 @@ class Coordinator(CoordinatorCore):
             step.waiting = sum(
                 1 for d in step.spec.deps if run.steps[d].state is not StepState.COMPLETED
             )
-        if not self.runs and self.on_busy is not None:
-            self.on_busy()
-        self.runs[run.id] = run
-        symbol.runs.add(run)
+        self._register(run)
         last = symbol.last_tick
         if last is not None and last.ts >= tick.ts and last != tick:
             # Newer data was accepted before the stop: it gets its follow-up run.
@@ -142,33 +139,6 @@ class Coordinator(CoordinatorCore):
             if step.state is StepState.PENDING and step.waiting == 0:
                 self._enqueue(step, now)
         return outcome
-
-    def reprioritise(self, symbol: SymbolState, priority: int) -> int:
-        """HIGH_PRIORITY_ARRIVED: re-key the symbol's queued work now; returns entries moved."""
-        old_routes = self.routes(symbol.priority)
-        self.symbols.set_priority(symbol, priority)
-        new_routes = self.routes(priority)
-        moved = 0
-        for run in list(symbol.runs):
-            if run.follow_up is not None and not run.workflow.route.matches(priority):
-                # The waiting tick belongs to the new route now, not after this run ends.
-                tick, at = run.follow_up, run.follow_up_at
-                run.follow_up = None
-                for wf in new_routes:
-                    if wf not in old_routes:
-                        self.trigger(wf, symbol, tick, at)
-            new = run.workflow.run_priority(priority)
-            old = run.priority
-            if new == old:
-                continue
-            run.priority = new
-            for step in run.steps:
-                if step.handle is not None:
-                    self.queue.rekey(step, old, new)
-                    moved += 1
-        if moved and self.dispatcher is not None:
-            self.dispatcher.schedule()
-        return moved
 
     # -- DispatchHooks beyond the per-step path --------------------------------------------
 

@@ -28,7 +28,6 @@ from typing import Any, Protocol
 from fastpath.flow import STREAK_SECONDS, STREAK_STEPS, Agent, DispatcherCore
 
 from .context import StepContext
-from .errors import StepTimeout
 from .fsm import Interrupt, StepState
 from .runs import StepRun
 from .stats import DispatcherStatistics
@@ -136,16 +135,13 @@ class Dispatcher(DispatcherCore):
         agent: Agent,
         step: StepRun,
         lane: Any,
-        started: float,
         ctx: StepContext,
         coro: Any,
         yielded: Any,
     ) -> None:
         """Finish a step that suspended (``coro``) or runs in a thread (``coro`` None)."""
-        hooks = self.hooks
-        clock = self.clock
         spec = step.spec
-        timer = clock.call_later(spec.timeout_s, lambda: self._on_timeout(agent, step))
+        timer = self.clock.call_later(spec.timeout_s, lambda: self._on_timeout(agent, step))
         try:
             if coro is not None:
                 output = await _resume(coro, yielded)
@@ -156,15 +152,9 @@ class Dispatcher(DispatcherCore):
             if self._cancelled(agent, step, lane, timer):
                 raise
         except Exception as exc:
-            self._finish(agent, lane, timer)
-            ended = self._ended_at = clock.now()
-            hooks.step_failed(step, exc, ended, isinstance(exc, StepTimeout))
+            self._settle(agent, step, lane, timer, None, exc)
         else:
-            self._finish(agent, lane, timer)
-            ended = self._ended_at = clock.now()
-            hooks.step_succeeded(step, output, ended)
-        if self._idle and self.queue:
-            self.schedule()  # work for the idle agents too (this one pulls its own next step)
+            self._settle(agent, step, lane, timer, output, None)
 
     # -- reading and operator actions -------------------------------------------------------
 

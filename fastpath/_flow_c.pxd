@@ -53,7 +53,9 @@ cdef class CoordinatorCore:
     cpdef on_data(self, SymbolState symbol, object tick, double received_at)
     @cython.locals(pending=Run, active=Run, counters=WorkflowCounters)
     cpdef object trigger(self, WorkflowDef wf, SymbolState symbol, object tick, double at)
-    @cython.locals(run=Run, steps=list, runs=dict)
+    @cython.locals(runs=dict)
+    cpdef _register(self, Run run)
+    @cython.locals(run=Run, steps=list)
     cpdef Run _start_run(self, WorkflowDef wf, SymbolState symbol, object tick, double at)
     cpdef _enqueue(self, StepRun step, double now)
     @cython.locals(run=Run)
@@ -103,6 +105,8 @@ cdef class DispatcherCore:
     @cython.locals(lane=Lane, now=double, spec=StepDef)
     cpdef object run_step(self, Agent agent, StepRun step)
     cpdef bint _cancelled(self, Agent agent, StepRun step, Lane lane, object timer) except -1
+    cpdef _settle(self, Agent agent, StepRun step, Lane lane, object timer, object output,
+                  object error)
     cpdef _finish(self, Agent agent, Lane lane, object timer)
     @cython.locals(step=StepRun, lane=Lane)
     cpdef _release_handed(self, Agent agent)

@@ -159,7 +159,31 @@ class CoordinatorCore:
         self.on_data(symbol, event.tick(), received_at)
 
     def reprioritise(self, symbol: Any, priority: int) -> int:
-        raise NotImplementedError  # the engine's Coordinator re-keys queued work
+        """HIGH_PRIORITY_ARRIVED: re-key the symbol's queued work now; returns entries moved."""
+        old_routes = self.routes(symbol.priority)
+        self.symbols.set_priority(symbol, priority)
+        new_routes = self.routes(priority)
+        moved = 0
+        for run in list(symbol.runs):
+            if run.follow_up is not None and not run.workflow.route.matches(priority):
+                # The waiting tick belongs to the new route now, not after this run ends.
+                tick, at = run.follow_up, run.follow_up_at
+                run.follow_up = None
+                for wf in new_routes:
+                    if wf not in old_routes:
+                        self.trigger(wf, symbol, tick, at)
+            new = run.workflow.run_priority(priority)
+            old = run.priority
+            if new == old:
+                continue
+            run.priority = new
+            for step in run.steps:
+                if step.handle is not None:
+                    self.queue.rekey(step, old, new)
+                    moved += 1
+        if moved and self.dispatcher is not None:
+            self.dispatcher.schedule()
+        return moved
 
     def on_data(self, symbol: Any, tick: Any, received_at: float) -> None:
         """A DATA_READY for ``symbol`` was accepted: record it and trigger its workflows."""
@@ -196,12 +220,8 @@ class CoordinatorCore:
 
     def _start_run(self, wf: Any, symbol: Any, tick: Any, at: float) -> Any:
         run = _runs.Run(next(self._ids), wf, symbol, tick, wf.run_priority(symbol.priority), at)
-        runs = self.runs
-        if not runs and self.on_busy is not None:
-            self.on_busy()
-        runs[run.id] = run
+        self._register(run)
         self._pending[run.key] = run
-        symbol.runs.add(run)
         if self.on_run_update is not None:
             self.on_run_update(run)
         steps = run.steps
@@ -210,6 +230,14 @@ class CoordinatorCore:
                 break  # enqueuing an earlier root shed the run itself
             self._enqueue(steps[index], at)
         return run
+
+    def _register(self, run: Any) -> None:
+        """A run made (triggered, follow-up, or adopted by recovery) is live from now on."""
+        runs = self.runs
+        if not runs and self.on_busy is not None:
+            self.on_busy()
+        runs[run.id] = run
+        run.symbol.runs.add(run)
 
     # -- the queue --------------------------------------------------------------------------
 
@@ -509,7 +537,7 @@ class DispatcherCore:
         while each completes without suspending and the streak's budget lasts.
 
         Returns None when the agent has nothing more to run now; or, for a step that suspended
-        (or runs in a thread), ``(step, lane, started_at, ctx, coro, yielded)`` for the agent's
+        (or runs in a thread), ``(step, lane, ctx, coro, yielded)`` for the agent's
         coroutine to finish (``coro`` None: a thread step that has not started yet).
         """
         while True:
@@ -556,29 +584,37 @@ class DispatcherCore:
                 # Run it until it first suspends: one that returns at once needs no timer.
                 suspended, output = _coro.start(coro)
                 if suspended:
-                    return (step, lane, now, ctx, coro, output)
+                    return (step, lane, ctx, coro, output)
             else:
-                return (step, lane, now, ctx, None, None)
+                return (step, lane, ctx, None, None)
         except asyncio.CancelledError:
             if self._cancelled(agent, step, lane, None):
                 raise
         except Exception as exc:
-            self._finish(agent, lane, None)
-            ended = self._ended_at = clock_now()
-            hooks.step_failed(step, exc, ended, isinstance(exc, StepTimeout))
+            self._settle(agent, step, lane, None, None, exc)
         else:
-            self._finish(agent, lane, None)
-            ended = self._ended_at = clock_now()
-            hooks.step_succeeded(step, output, ended)
+            self._settle(agent, step, lane, None, output, None)
+        return None
+
+    def _settle(
+        self, agent: Any, step: Any, lane: Any, timer: Any, output: Any, error: Any
+    ) -> None:
+        """``step`` returned ``output`` or raised ``error`` (an Exception): free its agent,
+        report it, and ask for a dispatch pass if other agents are idle."""
+        self._finish(agent, lane, timer)
+        ended = self._ended_at = self._now()  # also the streak's "now" (one clock read less)
+        if error is None:
+            self.hooks.step_succeeded(step, output, ended)
+        else:
+            self.hooks.step_failed(step, error, ended, isinstance(error, StepTimeout))
         if self._idle and self.queue:
             self.schedule()  # work for the idle agents too (this one pulls its own next step)
-        return None
 
     def _cancelled(self, agent: Any, step: Any, lane: Any, timer: Any) -> bool:
         """A CancelledError reached ``step``: settle it by the agent's interrupt reason.
         Returns True for a shutdown, which the caller lets propagate."""
         hooks = self.hooks
-        clock = self.clock
+        now = self._now
         reason = agent.interrupt
         task = agent.task
         if reason is not None and task is not None:
@@ -587,21 +623,23 @@ class DispatcherCore:
         if reason is None or (task is not None and task.cancelling()):
             # Shutdown (possibly on top of an interrupt): record it and let it propagate.
             self._finish(agent, lane, timer)
-            hooks.step_cancelled(step, clock.now(), "shutdown")
+            hooks.step_cancelled(step, now(), "shutdown")
             self._release_handed(agent)
             return True
         self._finish(agent, lane, timer)
         if reason is _PREEMPT:
-            hooks.step_preempted(step, clock.now())
+            hooks.step_preempted(step, now())
         elif reason is _TIMEOUT:
             hooks.step_failed(
                 step,
                 StepTimeout(f"{step.label} timed out after {step.spec.timeout_s:.6f}s"),
-                clock.now(),
+                now(),
                 True,
             )
         else:
-            hooks.step_cancelled(step, clock.now(), "cancelled")
+            hooks.step_cancelled(step, now(), "cancelled")
+        if self._idle and self.queue:
+            self.schedule()
         return False
 
     def _finish(self, agent: Any, lane: Any, timer: Any) -> None:
