@@ -74,6 +74,7 @@ class Persistence:
             path=str(self.path),
             broker=self.engine.broker,
             wall=self.engine.clock.wall,
+            mono=self.engine.clock.now,
             next_seq=loaded.next_seq,
             commit_interval_s=s.commit_interval_ms / 1000.0,
             batch_max=s.batch_max,
@@ -91,6 +92,7 @@ class Persistence:
         symbols.set_listener(writer.symbol)
         coordinator.set_next_run_id(loaded.next_run_id)
         coordinator.on_run_update = writer.run
+        writer.routes = coordinator.routes
         coordinator.on_step_finished = writer.step
         coordinator.on_order_finished = self._chain_orders(coordinator.on_order_finished)
         outcomes = {"resumed": 0, "restarted": 0, "dropped": 0}

@@ -18,7 +18,7 @@ from ..symbols import SymbolRow, SymbolTable
 __all__ = ["LoadedState", "RecoveryReport", "StoredRun", "load_state"]
 
 _decode_tick = msgspec.json.Decoder(Tick).decode
-_decode_any = msgspec.json.Decoder().decode
+_decode_steps = msgspec.json.Decoder(list[list[Any]]).decode
 
 
 class StoredStep(msgspec.Struct, frozen=True):
@@ -147,34 +147,26 @@ async def _load(
         "SELECT MAX(COALESCE((SELECT MAX(id) FROM runs), 0), "
         "COALESCE((SELECT MAX(run_id) FROM orders), 0), "
         "COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'max_run_id'), 0)), "
-        "MAX(COALESCE((SELECT MAX(seq) FROM journal), 0), "
+        "MAX(COALESCE((SELECT MAX(last_seq) FROM journal_blocks), 0), "
         "COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'max_seq'), 0))"
     ) as cur:
         marks = await cur.fetchone()
     next_run_id = (marks[0] if marks else 0) + 1
     next_seq = (marks[1] if marks else 0) + 1
 
-    stored: dict[int, tuple[str, str, Tick, list[StoredStep]]] = {}
+    stored: list[StoredRun] = []
     async with conn.execute(
-        "SELECT id, workflow, symbol, tick FROM runs WHERE state IN ('pending', 'running') "
-        "ORDER BY id"
+        "SELECT id, workflow, symbol, tick, steps FROM runs "
+        "WHERE state IN ('pending', 'running') ORDER BY id"
     ) as cur:
         async for r in cur:
-            stored[r[0]] = (r[1], r[2], _decode_tick(r[3]), [])
-    if stored:
-        async with conn.execute(
-            "SELECT s.run_id, s.step, s.output, s.attempts FROM steps s "
-            "JOIN runs r ON r.id = s.run_id "
-            "WHERE r.state IN ('pending', 'running') AND s.state = 'completed'"
-        ) as cur:
-            async for r in cur:
-                entry = stored.get(r[0])
-                if entry is not None:
-                    encodable = r[2] is not None
-                    output = _decode_any(r[2]) if encodable else None
-                    entry[3].append(StoredStep(r[1], output, r[3], encodable))
-    runs = tuple(
-        StoredRun(run_id, wf, sym, tick, tuple(steps))
-        for run_id, (wf, sym, tick, steps) in stored.items()
-    )
+            # A step: [name, state, attempts, preemptions, started, finished, error, output,
+            # encodable] (engine/storage/rows.py).
+            completed = tuple(
+                StoredStep(s[0], s[7], s[2], bool(s[8]))
+                for s in (_decode_steps(r[4]) if r[4] is not None else ())
+                if s[1] == "completed"
+            )
+            stored.append(StoredRun(r[0], r[1], r[2], _decode_tick(r[3]), completed))
+    runs = tuple(stored)
     return LoadedState(broker, next_run_id, next_seq, runs, len(fills), len(positions))

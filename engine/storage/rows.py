@@ -1,4 +1,4 @@
-"""The rows of one commit: built from live objects, sent to SQLite as one JSON batch per table.
+"""The rows of one commit: built from live objects, bound to a few multi-row statements.
 
 Split from :mod:`engine.storage.writer`, which decides *when* to commit; this module decides
 *what* a commit writes and how the rows travel.
@@ -6,19 +6,20 @@ Split from :mod:`engine.storage.writer`, which decides *when* to commit; this mo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 import msgspec
 
 from ..fsm import RunState, StepState
-from ..runs import Run, StepRun
+from ..runs import Run
 from ..symbols import Phase, SymbolState, SymbolStatus
 
 if TYPE_CHECKING:
     from strategies.broker import PaperBroker
 
-__all__ = ["JOURNAL_SQL", "Rows", "batch"]
+__all__ = ["CHUNKS", "JOURNAL_SQL", "Rows", "Table", "steps_json"]
 
 _encode = msgspec.json.Encoder().encode
 # Enum .value is a Python-level descriptor; rows are built for every change, so map directly.
@@ -26,57 +27,74 @@ _PHASE = {p: p.value for p in Phase}
 _SSTATUS = {s: s.value for s in SymbolStatus}
 _RUN_STATE = {s: s.value for s in RunState}
 _STEP_STATE = {s: s.value for s in StepState}
+_PENDING = StepState.PENDING
+_COMPLETED = StepState.COMPLETED
 
 
-# Each table's rows go to SQLite as ONE parameter: a JSON array of rows, expanded by json_each
-# inside the statement. With executemany, the SQLite thread takes the GIL back for every row's
-# parameters, and while the event loop is busy each of those handoffs waits out a GIL switch
-# interval: a commit of thousands of rows then crawls for as long as the engine is busy. Here
-# the rows are encoded on the loop in one C call (msgspec, objects embedded as they are: ticks,
-# outputs, raw event JSON) and the statement runs start to end without the GIL. JSON columns
-# (payload, tick, output) are taken with ``->`` (their JSON text, stored as a BLOB like every
-# JSON column of the schema), the others with ``->>``.
+# Rows reach SQLite as multi-row statements: ``INSERT ... SELECT * FROM (VALUES (?,..),(?,..)..)``
+# with up to 512 rows bound at once. The SQLite thread binds a whole statement's parameters in one
+# C loop and then runs it without the GIL: a commit is a handful of GIL hand-overs, not one per
+# row (with ``executemany``, every row's parameters waited for the GIL, and a busy event loop only
+# yields it at forced switches -- a commit of thousands of rows crawled while the engine was busy).
+# Before v3 the rows travelled as one JSON array expanded by ``json_each``; measured, SQLite 3.40
+# re-parses a row's JSON for every column read from it (11 us for a run row against 4 us bound).
+# A statement's row count is padded up to one of a few sizes (padding rows are all NULL and
+# filtered out), so each table keeps a few prepared statements in the connection's cache.
+CHUNKS = (8, 64, 512)
+
+
+class Table:
+    """One table's multi-row INSERT (or upsert), for each padded size in :data:`CHUNKS`."""
+
+    __slots__ = ("columns", "sql")
+
+    def __init__(self, insert: str, columns: int, tail: str = "") -> None:
+        self.columns = columns
+        one = "(" + ",".join("?" * columns) + ")"
+        self.sql = {
+            n: f"{insert} SELECT * FROM (VALUES {','.join([one] * n)}) "
+               f"WHERE column1 IS NOT NULL {tail}"
+            for n in CHUNKS
+        }
+
+    def statements(self, rows: list[tuple[Any, ...]]) -> list[tuple[str, list[Any]]]:
+        out = []
+        big = CHUNKS[-1]
+        for first in range(0, len(rows), big):
+            part = rows[first:first + big]
+            size = next(n for n in CHUNKS if n >= len(part))
+            params = [value for row in part for value in row]
+            if size > len(part):
+                params.extend([None] * ((size - len(part)) * self.columns))
+            out.append((self.sql[size], params))
+        return out
+
+
 JOURNAL_SQL = (
-    "INSERT INTO journal (seq, received_at, type, symbol, payload) "
-    "SELECT value->>0, value->>1, value->>2, value->>3, CAST(value->4 AS BLOB) "
-    "FROM json_each(?)"
+    "INSERT INTO journal_blocks (first_seq, last_seq, first_at, last_at, events) "
+    "VALUES (?, ?, ?, ?, ?)"
 )
-_SYMBOLS_SQL = (
+SYMBOLS = Table(
     "INSERT INTO symbols (id, name, phase, status, priority, last_processed, last_error, "
-    "last_tick, updated_at) SELECT value->>0, value->>1, value->>2, value->>3, value->>4, "
-    "value->>5, value->>6, CAST(nullif(value->7, 'null') AS BLOB), value->>8 "
-    "FROM json_each(?) WHERE true "
+    "last_tick, updated_at)", 9,
     "ON CONFLICT (id) DO UPDATE SET phase=excluded.phase, status=excluded.status, "
     "priority=excluded.priority, last_processed=excluded.last_processed, "
     "last_error=excluded.last_error, last_tick=excluded.last_tick, "
-    "updated_at=excluded.updated_at"
+    "updated_at=excluded.updated_at",
 )
-_RUNS_SQL = (
+RUNS = Table(
     "INSERT INTO runs (id, workflow, symbol, state, outcome, priority, tick, tick_ts, "
-    "created_at, finished_at, error) SELECT value->>0, value->>1, value->>2, value->>3, "
-    "value->>4, value->>5, CAST(value->6 AS BLOB), value->>7, value->>8, value->>9, "
-    "value->>10 "
-    "FROM json_each(?) WHERE true "
-    "ON CONFLICT (id) DO UPDATE SET state=excluded.state, "
-    "outcome=excluded.outcome, priority=excluded.priority, tick=excluded.tick, "
-    "tick_ts=excluded.tick_ts, finished_at=excluded.finished_at, error=excluded.error"
-)
-_STEPS_SQL = (
-    "INSERT INTO steps (run_id, step, state, attempts, output, error, started_at, "
-    "finished_at, preemptions) SELECT value->>0, value->>1, value->>2, value->>3, "
-    "CASE WHEN value->>9 THEN CAST(value->4 AS BLOB) END, value->>5, value->>6, value->>7, "
-    "value->>8 "
-    "FROM json_each(?) WHERE true "
-    "ON CONFLICT (run_id, step) DO UPDATE SET state=excluded.state, "
-    "attempts=excluded.attempts, output=excluded.output, error=excluded.error, "
-    "started_at=COALESCE(steps.started_at, excluded.started_at), "
-    "finished_at=excluded.finished_at, preemptions=excluded.preemptions"
+    "created_at, finished_at, error, steps)", 12,
+    "ON CONFLICT (id) DO UPDATE SET state=excluded.state, outcome=excluded.outcome, "
+    "priority=excluded.priority, tick=excluded.tick, tick_ts=excluded.tick_ts, "
+    "finished_at=excluded.finished_at, error=excluded.error, steps=excluded.steps",
 )
 
 
 def _text(value: str | None) -> str | None:
-    """A free-text column (an error, from any exception a strategy raises): SQLite's ``->>``
-    ends a string at a NUL, and a lone surrogate cannot be encoded at all -- spell both out."""
+    """A free-text column (an error, from any exception a strategy raises): a NUL is spelled
+    out (SQLite's text functions end a string there), and so is a lone surrogate (it cannot be
+    encoded at all)."""
     if value is None:
         return None
     if "\x00" in value:
@@ -88,80 +106,108 @@ def _text(value: str | None) -> str | None:
     return value
 
 
-def batch(rows: list[Any]) -> str:
-    """One table's rows as a JSON array (text: SQLite 3.45+ would read a BLOB as JSONB)."""
+def steps_json(rows: list[list[Any]]) -> str:
+    """A run's steps as one JSON array (its ``steps`` column). An output msgspec cannot encode
+    is stored as missing -- the last field says so, and recovery re-runs such a run from its
+    first step -- without costing the rest."""
+    try:
+        return _encode(rows).decode()
+    except (TypeError, msgspec.EncodeError, UnicodeError):
+        pass
+    for row in rows:
+        try:
+            _encode(row[7]).decode()
+        except (TypeError, msgspec.EncodeError, UnicodeError):
+            row[7] = None
+            row[8] = False
     return _encode(rows).decode()
 
 
-def _steps_batch(rows: list[list[Any]]) -> str:
-    try:
-        return batch(rows)
-    except (TypeError, msgspec.EncodeError, UnicodeDecodeError):
-        pass
-    for row in rows:  # some output cannot be encoded: find it, store it as missing
-        try:
-            _encode(row[4])
-        except (TypeError, msgspec.EncodeError):
-            row[4] = None
-            row[9] = False  # recovery re-runs this run from its first step
-    return batch(rows)
-
-
 class Rows:
-    """Rows of one commit, built from live objects at one instant."""
+    """Rows of one commit, built from live objects at one instant.
+
+    ``offset`` turns the engine's monotonic instants (when a run was triggered, when a step
+    started and ended) into wall-clock time, which is what people and retention read.
+    """
 
     __slots__ = (
         "accounts",
-        "batches",
         "fills",
         "now",
+        "offset",
         "orders",
         "positions",
+        "routes",
         "runs",
-        "steps",
+        "statements",
         "symbols",
     )
 
-    def __init__(self, now: float) -> None:
+    def __init__(
+        self,
+        now: float,
+        offset: float = 0.0,
+        routes: Callable[[int], tuple[Any, ...]] | None = None,
+    ) -> None:
         self.now = now
+        self.offset = offset
+        self.routes = routes
         self.symbols: list[tuple[Any, ...]] = []
         self.runs: list[tuple[Any, ...]] = []
-        self.steps: list[list[Any]] = []
         self.orders: list[tuple[Any, ...]] = []
         self.fills: list[tuple[Any, ...]] = []
         self.positions: list[tuple[Any, ...]] = []
         self.accounts: list[tuple[Any, ...]] = []
-        self.batches: list[tuple[str, str]] = []
+        self.statements: list[tuple[str, Any]] = []
 
     def symbol(self, s: SymbolState) -> None:
+        tick = s.last_tick
         self.symbols.append(
             (s.id, s.name, _PHASE[s.phase], _SSTATUS[s.status], s.priority, s.last_processed,
-             _text(s.last_error), s.last_tick, self.now)
+             _text(s.last_error), None if tick is None else _encode(tick), self.now)
         )
 
     def run(self, r: Run) -> None:
+        routes = self.routes
+        if (
+            routes is not None and not r.completed and not r.suspended
+            and not r.state.terminal and len(routes(r.symbol.priority)) <= 1
+        ):
+            # In flight with nothing done yet, on a symbol routed to this workflow alone: the
+            # symbol row committed with it (data_ready, or processing with no run to resume)
+            # makes recovery trigger it again with the same tick, so its row would only cost.
+            # Where routes overlap, a re-trigger would also redo the other workflows' finished
+            # runs for this tick: such runs are written from the start.
+            return
+        offset = self.offset
+        steps = []
+        for st in r.steps:
+            state = st.state
+            if state is _PENDING and not st.attempts and not st.preemptions:
+                continue  # never ran: nothing to say about it
+            started, finished = st.started_at, st.finished_at
+            steps.append([
+                st.spec.name, _STEP_STATE[state], st.attempts, st.preemptions,
+                None if started is None else started + offset,
+                None if finished is None or not state.terminal else finished + offset,
+                _text(st.error), st.output if state is _COMPLETED else None, True,
+            ])
+        created = r.trigger_at + offset
         if r.suspended:
             # Cut by the shutdown drain: recorded as such, but left in flight so the next start
             # resumes it under the same id instead of redoing its work under a new one.
             self.runs.append(
                 (r.id, r.workflow.name, r.symbol.name, "running", None, r.priority,
-                 r.tick, r.tick.ts, self.now, None,
-                 _text(f"{r.error or 'shutdown'}; resumed at the next start"))
+                 _encode(r.tick), r.tick.ts, created, None,
+                 _text(f"{r.error or 'shutdown'}; resumed at the next start"), steps_json(steps))
             )
             return
-        finished = self.now if r.state.terminal else None
+        finished = r.finished_at
         self.runs.append(
             (r.id, r.workflow.name, r.symbol.name, _RUN_STATE[r.state], r.outcome, r.priority,
-             r.tick, r.tick.ts, self.now, finished, _text(r.error))
-        )
-
-    def step(self, run_id: int, st: StepRun) -> None:
-        # The output goes into the batch as it is; _steps_batch() copes with one that cannot
-        # be encoded. The last column says whether it could.
-        self.steps.append(
-            [run_id, st.spec.name, _STEP_STATE[st.state], st.attempts, st.output, _text(st.error),
-             self.now if st.started_at is not None else None,
-             self.now if st.state.terminal else None, st.preemptions, True]
+             _encode(r.tick), r.tick.ts, created,
+             None if finished is None or not r.state.terminal else finished + offset,
+             _text(r.error), steps_json(steps))
         )
 
     def order(self, outcome: Any, run_id: int) -> None:
@@ -191,23 +237,22 @@ class Rows:
         )
 
     def encode(self, journal: list[Any]) -> None:
-        """Encode the JSON batches now, on the loop, before the transaction opens: what is
-        written is the objects' state at this instant (an output a later step mutates is not
-        affected), and an encoding error cannot leave a transaction open."""
-        batches = []
+        """Encode and bind the rows now, on the loop, before the transaction opens: what is
+        written is the objects' state at this instant (a later change to an output does not
+        leak in), and an encoding error cannot leave a transaction open."""
+        statements: list[tuple[str, Any]] = []
         if journal:
-            batches.append((JOURNAL_SQL, batch(journal)))
-        if self.symbols:
-            batches.append((_SYMBOLS_SQL, batch(self.symbols)))
-        if self.runs:
-            batches.append((_RUNS_SQL, batch(self.runs)))
-        if self.steps:
-            batches.append((_STEPS_SQL, _steps_batch(self.steps)))
-        self.batches = batches
+            statements.append((JOURNAL_SQL, (
+                journal[0][0], journal[-1][0], journal[0][1], journal[-1][1],
+                _encode(journal).decode(),
+            )))
+        statements += SYMBOLS.statements(self.symbols)
+        statements += RUNS.statements(self.runs)
+        self.statements = statements
 
     async def write(self, conn: aiosqlite.Connection) -> None:
-        for sql, text in self.batches:
-            await conn.execute(sql, (text,))
+        for sql, params in self.statements:
+            await conn.execute(sql, params)
         if self.orders:
             # A retried order returns its original fill: the first record stands.
             await conn.executemany(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __all__ = ["MIGRATIONS", "PRAGMAS", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # v1: the first release of the schema.
 _V1 = """
@@ -101,7 +101,46 @@ CREATE INDEX journal_by_time ON journal (received_at);
 CREATE INDEX runs_by_finish ON runs (finished_at);
 """
 
-MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
+# v3: fewer, cheaper rows per run (docs/storage.md, "Cost"). A run's steps are stored in its own
+# row (one JSON array, written with the run) instead of a row each; accepted events are stored
+# one block per commit (a JSON array) instead of a row each. Views named like the old tables
+# expand both, so SQL written against v2 still reads the same rows. The state index only holds
+# runs in flight: finished runs -- nearly all rows -- cost no index upkeep for it.
+_V3 = """
+ALTER TABLE runs ADD COLUMN steps TEXT;
+UPDATE runs SET steps = (
+    SELECT json_group_array(json_array(
+        s.step, s.state, s.attempts, s.preemptions, s.started_at, s.finished_at, s.error,
+        json(CAST(COALESCE(s.output, 'null') AS TEXT)), s.output IS NOT NULL))
+    FROM steps s WHERE s.run_id = runs.id)
+WHERE EXISTS (SELECT 1 FROM steps s WHERE s.run_id = runs.id);
+DROP TABLE steps;
+DROP INDEX runs_by_state;
+CREATE INDEX runs_in_flight ON runs (state) WHERE state IN ('pending', 'running');
+CREATE TABLE journal_blocks (
+    first_seq INTEGER PRIMARY KEY,
+    last_seq INTEGER NOT NULL,
+    first_at REAL NOT NULL,
+    last_at REAL NOT NULL,
+    events TEXT NOT NULL
+);
+CREATE INDEX journal_blocks_by_time ON journal_blocks (last_at);
+INSERT INTO journal_blocks (first_seq, last_seq, first_at, last_at, events)
+    SELECT seq, seq, received_at, received_at,
+           json_array(json_array(seq, received_at, type, symbol, json(CAST(payload AS TEXT))))
+    FROM journal;
+DROP TABLE journal;
+CREATE VIEW journal (seq, received_at, type, symbol, payload) AS
+    SELECT e.value->>0, e.value->>1, e.value->>2, e.value->>3, CAST(e.value->4 AS BLOB)
+    FROM journal_blocks b, json_each(b.events) e;
+CREATE VIEW steps (run_id, step, state, attempts, preemptions, started_at, finished_at, error,
+                   output) AS
+    SELECT r.id, s.value->>0, s.value->>1, s.value->>2, s.value->>3, s.value->>4, s.value->>5,
+           s.value->>6, CASE WHEN s.value->>8 THEN CAST(s.value->7 AS BLOB) END
+    FROM runs r, json_each(r.steps) s
+"""
+
+MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3}
 
 # WAL lets `tickflow status` read while the daemon writes. synchronous=NORMAL in WAL mode makes
 # every commit durable against a process crash (kill -9) -- the WAL frames are in the OS before

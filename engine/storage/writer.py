@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -54,32 +55,33 @@ class StorageWriter:
         broker: PaperBroker,
         wall: Callable[[], float],
         next_seq: int,
+        mono: Callable[[], float] = time.monotonic,
         commit_interval_s: float = 0.002,
         batch_max: int = 5000,
         backlog_max: int = 50_000,
         retention_s: float = 86_400.0,
         prune_interval_s: float = 60.0,
-        gil_yield_s: float = 0.0002,
-        gil_yield_after_s: float = 0.004,
+        gil_switch_s: float = 0.0001,
     ) -> None:
         self.conn = conn
         self.path = path
         self.broker = broker
         self.wall = wall
+        self.mono = mono  # the engine's clock: runs and steps carry its instants
+        # The coordinator's routes (priority -> workflows), once attached: see Rows.run.
+        self.routes: Callable[[int], tuple[Any, ...]] | None = None
         self.commit_interval_s = commit_interval_s
         self.batch_max = batch_max
         self.backlog_max = backlog_max
         self._signal_at = 1  # the change count at which _signal() has something to do
         self.retention_s = retention_s
         self.prune_interval_s = prune_interval_s
-        self.gil_yield_s = gil_yield_s
-        self.gil_yield_after_s = gil_yield_after_s
+        self.gil_switch_s = gil_switch_s
         self._seq = next_seq - 1  # the last journal seq handed out
         self._committed_seq = next_seq - 1
         self._journal: list[tuple[int, float, str, str, msgspec.Raw]] = []
         self._symbols: dict[str, SymbolState] = {}
         self._runs: dict[int, Run] = {}
-        self._steps: dict[tuple[int, str], StepRun] = {}
         self._orders: list[tuple[Any, int]] = []
         self._positions: set[str] = set()
         self.dropped_runs: list[int] = []  # stored runs recovery could not resume
@@ -124,7 +126,9 @@ class StorageWriter:
             self._signal(n)
 
     def step(self, step: StepRun) -> None:
-        self._steps[(step.run.id, step.spec.name)] = step
+        """A step ended: its run's row carries it (and its output, for a resume)."""
+        run = step.run
+        self._runs[run.id] = run
         n = self._changes = self._changes + 1
         if n >= self._signal_at:
             self._signal(n)
@@ -141,8 +145,7 @@ class StorageWriter:
     def backlog(self) -> int:
         """Records waiting for a commit (changes to one object between commits count once)."""
         return (
-            len(self._journal) + len(self._symbols) + len(self._runs) + len(self._steps)
-            + len(self._orders)
+            len(self._journal) + len(self._symbols) + len(self._runs) + len(self._orders)
         )
 
     @property
@@ -236,21 +239,18 @@ class StorageWriter:
         journal, self._journal = self._journal, []
         symbols, self._symbols = self._symbols, {}
         runs, self._runs = self._runs, {}
-        steps, self._steps = self._steps, {}
         orders, self._orders = self._orders, []
         positions, self._positions = self._positions, set()
         dropped, self.dropped_runs = self.dropped_runs, []
-        count = len(journal) + len(symbols) + len(runs) + len(steps) + len(orders) + len(dropped)
+        count = len(journal) + len(symbols) + len(runs) + len(orders) + len(dropped)
         if not count:
             return
         now = self.wall()
-        rows = Rows(now)
+        rows = Rows(now, now - self.mono(), self.routes)
         for state in symbols.values():
             rows.symbol(state)
         for run in runs.values():
             rows.run(run)
-        for (run_id, _), step in steps.items():
-            rows.step(run_id, step)
         for outcome, run_id in orders:
             rows.order(outcome, run_id)
         if orders:
@@ -265,8 +265,8 @@ class StorageWriter:
             high.append(("max_seq", journal[-1][0]))
         started = time.perf_counter()
         transaction = asyncio.ensure_future(self._transaction(journal, rows, dropped, high, now))
-        pump = _GilPump(asyncio.get_running_loop(), self.gil_yield_s, self.gil_yield_after_s)
-        transaction.add_done_callback(pump.stop)
+        switch = _GilSwitch(self.gil_switch_s)
+        transaction.add_done_callback(switch.restore)
         try:
             await asyncio.shield(transaction)
         except asyncio.CancelledError:
@@ -342,13 +342,10 @@ class StorageWriter:
         horizon = self.wall() - self.retention_s
         total = 0
         statements = (
-            "DELETE FROM journal WHERE seq IN "
-            "(SELECT seq FROM journal WHERE received_at < ? LIMIT 1000)",
-            "DELETE FROM steps WHERE run_id IN (SELECT id FROM runs WHERE finished_at < ? "
-            "AND state IN ('completed','failed','cancelled') LIMIT 1000)",
+            "DELETE FROM journal_blocks WHERE first_seq IN "
+            "(SELECT first_seq FROM journal_blocks WHERE last_at < ? LIMIT 1000)",
             "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE finished_at < ? "
-            "AND state IN ('completed','failed','cancelled') "
-            "AND id NOT IN (SELECT run_id FROM steps) LIMIT 1000)",
+            "AND state IN ('completed','failed','cancelled') LIMIT 1000)",
         )
         try:
             for sql in statements:
@@ -395,33 +392,25 @@ class StorageWriter:
         self._waiters = []
 
 
-class _GilPump:
-    """Hands the GIL to the SQLite thread every ``interval`` once a transaction has been in flight
-    for ``after`` (a commit normally takes 1-3 ms; one still going after that is being starved).
+class _GilSwitch:
+    """Shortens the interpreter's GIL switch interval while a transaction is in flight.
 
-    The thread needs the GIL between statements (to take the next request, to report back),
-    and a busy event loop only gives it up when the interpreter forces a switch -- every 5 ms by
-    default, so a commit of a few statements could take longer than the whole burst of work
-    that is waiting for it, and under sustained load the writer fell behind for good. A
-    ``time.sleep(0)`` releases the GIL at once; if the thread is waiting, it takes it. Timers,
-    not a call_soon chain: an idle loop is not kept spinning. Not from the start of every
-    commit: any thread waiting for the GIL takes it -- a step running in the thread pool too,
-    for up to a switch interval -- which at light load only adds latency (measured: run p99
-    0.74 -> 1.3 ms on the default config).
+    The SQLite thread needs the GIL between statements (to take the next request, to bind its
+    parameters, to report back), and a thread waiting for the GIL only gets it from a busy
+    event loop when the interpreter forces a switch: after 5 ms by default. A commit of a dozen
+    statements then took longer than the burst of work waiting for it, and under sustained load
+    the writer fell behind for good. A short interval only costs anything while a thread waits
+    for the GIL -- a statement running inside SQLite holds no GIL and waits for none -- so it
+    is set for the transaction only and the previous value is restored after it.
     """
 
-    __slots__ = ("_handle", "_interval", "_loop")
+    __slots__ = ("_previous",)
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float, after: float) -> None:
-        self._loop = loop
-        self._interval = interval
-        self._handle: asyncio.TimerHandle | None = loop.call_later(after, self._tick)
+    def __init__(self, interval: float) -> None:
+        self._previous: float | None = sys.getswitchinterval()
+        sys.setswitchinterval(min(interval, self._previous))
 
-    def _tick(self) -> None:
-        time.sleep(0)
-        self._handle = self._loop.call_later(self._interval, self._tick)
-
-    def stop(self, _: object = None) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+    def restore(self, _: object = None) -> None:
+        if self._previous is not None:
+            sys.setswitchinterval(self._previous)
+            self._previous = None

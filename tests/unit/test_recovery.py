@@ -63,11 +63,11 @@ def _seed_a_crashed_run(db: Path) -> None:
     tick = msgspec.json.encode(Tick("AAA", 1.0, 10.0))
     conn = sqlite3.connect(db)
     with conn:
-        conn.execute("DELETE FROM steps")
-        conn.execute("UPDATE runs SET state='running', outcome=NULL, finished_at=NULL, tick=?",
-                     (tick,))
-        conn.execute("INSERT INTO steps (run_id, step, state, attempts, output) VALUES "
-                     "(1, 'first', 'completed', 1, ?)", (b'{"value": 42.0}',))
+        # A run's steps live in its row: [name, state, attempts, preemptions, started,
+        # finished, error, output, output stored].
+        steps = '[["first", "completed", 1, 0, 1.0, 1.5, null, {"value": 42.0}, true]]'
+        conn.execute("UPDATE runs SET state='running', outcome=NULL, finished_at=NULL, tick=?, "
+                     "steps=?", (tick, steps))
         conn.execute("UPDATE symbols SET phase='data_ready', status='processing'")
     conn.close()
     ra.CALLS.clear()
@@ -168,7 +168,7 @@ def test_run_ids_and_journal_seqs_are_never_reused_after_retention_pruned_them(
     asyncio.run(_run_until_idle(_engine(db), DataReady(symbol="AAA", ts=1.0, price=10.0)))
     conn = sqlite3.connect(db)
     with conn:  # what retention leaves after a quiet weekend: no runs, no journal
-        for table in ("steps", "runs", "journal"):
+        for table in ("runs", "journal_blocks"):
             conn.execute(f"DELETE FROM {table}")
     conn.close()
     engine = _engine(db)
@@ -250,3 +250,92 @@ def test_a_newer_tick_with_the_same_timestamp_still_gets_its_follow_up(tmp_path:
         ("first", 2, 10.5),
         ("second", 2, 10.5),
     ]
+
+
+OVERLAP = """
+[workflows.wf2]
+priority = 0
+max_concurrent = 2
+
+[[workflows.wf2.steps]]
+name = "first"
+action = "tests.unit.recovery_actions:first"
+"""
+
+
+async def _crash_copy_before_any_step_ends(engine: Engine, copy: Path) -> None:
+    """Accept one event while its workflows are paused (its runs wait in the queue), commit,
+    and copy the database as a SIGKILL at that instant would leave it."""
+    async with engine.session():
+        workflows = list(engine.config.workflows)
+        for name in workflows:
+            engine.pause(name)
+        engine.submit_nowait(DataReady(symbol="AAA", ts=1.0, price=10.0))
+        assert engine.persistence is not None
+        assert engine.persistence.writer is not None
+        await engine.persistence.writer.flush()
+        assert ra.CALLS == []
+        source = sqlite3.connect(engine.persistence.path)
+        target = sqlite3.connect(copy)
+        try:
+            source.backup(target)
+        finally:
+            source.close()
+            target.close()
+        for name in workflows:
+            engine.resume(name)
+        async with asyncio.timeout(10):
+            await engine.wait_idle()
+
+
+def test_a_run_with_no_progress_is_not_stored_and_its_symbol_is_triggered_again(
+    tmp_path: Path,
+) -> None:
+    db, crashed = tmp_path / "t.db", tmp_path / "crashed.db"
+    asyncio.run(_crash_copy_before_any_step_ends(_engine(db), crashed))
+    conn = sqlite3.connect(crashed)
+    # Only the symbol row and the journal say what is left to do; no row for the run.
+    assert conn.execute("SELECT COUNT(*) FROM runs").fetchone() == (0,)
+    assert conn.execute("SELECT phase, status FROM symbols").fetchall() == [
+        ("data_ready", "pending"),
+    ]
+    conn.close()
+    ra.CALLS.clear()
+    engine = _engine(crashed)
+    asyncio.run(_run_until_idle(engine))
+    assert engine.persistence is not None
+    assert engine.persistence.report.symbols_waiting == 1
+    assert [(c[0], c[2]) for c in ra.CALLS] == [("first", 10.0), ("second", 10.0)]
+    conn = sqlite3.connect(crashed)
+    assert conn.execute("SELECT state, tick_ts FROM runs").fetchall() == [("completed", 1.0)]
+    conn.close()
+
+
+def test_where_routes_overlap_runs_are_stored_from_the_start_and_each_runs_once(
+    tmp_path: Path,
+) -> None:
+    """Two workflows routed to one symbol: a re-trigger of the symbol would redo the one that
+    finished, so a run waiting in the queue is stored and recovery resumes exactly that run."""
+    db, crashed = tmp_path / "t.db", tmp_path / "crashed.db"
+    config = CONFIG.format(db=db) + OVERLAP
+
+    def engine(path: Path) -> Engine:
+        return Engine(
+            loads_config(config.replace(str(db), str(path))), sources=[], persist=True
+        )
+
+    asyncio.run(_crash_copy_before_any_step_ends(engine(db), crashed))
+    conn = sqlite3.connect(crashed)
+    assert conn.execute("SELECT workflow, state FROM runs ORDER BY workflow").fetchall() == [
+        ("wf", "pending"), ("wf2", "pending"),
+    ]
+    conn.close()
+    ra.CALLS.clear()
+    recovered = engine(crashed)
+    asyncio.run(_run_until_idle(recovered))
+    assert recovered.persistence is not None
+    assert recovered.persistence.report.runs_restarted == 2
+    assert sorted((c[0], c[1]) for c in ra.CALLS) == [("first", 1), ("first", 2), ("second", 1)]
+    conn = sqlite3.connect(crashed)
+    assert conn.execute("SELECT COUNT(*) FROM runs WHERE state = 'completed'").fetchone() == (2,)
+    conn.close()

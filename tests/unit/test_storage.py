@@ -24,7 +24,10 @@ from strategies.broker import PaperBroker
 def _tables(path: Path) -> dict[str, list[str]]:
     conn = sqlite3.connect(path)
     try:
-        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        names = [
+            r[0]
+            for r in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")
+        ]
         return {n: [c[1] for c in conn.execute(f"PRAGMA table_info({n})")] for n in names}
     finally:
         conn.close()
@@ -43,6 +46,7 @@ def test_a_new_file_gets_the_current_schema_in_wal_mode(tmp_path: Path) -> None:
         tables.keys()
     )
     assert "preemptions" in tables["steps"]
+    assert {"journal_blocks"} <= tables.keys()
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)
@@ -58,16 +62,33 @@ def test_an_older_schema_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
         "INSERT INTO runs VALUES (7, 'wf', 'AAPL', 'completed', 'completed', 0, '{}', 1.0, 1.0, "
         "2.0, NULL)"
     )
-    conn.execute("INSERT INTO steps VALUES (7, 'a', 'completed', 1, 'null', NULL, 1.0, 2.0)")
+    conn.execute(
+        "INSERT INTO steps VALUES (7, 'a', 'completed', 1, '{\"side\": \"BUY\"}', NULL, 1.0, 2.0)"
+    )
+    conn.execute("INSERT INTO steps VALUES (7, 'b', 'failed', 2, NULL, 'boom', 2.0, 3.0)")
+    conn.execute(
+        "INSERT INTO journal VALUES (3, 5.0, 'DATA_READY', 'AAPL', "
+        "CAST('{\"symbol\":\"AAPL\",\"ts\":1.5}' AS BLOB))"
+    )
     conn.commit()
     conn.close()
     asyncio.run(_open(path))
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT value FROM meta").fetchone()[0] == "2"
+    assert conn.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)
     assert conn.execute("SELECT id, state FROM runs").fetchall() == [(7, "completed")]
-    assert conn.execute("SELECT preemptions FROM steps").fetchall() == [(0,)]
+    # v3 keeps a run's steps in its row; the steps view reads them as the v2 table did.
+    assert conn.execute(
+        "SELECT run_id, step, state, attempts, preemptions, error, output FROM steps "
+        "ORDER BY step"
+    ).fetchall() == [
+        (7, "a", "completed", 1, 0, None, b'{"side":"BUY"}'),
+        (7, "b", "failed", 2, 0, "boom", None),
+    ]
+    assert conn.execute(
+        "SELECT seq, received_at, type, symbol, json_extract(payload, '$.ts') FROM journal"
+    ).fetchall() == [(3, 5.0, "DATA_READY", "AAPL", 1.5)]
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-    assert {"journal_by_time", "runs_by_finish"} <= indexes
+    assert {"journal_blocks_by_time", "runs_by_finish", "runs_in_flight"} <= indexes
     conn.close()
 
 
@@ -271,9 +292,9 @@ def test_retention_prunes_only_what_is_older_than_the_horizon(tmp_path: Path) ->
         conn = await open_database(tmp_path / "t.db")
         writer = StorageWriter(conn, path="t.db", broker=PaperBroker(), wall=lambda: now,
                                next_seq=1, retention_s=3600.0)
-        for age in (7200.0, 3601.0, 3599.0, 10.0):
+        for age in (7200.0, 3601.0, 3599.0, 10.0):  # a journal block per commit
             writer.journal("DATA_READY", "X", b"{}", now - age)
-        await writer.commit()
+            await writer.commit()
         pruned = await writer.prune()
         await writer.close()
         return pruned
