@@ -19,7 +19,7 @@ install: $(STAMP)
 # Rebuild the extension in place and refuse to go on without it.
 build: $(STAMP)
 	$(BIN)/python setup.py -q build_ext --inplace
-	@$(BIN)/python -c "import fastpath, fastpath.flow as f, fastpath.runs as r, fastpath.symbols as s, fastpath.counters as c, fastpath.coro as co, sys; impls = (fastpath.IMPLEMENTATION, fastpath.LATENCY_IMPLEMENTATION, co.CORO_IMPLEMENTATION, c.COUNTERS_IMPLEMENTATION, s.SYMBOLS_IMPLEMENTATION, r.RUNS_IMPLEMENTATION, f.FLOW_IMPLEMENTATION); print('fastpath: heap %s, latency %s, coro %s, counters %s, symbols %s, runs %s, flow %s' % impls); sys.exit(set(impls) != {'cython'})" \
+	@$(BIN)/python -c "import fastpath, fastpath.flow as f, fastpath.runs as r, fastpath.symbols as s, fastpath.counters as c, fastpath.coro as co, fastpath.records as rec, sys; impls = (fastpath.IMPLEMENTATION, fastpath.LATENCY_IMPLEMENTATION, co.CORO_IMPLEMENTATION, c.COUNTERS_IMPLEMENTATION, s.SYMBOLS_IMPLEMENTATION, r.RUNS_IMPLEMENTATION, f.FLOW_IMPLEMENTATION, rec.RECORDS_IMPLEMENTATION); print('fastpath: heap %s, latency %s, coro %s, counters %s, symbols %s, runs %s, flow %s, records %s' % impls); sys.exit(set(impls) != {'cython'})" \
 		|| { echo "ERROR: the fastpath Cython extensions did not build" >&2; exit 1; }
 
 # System packages the tests need: Prometheus and promtool (the monitoring integration test runs

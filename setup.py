@@ -49,6 +49,9 @@ setup(
                     "fastpath._symbols_c", ["fastpath/_symbols_c.py"], extra_compile_args=["-O3"]
                 ),
                 Extension("fastpath._flow_c", ["fastpath/_flow_c.py"], extra_compile_args=["-O3"]),
+                Extension(
+                    "fastpath._records_c", ["fastpath/_records_c.py"], extra_compile_args=["-O3"]
+                ),
             ],
             compiler_directives=PURE_DIRECTIVES,
         ),

@@ -48,7 +48,8 @@ OUT = Path(".benchmarks/storage.json")
 async def writer_throughput(records: int, path: Path) -> dict[str, float]:
     conn = await open_database(path)
     writer = StorageWriter(conn, path=str(path), broker=PaperBroker(), wall=time.time, next_seq=1)
-    symbols = SymbolTable(writer.symbol)
+    symbols = SymbolTable()
+    writer.watch(symbols)
     states = [symbols.register(f"S{i:04d}", 2) for i in range(1000)]
     task = asyncio.create_task(writer.run_forever())
     payload = b'{"type":"DATA_READY","symbol":"S0001","ts":1.0,"price":100.0}'

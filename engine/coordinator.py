@@ -104,6 +104,7 @@ class Coordinator(CoordinatorCore):
             return "dropped"
         now = self.clock.now()
         run = Run(run_id, wf, symbol, tick, wf.run_priority(symbol.priority), now)
+        run.stored = True  # its row is in the database: storage replaces it when the run ends
         names = {st.spec.name: st for st in run.steps}
         outcome = "resumed" if completed else "restarted"
         if completed and not completed.keys() <= names.keys():
@@ -163,8 +164,8 @@ class Coordinator(CoordinatorCore):
         step.finished_at = now
         step.advance(StepState.FAILED)
         sc.outcomes["failed"] += 1
-        if self.on_step_finished is not None:
-            self.on_step_finished(step)
+        if self._run_log is not None:
+            self._log_run(run)
         if step.spec.sends_orders and self.on_order_finished is not None:
             self.on_order_finished(step)
         if self._settle_cancel(run):

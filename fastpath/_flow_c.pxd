@@ -40,8 +40,8 @@ cdef class CoordinatorCore:
     cdef public dict _pending
     cdef public dict _active
     cdef public dict _route_cache
-    cdef public object on_step_finished
-    cdef public object on_run_update
+    cdef public list _run_log
+    cdef public object _on_runs_changed
     cdef public object on_run_finished
     cdef public object on_order_finished
     cdef public object on_busy
@@ -57,6 +57,10 @@ cdef class CoordinatorCore:
     cpdef _register(self, Run run)
     @cython.locals(run=Run, steps=list)
     cpdef Run _start_run(self, WorkflowDef wf, SymbolState symbol, object tick, double at)
+    @cython.locals(run=Run)
+    cpdef list take_changed_runs(self)
+    cpdef _log_shared(self, Run run)
+    cpdef _log_run(self, Run run)
     cpdef _enqueue(self, StepRun step, double now)
     @cython.locals(run=Run)
     cpdef _shed(self, StepRun step)

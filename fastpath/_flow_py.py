@@ -119,10 +119,12 @@ class CoordinatorCore:
         self._pending: dict[tuple[str, str], Any] = {}
         self._active: dict[tuple[str, str], Any] = {}
         self._route_cache: dict[int, tuple[Any, ...]] = {}
-        # Observers; None costs one attribute test. Storage: every step that finished, and a
-        # run created, its input replaced, started, or ended.
-        self.on_step_finished: Any = None
-        self.on_run_update: Any = None
+        # Storage's change log of runs (track_runs): each run created, given a newer input,
+        # started, advanced by a step that ended, or ended since the last take, once. A flag
+        # test per change instead of a call into the writer (a run changes five or six times).
+        self._run_log: list[Any] | None = None
+        self._on_runs_changed: Any = None  # called when the log stops being empty
+        # Observers; None costs one attribute test.
         self.on_run_finished: Any = None  # a run ended
         self.on_order_finished: Any = None  # a step whose action sends orders finished
         # The engine's idle flag: called when the first run is made after none was in flight,
@@ -202,8 +204,8 @@ class CoordinatorCore:
         if pending is not None:
             pending.tick = tick  # latest tick wins; the run keeps its place (and age) in line
             counters.conflated += 1
-            if self.on_run_update is not None:
-                self.on_run_update(pending)
+            if self._run_log is not None:
+                self._log_shared(pending)
             return None
         active = self._active.get(key)
         if active is not None:
@@ -222,8 +224,8 @@ class CoordinatorCore:
         run = _runs.Run(next(self._ids), wf, symbol, tick, wf.run_priority(symbol.priority), at)
         self._register(run)
         self._pending[run.key] = run
-        if self.on_run_update is not None:
-            self.on_run_update(run)
+        if self._run_log is not None:
+            self._log_shared(run)
         steps = run.steps
         for index in wf.roots:
             if run.outcome is not None:
@@ -238,6 +240,44 @@ class CoordinatorCore:
             self.on_busy()
         runs[run.id] = run
         run.symbol.runs.add(run)
+
+    # -- the change log ---------------------------------------------------------------------
+
+    def track_runs(self, wake: Any) -> None:
+        """Keep the run change log from now on; ``wake()`` is called when it stops being
+        empty."""
+        if self._run_log is None:
+            self._run_log = []
+        self._on_runs_changed = wake
+
+    def take_changed_runs(self) -> list[Any]:
+        """The runs changed since the last call (each once); the log starts over."""
+        log = self._run_log
+        if not log:
+            return []
+        self._run_log = []
+        for run in log:
+            run.logged = False
+        return log
+
+    @property
+    def changed_runs(self) -> int:
+        """How many runs the change log holds."""
+        return 0 if self._run_log is None else len(self._run_log)
+
+    def _log_shared(self, run: Any) -> None:
+        """Log a run that has done nothing yet only where routes overlap: on a symbol routed to
+        its workflow alone, storage has no use for it (see fastpath._records_py.run_record)."""
+        if len(self.routes(run.symbol.priority)) > 1:
+            self._log_run(run)
+
+    def _log_run(self, run: Any) -> None:
+        log = self._run_log
+        if log is not None and not run.logged:
+            run.logged = True
+            log.append(run)
+            if len(log) == 1 and self._on_runs_changed is not None:
+                self._on_runs_changed()
 
     # -- the queue --------------------------------------------------------------------------
 
@@ -289,8 +329,8 @@ class CoordinatorCore:
                 del self._pending[key]
             self._active[key] = run
             self.symbols.mark_processing(run.symbol)
-            if self.on_run_update is not None:
-                self.on_run_update(run)
+            if self._run_log is not None:
+                self._log_shared(run)
 
     def step_succeeded(self, step: Any, output: Any, now: float) -> None:
         run = step.run
@@ -303,8 +343,8 @@ class CoordinatorCore:
         sc = spec.counters
         sc.outcomes["completed"] += 1
         sc.duration.record(now - step.started_at)
-        if self.on_step_finished is not None:
-            self.on_step_finished(step)
+        if self._run_log is not None:
+            self._log_run(run)
         if spec.sends_orders and self.on_order_finished is not None:
             self.on_order_finished(step)
         if run.state in _TERMINAL_RUN:
@@ -380,8 +420,8 @@ class CoordinatorCore:
         # step keeps its client order id) instead of starting the work over.
         if self.stopping and outcome == "cancelled":
             run.suspended = True
-        if self.on_run_update is not None:
-            self.on_run_update(run)
+        if self._run_log is not None:
+            self._log_run(run)
         if self.on_run_finished is not None:
             self.on_run_finished(run)
         if not self.runs and self.on_idle is not None:

@@ -106,6 +106,8 @@ cdef class Run:
     cdef public double follow_up_at
     cdef public object cancel_reason
     cdef public bint suspended
+    cdef public bint logged
+    cdef public bint stored
 
     @cython.locals(step=StepRun, spec=StepDef, steps=list)
     cdef list _make_steps(self, WorkflowDef workflow)

@@ -330,6 +330,7 @@ class Run:
         "follow_up_at",
         "id",
         "key",
+        "logged",
         "outcome",
         "outputs",
         "priority",
@@ -337,6 +338,7 @@ class Run:
         "started_at",
         "state",
         "steps",
+        "stored",
         "suspended",
         "symbol",
         "tick",
@@ -374,6 +376,8 @@ class Run:
         self.follow_up_at = 0.0
         self.cancel_reason: str | None = None  # set by a cancel waiting on a running order step
         self.suspended = False  # cut by the shutdown drain: stored as still in flight
+        self.logged = False  # in the coordinator's change log (take_changed_runs)
+        self.stored = False  # storage wrote a row for it while in flight
 
     def _make_steps(self, workflow: WorkflowDef) -> list[StepRun]:
         steps = []

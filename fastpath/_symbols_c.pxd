@@ -1,6 +1,8 @@
 # cython: language_level=3
 """Typed layout of fastpath/_symbols_py.py when compiled as fastpath._symbols_c (see that file)."""
 
+cimport cython
+
 
 cdef class SymbolState:
     cdef public object id
@@ -12,12 +14,14 @@ cdef class SymbolState:
     cdef public object last_processed
     cdef public object last_error
     cdef public set runs
+    cdef public bint logged
 
 
 cdef class SymbolTable:
     cdef dict _by_name
     cdef object _next_id
-    cdef object _listener
+    cdef list _log
+    cdef object _wake
 
     cpdef SymbolState get(self, object name)
     cpdef SymbolState register(self, object name, object priority)
@@ -27,6 +31,8 @@ cdef class SymbolTable:
     cpdef mark_completed(self, SymbolState state, double when)
     cpdef mark_failed(self, SymbolState state, object error, double when)
     cpdef mark_pending(self, SymbolState state)
+    @cython.locals(state=SymbolState)
+    cpdef list take_changed(self)
     cpdef _changed(self, SymbolState state)
 
 

@@ -61,6 +61,7 @@ class SymbolState:
         "last_error",
         "last_processed",
         "last_tick",
+        "logged",
         "name",
         "phase",
         "priority",
@@ -78,6 +79,7 @@ class SymbolState:
         self.last_processed: float | None = None
         self.last_error: str | None = None
         self.runs: set[Any] = set()  # its live runs (pending, running, or with a follow-up)
+        self.logged = False  # in its table's change log (SymbolTable.take_changed)
 
     @property
     def active_runs(self) -> int:
@@ -111,21 +113,44 @@ class SymbolRow(msgspec.Struct, frozen=True, kw_only=True):
     last_ts: float | None
 
 
-Listener = Callable[[SymbolState], None]
-
-
 class SymbolTable:
-    """In-memory symbol table; every mutation goes through a method and notifies ``listener``."""
+    """In-memory symbol table; every mutation goes through a method.
 
-    __slots__ = ("_by_name", "_listener", "_next_id")
+    Once :meth:`track` is on, the table keeps a change log for storage: each symbol changed
+    since the last :meth:`take_changed` appears in it once, however often it changed (a symbol
+    ticking a thousand times between two commits is written once). Logging a change costs a
+    flag test here, not a call into the storage writer: a symbol changes three or four times
+    per run.
+    """
 
-    def __init__(self, listener: Listener | None = None) -> None:
+    __slots__ = ("_by_name", "_log", "_next_id", "_wake")
+
+    def __init__(self) -> None:
         self._by_name: dict[str, SymbolState] = {}
         self._next_id = 1
-        self._listener = listener
+        self._log: list[SymbolState] | None = None
+        self._wake: Callable[[], None] | None = None
 
-    def set_listener(self, listener: Listener | None) -> None:
-        self._listener = listener
+    def track(self, wake: Callable[[], None] | None) -> None:
+        """Keep the change log from now on; ``wake()`` is called when it stops being empty."""
+        if self._log is None:
+            self._log = []
+        self._wake = wake
+
+    def take_changed(self) -> list[SymbolState]:
+        """The symbols changed since the last call (each once); the log starts over."""
+        log = self._log
+        if not log:
+            return []
+        self._log = []
+        for state in log:
+            state.logged = False
+        return log
+
+    @property
+    def changed(self) -> int:
+        """How many symbols the change log holds."""
+        return 0 if self._log is None else len(self._log)
 
     def __len__(self) -> int:
         return len(self._by_name)
@@ -206,8 +231,12 @@ class SymbolTable:
         ]
 
     def _changed(self, state: SymbolState) -> None:
-        if self._listener is not None:
-            self._listener(state)
+        log = self._log
+        if log is not None and not state.logged:
+            state.logged = True
+            log.append(state)
+            if len(log) == 1 and self._wake is not None:
+                self._wake()
 
 
 class MarketData:

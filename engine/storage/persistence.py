@@ -89,11 +89,8 @@ class Persistence:
         assert writer is not None, "open() first"
         assert loaded is not None
         symbols = self.engine.symbols
-        symbols.set_listener(writer.symbol)
         coordinator.set_next_run_id(loaded.next_run_id)
-        coordinator.on_run_update = writer.run
-        writer.routes = coordinator.routes
-        coordinator.on_step_finished = writer.step
+        writer.watch(symbols, coordinator)
         coordinator.on_order_finished = self._chain_orders(coordinator.on_order_finished)
         outcomes = {"resumed": 0, "restarted": 0, "dropped": 0}
         reused = 0
@@ -134,7 +131,7 @@ class Persistence:
         engine's own clock is monotonic and means nothing outside this process)."""
         assert self.writer is not None
         kind = DATA_READY if type(event) is DataReady else "HIGH_PRIORITY_ARRIVED"
-        return self.writer.journal(kind, event.symbol, _encode(event), self._wall())
+        return self.writer.journal_event(kind, event, self._wall())
 
     async def close(self) -> None:
         if self.writer is not None:

@@ -144,7 +144,8 @@ async def _load(
     # Ids continue after the highest ever used, even if retention pruned its rows: the
     # high-water marks in meta, the runs still stored, and the orders (never pruned).
     async with conn.execute(
-        "SELECT MAX(COALESCE((SELECT MAX(id) FROM runs), 0), "
+        "SELECT MAX(COALESCE((SELECT MAX(id) FROM run_rows), 0), "
+        "COALESCE((SELECT MAX(last_id) FROM run_blocks), 0), "
         "COALESCE((SELECT MAX(run_id) FROM orders), 0), "
         "COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'max_run_id'), 0)), "
         "MAX(COALESCE((SELECT MAX(last_seq) FROM journal_blocks), 0), "
@@ -156,7 +157,7 @@ async def _load(
 
     stored: list[StoredRun] = []
     async with conn.execute(
-        "SELECT id, workflow, symbol, tick, steps FROM runs "
+        "SELECT id, workflow, symbol, tick, steps FROM run_rows "
         "WHERE state IN ('pending', 'running') ORDER BY id"
     ) as cur:
         async for r in cur:

@@ -1,7 +1,21 @@
-"""The rows of one commit: built from live objects, bound to a few multi-row statements.
+"""The rows of one commit: built from live objects, sent as a few statements.
 
 Split from :mod:`engine.storage.writer`, which decides *when* to commit; this module decides
-*what* a commit writes and how the rows travel.
+*what* a commit writes and how the rows travel. The records themselves are built by
+:mod:`fastpath.records` (compiled).
+
+How rows travel, and why (measured; docs/storage.md, "Cost"): whatever the SQLite thread does
+while holding the GIL is taken from the event loop, and binding parameters holds it -- about a
+tenth of a microsecond per value, two dozen values per run with a row per run and symbol. So:
+
+* completed runs (nearly all runs) go as ONE JSON array per commit, stored as it is
+  (`run_blocks`): nothing to bind or expand per run;
+* accepted events likewise (`journal_blocks`);
+* changed symbols go as one JSON array expanded by ``json_each`` inside an upsert: the SQLite
+  thread parses each row's JSON once per column (SQLite 3.40 has no parse cache), but it does
+  that on the other core, without the GIL;
+* the few runs that need a row of their own (in flight with progress, failed, cancelled) are
+  bound as a multi-row statement.
 """
 
 from __future__ import annotations
@@ -12,34 +26,22 @@ from typing import TYPE_CHECKING, Any
 import aiosqlite
 import msgspec
 
-from ..fsm import RunState, StepState
+from fastpath.records import RunRows, run_rows, symbol_rows
+
 from ..runs import Run
-from ..symbols import Phase, SymbolState, SymbolStatus
+from ..symbols import SymbolState
 
 if TYPE_CHECKING:
     from strategies.broker import PaperBroker
 
-__all__ = ["CHUNKS", "JOURNAL_SQL", "Rows", "Table", "steps_json"]
+__all__ = ["CHUNKS", "JOURNAL_SQL", "Rows", "Table"]
 
 _encode = msgspec.json.Encoder().encode
-# Enum .value is a Python-level descriptor; rows are built for every change, so map directly.
-_PHASE = {p: p.value for p in Phase}
-_SSTATUS = {s: s.value for s in SymbolStatus}
-_RUN_STATE = {s: s.value for s in RunState}
-_STEP_STATE = {s: s.value for s in StepState}
-_PENDING = StepState.PENDING
-_COMPLETED = StepState.COMPLETED
+_UNENCODABLE = (TypeError, msgspec.EncodeError, UnicodeError)
 
-
-# Rows reach SQLite as multi-row statements: ``INSERT ... SELECT * FROM (VALUES (?,..),(?,..)..)``
-# with up to 512 rows bound at once. The SQLite thread binds a whole statement's parameters in one
-# C loop and then runs it without the GIL: a commit is a handful of GIL hand-overs, not one per
-# row (with ``executemany``, every row's parameters waited for the GIL, and a busy event loop only
-# yields it at forced switches -- a commit of thousands of rows crawled while the engine was busy).
-# Before v3 the rows travelled as one JSON array expanded by ``json_each``; measured, SQLite 3.40
-# re-parses a row's JSON for every column read from it (11 us for a run row against 4 us bound).
-# A statement's row count is padded up to one of a few sizes (padding rows are all NULL and
-# filtered out), so each table keeps a few prepared statements in the connection's cache.
+# A multi-row statement's row count is padded up to one of a few sizes (padding rows are all
+# NULL and filtered out), so each table keeps a few prepared statements in the connection's
+# cache.
 CHUNKS = (8, 64, 512)
 
 
@@ -57,15 +59,17 @@ class Table:
             for n in CHUNKS
         }
 
-    def statements(self, rows: list[tuple[Any, ...]]) -> list[tuple[str, list[Any]]]:
+    def statements(self, flat: list[Any]) -> list[tuple[str, list[Any]]]:
+        """The statements writing ``flat`` (the rows' values, one row after another)."""
         out = []
-        big = CHUNKS[-1]
-        for first in range(0, len(rows), big):
-            part = rows[first:first + big]
-            size = next(n for n in CHUNKS if n >= len(part))
-            params = [value for row in part for value in row]
-            if size > len(part):
-                params.extend([None] * ((size - len(part)) * self.columns))
+        columns = self.columns
+        step = CHUNKS[-1] * columns
+        for first in range(0, len(flat), step):
+            params = flat[first:first + step]
+            rows = len(params) // columns
+            size = next(n for n in CHUNKS if n >= rows)
+            if size > rows:
+                params.extend([None] * ((size - rows) * columns))
             out.append((self.sql[size], params))
         return out
 
@@ -74,16 +78,24 @@ JOURNAL_SQL = (
     "INSERT INTO journal_blocks (first_seq, last_seq, first_at, last_at, events) "
     "VALUES (?, ?, ?, ?, ?)"
 )
-SYMBOLS = Table(
+_RUN_BLOCK_SQL = (
+    "INSERT INTO run_blocks (first_id, last_id, finished_at, runs, records) VALUES (?, ?, ?, ?, ?)"
+)
+_UNROW_SQL = "DELETE FROM run_rows WHERE id IN (SELECT value FROM json_each(?))"
+# The tick is taken with ``->`` (its JSON text, stored as a BLOB like every JSON column of the
+# v1 schema), the others with ``->>``.
+_SYMBOLS_SQL = (
     "INSERT INTO symbols (id, name, phase, status, priority, last_processed, last_error, "
-    "last_tick, updated_at)", 9,
+    "last_tick, updated_at) SELECT value->>0, value->>1, value->>2, value->>3, value->>4, "
+    "value->>5, value->>6, CAST(nullif(value->7, 'null') AS BLOB), value->>8 "
+    "FROM json_each(?) WHERE true "
     "ON CONFLICT (id) DO UPDATE SET phase=excluded.phase, status=excluded.status, "
     "priority=excluded.priority, last_processed=excluded.last_processed, "
     "last_error=excluded.last_error, last_tick=excluded.last_tick, "
-    "updated_at=excluded.updated_at",
+    "updated_at=excluded.updated_at"
 )
 RUNS = Table(
-    "INSERT INTO runs (id, workflow, symbol, state, outcome, priority, tick, tick_ts, "
+    "INSERT INTO run_rows (id, workflow, symbol, state, outcome, priority, tick, tick_ts, "
     "created_at, finished_at, error, steps)", 12,
     "ON CONFLICT (id) DO UPDATE SET state=excluded.state, outcome=excluded.outcome, "
     "priority=excluded.priority, tick=excluded.tick, tick_ts=excluded.tick_ts, "
@@ -91,36 +103,25 @@ RUNS = Table(
 )
 
 
-def _text(value: str | None) -> str | None:
-    """A free-text column (an error, from any exception a strategy raises): a NUL is spelled
-    out (SQLite's text functions end a string there), and so is a lone surrogate (it cannot be
-    encoded at all)."""
-    if value is None:
-        return None
-    if "\x00" in value:
-        value = value.replace("\x00", "\\x00")
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        value = value.encode("utf-8", "backslashreplace").decode()
-    return value
+def _fix_outputs(records: list[Any]) -> None:
+    """Some step output in ``records`` cannot be encoded: store each such output as missing
+    (its step's last field says so; recovery runs such a run again from its first step)
+    without costing the rest."""
+    for record in records:
+        for step in record[11]:
+            try:
+                _encode(step[7])
+            except _UNENCODABLE:
+                step[7] = None
+                step[8] = False
 
 
-def steps_json(rows: list[list[Any]]) -> str:
-    """A run's steps as one JSON array (its ``steps`` column). An output msgspec cannot encode
-    is stored as missing -- the last field says so, and recovery re-runs such a run from its
-    first step -- without costing the rest."""
+def _json(records: list[Any]) -> str:
     try:
-        return _encode(rows).decode()
-    except (TypeError, msgspec.EncodeError, UnicodeError):
-        pass
-    for row in rows:
-        try:
-            _encode(row[7]).decode()
-        except (TypeError, msgspec.EncodeError, UnicodeError):
-            row[7] = None
-            row[8] = False
-    return _encode(rows).decode()
+        return _encode(records).decode()
+    except _UNENCODABLE:
+        _fix_outputs(records)
+        return _encode(records).decode()
 
 
 class Rows:
@@ -141,6 +142,7 @@ class Rows:
         "runs",
         "statements",
         "symbols",
+        "ticks",
     )
 
     def __init__(
@@ -152,63 +154,25 @@ class Rows:
         self.now = now
         self.offset = offset
         self.routes = routes
-        self.symbols: list[tuple[Any, ...]] = []
-        self.runs: list[tuple[Any, ...]] = []
+        self.ticks: dict[int, Any] = {}  # each tick encoded once per commit
+        self.symbols: list[Any] = []
+        self.runs = RunRows()
         self.orders: list[tuple[Any, ...]] = []
         self.fills: list[tuple[Any, ...]] = []
         self.positions: list[tuple[Any, ...]] = []
         self.accounts: list[tuple[Any, ...]] = []
         self.statements: list[tuple[str, Any]] = []
 
-    def symbol(self, s: SymbolState) -> None:
-        tick = s.last_tick
-        self.symbols.append(
-            (s.id, s.name, _PHASE[s.phase], _SSTATUS[s.status], s.priority, s.last_processed,
-             _text(s.last_error), None if tick is None else _encode(tick), self.now)
-        )
+    def add_symbols(self, states: list[SymbolState]) -> None:
+        self.symbols = symbol_rows(states, self.now, self.ticks)
 
-    def run(self, r: Run) -> None:
-        routes = self.routes
-        if (
-            routes is not None and not r.completed and not r.suspended
-            and not r.state.terminal and len(routes(r.symbol.priority)) <= 1
-        ):
-            # In flight with nothing done yet, on a symbol routed to this workflow alone: the
-            # symbol row committed with it (data_ready, or processing with no run to resume)
-            # makes recovery trigger it again with the same tick, so its row would only cost.
-            # Where routes overlap, a re-trigger would also redo the other workflows' finished
-            # runs for this tick: such runs are written from the start.
-            return
-        offset = self.offset
-        steps = []
-        for st in r.steps:
-            state = st.state
-            if state is _PENDING and not st.attempts and not st.preemptions:
-                continue  # never ran: nothing to say about it
-            started, finished = st.started_at, st.finished_at
-            steps.append([
-                st.spec.name, _STEP_STATE[state], st.attempts, st.preemptions,
-                None if started is None else started + offset,
-                None if finished is None or not state.terminal else finished + offset,
-                _text(st.error), st.output if state is _COMPLETED else None, True,
-            ])
-        created = r.trigger_at + offset
-        if r.suspended:
-            # Cut by the shutdown drain: recorded as such, but left in flight so the next start
-            # resumes it under the same id instead of redoing its work under a new one.
-            self.runs.append(
-                (r.id, r.workflow.name, r.symbol.name, "running", None, r.priority,
-                 _encode(r.tick), r.tick.ts, created, None,
-                 _text(f"{r.error or 'shutdown'}; resumed at the next start"), steps_json(steps))
-            )
-            return
-        finished = r.finished_at
-        self.runs.append(
-            (r.id, r.workflow.name, r.symbol.name, _RUN_STATE[r.state], r.outcome, r.priority,
-             _encode(r.tick), r.tick.ts, created,
-             None if finished is None or not r.state.terminal else finished + offset,
-             _text(r.error), steps_json(steps))
-        )
+    def add_runs(self, runs: list[Run]) -> None:
+        self.runs = run_rows(runs, self.offset, self.routes, self.ticks)
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        """Rows of symbols and runs written."""
+        return len(self.symbols), len(self.runs.completed) + len(self.runs.rows)
 
     def order(self, outcome: Any, run_id: int) -> None:
         status = getattr(outcome, "status", "error")
@@ -246,8 +210,31 @@ class Rows:
                 journal[0][0], journal[-1][0], journal[0][1], journal[-1][1],
                 _encode(journal).decode(),
             )))
-        statements += SYMBOLS.statements(self.symbols)
-        statements += RUNS.statements(self.runs)
+        if self.symbols:
+            statements.append((_SYMBOLS_SQL, (_encode(self.symbols).decode(),)))
+        runs = self.runs
+        if runs.completed:
+            completed = runs.completed
+            ids = [r[0] for r in completed]
+            statements.append((_RUN_BLOCK_SQL, (
+                min(ids), max(ids), max(r[9] for r in completed), len(completed),
+                _json(completed),
+            )))
+        if runs.unrow:
+            statements.append((_UNROW_SQL, (_encode(runs.unrow).decode(),)))
+        if runs.rows:
+            try:
+                steps = [_encode(r[11]).decode() for r in runs.rows]
+            except _UNENCODABLE:
+                _fix_outputs(runs.rows)
+                steps = [_encode(r[11]).decode() for r in runs.rows]
+            flat: list[Any] = []
+            for row, text in zip(runs.rows, steps, strict=True):
+                flat.extend(row[:6])
+                flat.append(bytes(row[6]))
+                flat.extend(row[7:11])
+                flat.append(text)
+            statements += RUNS.statements(flat)
         self.statements = statements
 
     async def write(self, conn: aiosqlite.Connection) -> None:

@@ -101,22 +101,57 @@ CREATE INDEX journal_by_time ON journal (received_at);
 CREATE INDEX runs_by_finish ON runs (finished_at);
 """
 
-# v3: fewer, cheaper rows per run (docs/storage.md, "Cost"). A run's steps are stored in its own
-# row (one JSON array, written with the run) instead of a row each; accepted events are stored
-# one block per commit (a JSON array) instead of a row each. Views named like the old tables
-# expand both, so SQL written against v2 still reads the same rows. The state index only holds
-# runs in flight: finished runs -- nearly all rows -- cost no index upkeep for it.
+# v3: fewer, cheaper rows per run (docs/storage.md, "Cost").
+# * Completed runs -- nearly all runs -- are stored one block per commit (`run_blocks`, a JSON
+#   array of run records) instead of a row each; runs in flight, failed and cancelled keep a row
+#   each (`run_rows`). The view `runs` reads both as the v2 table did.
+# * A run's steps are stored in its record (one JSON array) instead of a row each; the view
+#   `steps` reads them as the v2 table did. Step times are microseconds after the run's
+#   created_at (integers encode faster than floats).
+# * Accepted events are stored one block per commit (`journal_blocks`); the view `journal`
+#   reads them as the v2 table did.
+# * The state index only holds runs in flight.
 _V3 = """
-ALTER TABLE runs ADD COLUMN steps TEXT;
-UPDATE runs SET steps = (
+ALTER TABLE runs RENAME TO run_rows;
+ALTER TABLE run_rows ADD COLUMN steps TEXT;
+UPDATE run_rows SET steps = (
     SELECT json_group_array(json_array(
-        s.step, s.state, s.attempts, s.preemptions, s.started_at, s.finished_at, s.error,
-        json(CAST(COALESCE(s.output, 'null') AS TEXT)), s.output IS NOT NULL))
-    FROM steps s WHERE s.run_id = runs.id)
-WHERE EXISTS (SELECT 1 FROM steps s WHERE s.run_id = runs.id);
+        s.step, s.state, s.attempts, s.preemptions,
+        CAST(round((s.started_at - run_rows.created_at) * 1e6) AS INTEGER),
+        CAST(round((s.finished_at - run_rows.created_at) * 1e6) AS INTEGER),
+        s.error, json(CAST(COALESCE(s.output, 'null') AS TEXT)), s.output IS NOT NULL))
+    FROM steps s WHERE s.run_id = run_rows.id)
+WHERE EXISTS (SELECT 1 FROM steps s WHERE s.run_id = run_rows.id);
 DROP TABLE steps;
 DROP INDEX runs_by_state;
-CREATE INDEX runs_in_flight ON runs (state) WHERE state IN ('pending', 'running');
+DROP INDEX runs_by_finish;
+CREATE INDEX run_rows_in_flight ON run_rows (state) WHERE state IN ('pending', 'running');
+CREATE INDEX run_rows_by_finish ON run_rows (finished_at);
+CREATE TABLE run_blocks (
+    block INTEGER PRIMARY KEY,
+    first_id INTEGER NOT NULL,
+    last_id INTEGER NOT NULL,
+    finished_at REAL NOT NULL,
+    runs INTEGER NOT NULL,
+    records TEXT NOT NULL
+);
+CREATE INDEX run_blocks_by_time ON run_blocks (finished_at);
+CREATE VIEW runs (id, workflow, symbol, state, outcome, priority, tick, tick_ts, created_at,
+                  finished_at, error, steps) AS
+    SELECT id, workflow, symbol, state, outcome, priority, tick, tick_ts, created_at,
+           finished_at, error, steps
+    FROM run_rows
+    UNION ALL
+    SELECT r.value->>0, r.value->>1, r.value->>2, r.value->>3, r.value->>4, r.value->>5,
+           CAST(r.value->6 AS BLOB), r.value->>7, r.value->>8, r.value->>9, r.value->>10,
+           r.value->11
+    FROM run_blocks b, json_each(b.records) r;
+CREATE VIEW steps (run_id, step, state, attempts, preemptions, started_at, finished_at, error,
+                   output) AS
+    SELECT r.id, s.value->>0, s.value->>1, s.value->>2, s.value->>3,
+           r.created_at + s.value->>4 / 1e6, r.created_at + s.value->>5 / 1e6,
+           s.value->>6, CASE WHEN s.value->>8 THEN CAST(s.value->7 AS BLOB) END
+    FROM runs r, json_each(r.steps) s;
 CREATE TABLE journal_blocks (
     first_seq INTEGER PRIMARY KEY,
     last_seq INTEGER NOT NULL,
@@ -130,14 +165,10 @@ INSERT INTO journal_blocks (first_seq, last_seq, first_at, last_at, events)
            json_array(json_array(seq, received_at, type, symbol, json(CAST(payload AS TEXT))))
     FROM journal;
 DROP TABLE journal;
+DROP INDEX IF EXISTS journal_by_time;
 CREATE VIEW journal (seq, received_at, type, symbol, payload) AS
     SELECT e.value->>0, e.value->>1, e.value->>2, e.value->>3, CAST(e.value->4 AS BLOB)
-    FROM journal_blocks b, json_each(b.events) e;
-CREATE VIEW steps (run_id, step, state, attempts, preemptions, started_at, finished_at, error,
-                   output) AS
-    SELECT r.id, s.value->>0, s.value->>1, s.value->>2, s.value->>3, s.value->>4, s.value->>5,
-           s.value->>6, CASE WHEN s.value->>8 THEN CAST(s.value->7 AS BLOB) END
-    FROM runs r, json_each(r.steps) s
+    FROM journal_blocks b, json_each(b.events) e
 """
 
 MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3}

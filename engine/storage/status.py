@@ -46,6 +46,19 @@ def read_status(path: Path, *, limit: int = 20) -> StatusReport:
         def rows(sql: str, *args: Any) -> list[dict[str, Any]]:
             return [dict(r) for r in conn.execute(sql, args)]
 
+        # From v3, completed runs and accepted events are stored in blocks: read the tables
+        # that hold them row by row and the blocks' counts, never the views that expand every
+        # block of the retention horizon.
+        table = "run_rows" if version >= 3 else "runs"
+        by_state = {
+            r["state"]: r["n"]
+            for r in rows(f"SELECT state, COUNT(*) AS n FROM {table} GROUP BY state")
+        }
+        if version >= 3:
+            blocked = conn.execute("SELECT COALESCE(SUM(runs), 0) FROM run_blocks").fetchone()[0]
+            if blocked:
+                by_state["completed"] = by_state.get("completed", 0) + blocked
+
         return StatusReport(
             path=str(path),
             schema_version=version,
@@ -53,17 +66,14 @@ def read_status(path: Path, *, limit: int = 20) -> StatusReport:
                 "SELECT name, phase, status, priority, last_processed, last_error FROM symbols "
                 "ORDER BY priority, name"
             ),
-            runs_by_state={
-                r["state"]: r["n"]
-                for r in rows("SELECT state, COUNT(*) AS n FROM runs GROUP BY state")
-            },
+            runs_by_state=by_state,
             in_flight=rows(
-                "SELECT id, workflow, symbol, state, priority FROM runs "
+                f"SELECT id, workflow, symbol, state, priority FROM {table} "
                 "WHERE state IN ('pending', 'running') ORDER BY id LIMIT ?", limit,
             ),
             recent_failures=rows(
-                "SELECT id, workflow, symbol, error, finished_at FROM runs WHERE state = 'failed' "
-                "ORDER BY finished_at DESC LIMIT ?", limit,
+                f"SELECT id, workflow, symbol, error, finished_at FROM {table} "
+                "WHERE state = 'failed' ORDER BY finished_at DESC LIMIT ?", limit,
             ),
             positions=rows(
                 "SELECT symbol, qty, avg_cost, realized_pnl FROM positions WHERE qty != 0 "
@@ -71,8 +81,6 @@ def read_status(path: Path, *, limit: int = 20) -> StatusReport:
             ),
             account=next(iter(rows("SELECT cash, fees_paid, fill_count FROM account")), None),
             journal_events=conn.execute(
-                # From v3 events are stored in blocks; counting them through the journal view
-                # would expand every block.
                 "SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM journal_blocks"
                 if version >= 3 else "SELECT COUNT(*) FROM journal"
             ).fetchone()[0],

@@ -25,11 +25,11 @@ import aiosqlite
 import msgspec
 
 from ..errors import StorageError
-from ..runs import Run, StepRun
-from ..symbols import SymbolState
+from ..symbols import SymbolTable
 from .rows import Rows
 
 if TYPE_CHECKING:
+    from fastpath.flow import CoordinatorCore
     from strategies.broker import PaperBroker
 
 __all__ = ["StorageWriter", "WriterStatistics"]
@@ -68,7 +68,7 @@ class StorageWriter:
         self.broker = broker
         self.wall = wall
         self.mono = mono  # the engine's clock: runs and steps carry its instants
-        # The coordinator's routes (priority -> workflows), once attached: see Rows.run.
+        # The coordinator's routes (priority -> workflows), once watched: see run_record().
         self.routes: Callable[[int], tuple[Any, ...]] | None = None
         self.commit_interval_s = commit_interval_s
         self.batch_max = batch_max
@@ -80,8 +80,8 @@ class StorageWriter:
         self._seq = next_seq - 1  # the last journal seq handed out
         self._committed_seq = next_seq - 1
         self._journal: list[tuple[int, float, str, str, msgspec.Raw]] = []
-        self._symbols: dict[str, SymbolState] = {}
-        self._runs: dict[int, Run] = {}
+        self._symbol_source: SymbolTable | None = None
+        self._run_source: CoordinatorCore | None = None
         self._orders: list[tuple[Any, int]] = []
         self._positions: set[str] = set()
         self.dropped_runs: list[int] = []  # stored runs recovery could not resume
@@ -110,28 +110,26 @@ class StorageWriter:
         self._changed()
         return seq
 
-    # The three below run several times per run: each does _changed()'s counting inline and
-    # calls it only when there is something to signal.
-
-    def symbol(self, state: SymbolState) -> None:
-        self._symbols[state.name] = state
+    def journal_event(self, event_type: str, event: Any, received_at: float) -> int:
+        """:meth:`journal` for an event object (a msgspec struct): it is encoded with the rest
+        of its commit's block, in one call, instead of one call per event."""
+        seq = self._seq = self._seq + 1
+        self._journal.append((seq, received_at, event_type, event.symbol, event))
         n = self._changes = self._changes + 1
         if n >= self._signal_at:
             self._signal(n)
+        return seq
 
-    def run(self, run: Run) -> None:
-        self._runs[run.id] = run
-        n = self._changes = self._changes + 1
-        if n >= self._signal_at:
-            self._signal(n)
-
-    def step(self, step: StepRun) -> None:
-        """A step ended: its run's row carries it (and its output, for a resume)."""
-        run = step.run
-        self._runs[run.id] = run
-        n = self._changes = self._changes + 1
-        if n >= self._signal_at:
-            self._signal(n)
+    def watch(self, symbols: SymbolTable, coordinator: CoordinatorCore | None = None) -> None:
+        """Write what changes in ``symbols`` and ``coordinator``'s runs: both keep a change log
+        (a flag test per change, in compiled code) and wake the writer when it stops being
+        empty; the writer takes the logs at each commit."""
+        self._symbol_source = symbols
+        symbols.track(self._changed)
+        if coordinator is not None:
+            self._run_source = coordinator
+            self.routes = coordinator.routes
+            coordinator.track_runs(self._changed)
 
     def order(self, outcome: Any, run_id: int) -> None:
         """An order-sending step finished: record the order and its fill (if any)."""
@@ -144,8 +142,11 @@ class StorageWriter:
     @property
     def backlog(self) -> int:
         """Records waiting for a commit (changes to one object between commits count once)."""
+        symbols, runs = self._symbol_source, self._run_source
         return (
-            len(self._journal) + len(self._symbols) + len(self._runs) + len(self._orders)
+            len(self._journal) + len(self._orders)
+            + (0 if symbols is None else symbols.changed)
+            + (0 if runs is None else runs.changed_runs)
         )
 
     @property
@@ -237,8 +238,8 @@ class StorageWriter:
         self._changes = 0
         self._signal_at = 1
         journal, self._journal = self._journal, []
-        symbols, self._symbols = self._symbols, {}
-        runs, self._runs = self._runs, {}
+        symbols = [] if self._symbol_source is None else self._symbol_source.take_changed()
+        runs = [] if self._run_source is None else self._run_source.take_changed_runs()
         orders, self._orders = self._orders, []
         positions, self._positions = self._positions, set()
         dropped, self.dropped_runs = self.dropped_runs, []
@@ -247,10 +248,8 @@ class StorageWriter:
             return
         now = self.wall()
         rows = Rows(now, now - self.mono(), self.routes)
-        for state in symbols.values():
-            rows.symbol(state)
-        for run in runs.values():
-            rows.run(run)
+        rows.add_symbols(symbols)
+        rows.add_runs(runs)
         for outcome, run_id in orders:
             rows.order(outcome, run_id)
         if orders:
@@ -260,7 +259,7 @@ class StorageWriter:
         # that carried them: a reused run id would reuse its order steps' client order ids.
         high = []
         if runs:
-            high.append(("max_run_id", max(runs)))
+            high.append(("max_run_id", rows.runs.high))
         if journal:
             high.append(("max_seq", journal[-1][0]))
         started = time.perf_counter()
@@ -293,7 +292,7 @@ class StorageWriter:
             await rows.write(conn)
             if dropped:
                 await conn.executemany(
-                    "UPDATE runs SET state='cancelled', outcome='cancelled', finished_at=?, "
+                    "UPDATE run_rows SET state='cancelled', outcome='cancelled', finished_at=?, "
                     "error='workflow no longer configured' WHERE id=?",
                     [(now, run_id) for run_id in dropped],
                 )
@@ -344,7 +343,9 @@ class StorageWriter:
         statements = (
             "DELETE FROM journal_blocks WHERE first_seq IN "
             "(SELECT first_seq FROM journal_blocks WHERE last_at < ? LIMIT 1000)",
-            "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE finished_at < ? "
+            "DELETE FROM run_blocks WHERE block IN "
+            "(SELECT block FROM run_blocks WHERE finished_at < ? LIMIT 1000)",
+            "DELETE FROM run_rows WHERE id IN (SELECT id FROM run_rows WHERE finished_at < ? "
             "AND state IN ('completed','failed','cancelled') LIMIT 1000)",
         )
         try:

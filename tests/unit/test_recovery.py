@@ -63,11 +63,16 @@ def _seed_a_crashed_run(db: Path) -> None:
     tick = msgspec.json.encode(Tick("AAA", 1.0, 10.0))
     conn = sqlite3.connect(db)
     with conn:
-        # A run's steps live in its row: [name, state, attempts, preemptions, started,
-        # finished, error, output, output stored].
-        steps = '[["first", "completed", 1, 0, 1.0, 1.5, null, {"value": 42.0}, true]]'
-        conn.execute("UPDATE runs SET state='running', outcome=NULL, finished_at=NULL, tick=?, "
-                     "steps=?", (tick, steps))
+        # The completed run goes back in flight: out of its block, into a row of its own. Its
+        # steps: [name, state, attempts, preemptions, started_us, finished_us, error, output,
+        # output stored].
+        steps = '[["first", "completed", 1, 0, 10, 20, null, {"value": 42.0}, true]]'
+        conn.execute("DELETE FROM run_blocks")
+        conn.execute(
+            "INSERT INTO run_rows (id, workflow, symbol, state, priority, tick, tick_ts, "
+            "created_at, steps) VALUES (1, 'wf', 'AAA', 'running', 0, ?, 1.0, 1.0, ?)",
+            (tick, steps),
+        )
         conn.execute("UPDATE symbols SET phase='data_ready', status='processing'")
     conn.close()
     ra.CALLS.clear()
@@ -122,7 +127,7 @@ def test_a_stored_run_of_a_removed_workflow_is_dropped_and_recorded(tmp_path: Pa
     _seed_a_crashed_run(db)
     conn = sqlite3.connect(db)
     with conn:
-        conn.execute("UPDATE runs SET workflow='gone'")
+        conn.execute("UPDATE run_rows SET workflow='gone'")
     conn.close()
     engine = _engine(db)
     asyncio.run(_run_until_idle(engine))
@@ -168,7 +173,7 @@ def test_run_ids_and_journal_seqs_are_never_reused_after_retention_pruned_them(
     asyncio.run(_run_until_idle(_engine(db), DataReady(symbol="AAA", ts=1.0, price=10.0)))
     conn = sqlite3.connect(db)
     with conn:  # what retention leaves after a quiet weekend: no runs, no journal
-        for table in ("runs", "journal_blocks"):
+        for table in ("run_rows", "run_blocks", "journal_blocks"):
             conn.execute(f"DELETE FROM {table}")
     conn.close()
     engine = _engine(db)

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,7 +89,9 @@ def test_an_older_schema_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
         "SELECT seq, received_at, type, symbol, json_extract(payload, '$.ts') FROM journal"
     ).fetchall() == [(3, 5.0, "DATA_READY", "AAPL", 1.5)]
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-    assert {"journal_blocks_by_time", "runs_by_finish", "runs_in_flight"} <= indexes
+    assert {
+        "journal_blocks_by_time", "run_rows_by_finish", "run_rows_in_flight", "run_blocks_by_time",
+    } <= indexes
     conn.close()
 
 
@@ -158,6 +161,27 @@ def test_a_read_only_file_system_is_a_clear_error(tmp_path: Path) -> None:
         with pytest.raises(StorageError, match=r"t\.db: .*(read-only|readonly)"):
             asyncio.run(_open(path))
         assert path.read_bytes() == before
+
+
+class _RunLog:
+    """The coordinator's side of the run change log, for writer tests without an engine."""
+
+    def __init__(self) -> None:
+        self.runs: list[Any] = []
+
+    def track_runs(self, wake: Any) -> None:
+        pass
+
+    def take_changed_runs(self) -> list[Any]:
+        runs, self.runs = self.runs, []
+        return runs
+
+    @property
+    def changed_runs(self) -> int:
+        return len(self.runs)
+
+    def routes(self, priority: int) -> tuple[Any, ...]:
+        return ()
 
 
 def _writer(conn: object, broker: PaperBroker, **kw: object) -> StorageWriter:
@@ -233,7 +257,7 @@ def test_symbol_changes_between_commits_are_written_once_as_the_latest_state(
         conn = await open_database(tmp_path / "t.db")
         symbols = SymbolTable()
         writer = _writer(conn, PaperBroker())
-        symbols.set_listener(writer.symbol)
+        writer.watch(symbols)
         state = symbols.register("AAPL", 0)
         for i in range(100):
             symbols.mark_data_ready(state, Tick("AAPL", float(i), 100.0 + i))
@@ -380,6 +404,8 @@ def test_a_step_output_that_cannot_be_encoded_is_stored_as_missing_the_rest_inta
     async def scenario() -> None:
         conn = await open_database(tmp_path / "t.db")
         writer = _writer(conn, PaperBroker())
+        log = _RunLog()
+        writer.watch(SymbolTable(), log)  # type: ignore[arg-type]
         good = Run(1, wf, SymbolState(1, "AAPL", 1), Tick("AAPL", 1.0, 100.0), 1, 0.0)
         bad = Run(2, wf, SymbolState(2, "MSFT", 1), Tick("MSFT", 2.0, 50.0), 1, 0.0)
         outputs = {1: {"signal": "BUY", "z": 1.5}, 2: object()}
@@ -390,8 +416,8 @@ def test_a_step_output_that_cannot_be_encoded_is_stored_as_missing_the_rest_inta
             step.attempts = 1
             step.output = outputs[run.id]
             step.advance(StepState.COMPLETED)
-            writer.run(run)
-            writer.step(step)
+            run.completed = 1
+            log.runs.append(run)
         await writer.close()
 
     asyncio.run(scenario())
@@ -418,7 +444,8 @@ def test_backpressure_holds_when_batches_are_larger_than_the_backlog_bound(
     async def scenario() -> None:
         conn = await open_database(tmp_path / "t.db")
         writer = _writer(conn, PaperBroker(), backlog_max=1000, batch_max=5000)
-        symbols = SymbolTable(writer.symbol)
+        symbols = SymbolTable()
+        writer.watch(symbols)
         state = symbols.register("AAPL", 0)
         for i in range(2000):  # 2000 changes, backlog 1
             symbols.mark_data_ready(state, Tick("AAPL", float(i), 100.0))
@@ -440,7 +467,8 @@ def test_a_nul_in_an_error_is_stored_spelled_out_not_cut(tmp_path: Path) -> None
     async def scenario() -> None:
         conn = await open_database(tmp_path / "t.db")
         writer = _writer(conn, PaperBroker())
-        symbols = SymbolTable(writer.symbol)
+        symbols = SymbolTable()
+        writer.watch(symbols)
         state = symbols.register("AAPL", 0)
         symbols.mark_failed(state, "wf: ValueError: bad '\x00\x01' input", 1.0)
         await writer.close()
@@ -459,7 +487,8 @@ def test_an_error_text_that_cannot_be_encoded_is_stored_spelled_out(tmp_path: Pa
     async def scenario() -> None:
         conn = await open_database(tmp_path / "t.db")
         writer = _writer(conn, PaperBroker())
-        symbols = SymbolTable(writer.symbol)
+        symbols = SymbolTable()
+        writer.watch(symbols)
         state = symbols.register("AAPL", 0)
         symbols.mark_failed(state, "wf: ValueError: \udc80 bad", 1.0)
         await writer.commit()

@@ -1,0 +1,1 @@
+_records_py.py

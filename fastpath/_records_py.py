@@ -1,0 +1,188 @@
+"""Storage records: the rows of runs and symbols that a commit writes, built from live objects.
+
+This file is both the pure-Python implementation and the source of the compiled one: the build
+cythonizes it again as ``fastpath._records_c`` (a symlink to this file), typed by
+``_records_c.pxd``, as :mod:`fastpath._runs_py` is. The storage writer builds a record for every
+run that ended or made progress and for every symbol that changed, in every commit; built in
+Python, that cost more than the engine spends on the run itself (docs/storage.md, "Cost").
+The chooser is :mod:`fastpath.records`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from engine.fsm import RunState, StepState
+
+__all__ = [
+    "RunRows", "clean_text", "run_record", "run_rows", "steps_json", "symbol_record",
+    "symbol_rows",
+]
+
+_encode = msgspec.json.Encoder().encode
+_STEP_PENDING = StepState.PENDING
+_STEP_COMPLETED = StepState.COMPLETED
+_RUN_COMPLETED = RunState.COMPLETED
+_TERMINAL_STEP = frozenset(s for s in StepState if s.terminal)
+_TERMINAL_RUN = frozenset(s for s in RunState if s.terminal)
+_UNENCODABLE = (TypeError, msgspec.EncodeError, UnicodeError)
+
+
+def clean_text(value: str | None) -> str | None:
+    """A free-text column (an error, from any exception a strategy raises): a NUL is spelled
+    out (SQLite's text functions end a string there), and so is a lone surrogate (it cannot be
+    encoded at all)."""
+    if value is None:
+        return None
+    if "\x00" in value:
+        value = value.replace("\x00", "\\x00")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "backslashreplace").decode()
+    return value
+
+
+def steps_json(steps: list[list[Any]]) -> str:
+    """A run's steps as one JSON array (its ``steps`` column): per step ``[name, state,
+    attempts, preemptions, started_at, finished_at, error, output, output_stored]``. An output
+    msgspec cannot encode is stored as missing -- the last field says so, and recovery runs such
+    a run again from its first step -- without costing the rest."""
+    try:
+        return _encode(steps).decode()
+    except _UNENCODABLE:
+        pass
+    for step in steps:
+        try:
+            _encode(step[7]).decode()
+        except _UNENCODABLE:
+            step[7] = None
+            step[8] = False
+    return _encode(steps).decode()
+
+
+def _tick_json(tick: Any, ticks: dict[int, Any]) -> Any:
+    """``tick`` as JSON, encoded once per commit: a symbol's latest tick is usually also the
+    tick its runs acted on. ``ticks`` lives for one commit, while every tick in it is alive."""
+    key = id(tick)
+    raw = ticks.get(key)
+    if raw is None:
+        raw = ticks[key] = msgspec.Raw(_encode(tick))
+    return raw
+
+
+def symbol_record(s: Any, now: float, ticks: dict[int, Any]) -> tuple[Any, ...]:
+    """The symbols-table row of ``s``: id, name, phase, status, priority, last_processed,
+    last_error, last_tick (JSON), updated_at."""
+    error = s.last_error
+    tick = s.last_tick
+    return (
+        s.id, s.name, s.phase._value_, s.status._value_, s.priority, s.last_processed,
+        None if error is None else clean_text(error),
+        None if tick is None else _tick_json(tick, ticks), now,
+    )
+
+
+def run_record(
+    r: Any, offset: float, routes: Callable[[Any], tuple[Any, ...]] | None,
+    ticks: dict[int, Any],
+) -> tuple[Any, ...] | None:
+    """The record of run ``r`` (id, workflow, symbol, state, outcome, priority, tick, tick_ts,
+    created_at, finished_at, error, steps), or None when it need not be stored yet.
+
+    ``offset`` turns the engine's monotonic instants into wall-clock time. ``routes`` (the
+    coordinator's, priority -> workflows) decides which runs in flight that have done nothing
+    yet are stored: on a symbol routed to this workflow alone, none -- the symbol row committed
+    with it (data_ready, or processing with no run left) makes recovery trigger it again with
+    the same tick, so its row would only cost. Where routes overlap, such a re-trigger would
+    also redo the other workflows' finished runs for that tick, so those runs are stored.
+    A step's times are integer microseconds after the run's creation.
+    """
+    state = r.state
+    terminal = state in _TERMINAL_RUN
+    suspended = r.suspended
+    if (
+        routes is not None and not terminal and not suspended and r.completed == 0
+        and len(routes(r.symbol.priority)) <= 1
+    ):
+        return None
+    trigger_at = r.trigger_at
+    steps = []
+    for st in r.steps:
+        sstate = st.state
+        if sstate is _STEP_PENDING and st.attempts == 0 and st.preemptions == 0:
+            continue  # never ran: nothing to say about it
+        started = st.started_at
+        finished = st.finished_at
+        error = st.error
+        steps.append([
+            st.spec.name, sstate._value_, st.attempts, st.preemptions,
+            None if started is None else int((started - trigger_at) * 1e6),
+            None if finished is None or sstate not in _TERMINAL_STEP
+            else int((finished - trigger_at) * 1e6),
+            None if error is None else clean_text(error),
+            st.output if sstate is _STEP_COMPLETED else None, True,
+        ])
+    tick = r.tick
+    tick_json = _tick_json(tick, ticks)
+    if suspended:
+        # Cut by the shutdown drain: recorded as such, but left in flight so the next start
+        # resumes it under the same id instead of redoing its work under a new one.
+        return (
+            r.id, r.workflow.name, r.symbol.name, "running", None, r.priority,
+            tick_json, tick.ts, trigger_at + offset, None,
+            clean_text(f"{r.error or 'shutdown'}; resumed at the next start"), steps,
+        )
+    finished_at = r.finished_at
+    error = r.error
+    return (
+        r.id, r.workflow.name, r.symbol.name, state._value_, r.outcome, r.priority,
+        tick_json, tick.ts, trigger_at + offset,
+        None if finished_at is None or not terminal else finished_at + offset,
+        None if error is None else clean_text(error), steps,
+    )
+
+
+def symbol_rows(states: list[Any], now: float, ticks: dict[int, Any]) -> list[Any]:
+    """The rows of ``states``."""
+    return [symbol_record(s, now, ticks) for s in states]
+
+
+class RunRows:
+    """The records of one commit's runs, sorted by where they go.
+
+    * ``completed``: completed runs, for the commit's block (`run_blocks`);
+    * ``rows``: runs in flight, failed or cancelled, a row each (`run_rows`);
+    * ``unrow``: ids of completed runs whose earlier in-flight row must go.
+    """
+
+    def __init__(self) -> None:
+        self.completed: list[Any] = []
+        self.rows: list[Any] = []
+        self.unrow: list[Any] = []
+        self.high = 0  # the highest run id seen
+
+
+def run_rows(
+    runs: list[Any], offset: float, routes: Callable[[Any], tuple[Any, ...]] | None,
+    ticks: dict[int, Any],
+) -> RunRows:
+    out = RunRows()
+    completed = out.completed
+    for r in runs:
+        if r.id > out.high:
+            out.high = r.id
+        row = run_record(r, offset, routes, ticks)
+        if row is None:
+            continue
+        if r.state is _RUN_COMPLETED and not r.suspended:
+            completed.append(row)
+            if r.stored:
+                out.unrow.append(r.id)
+        else:
+            out.rows.append(row)
+            r.stored = True
+    return out
