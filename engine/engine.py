@@ -392,7 +392,7 @@ class Engine:
         now = self.clock.now()
         seq: int | None = None
         if self.persistence is not None:
-            seq = self.persistence.journal(event)
+            seq = self.persistence.journal(event, now)
         if type(event) is DataReady:
             self.counters.received["DATA_READY"] += 1
             coordinator.accept_data(event, now, self.config.engine.default_symbol_priority)

@@ -42,6 +42,9 @@ cdef class CoordinatorCore:
     cdef public dict _route_cache
     cdef public list _run_log
     cdef public object _on_runs_changed
+    cdef public long _marked
+    cdef public object finished
+    cdef public double record_offset
     cdef public object on_run_finished
     cdef public object on_order_finished
     cdef public object on_busy
@@ -57,10 +60,13 @@ cdef class CoordinatorCore:
     cpdef _register(self, Run run)
     @cython.locals(run=Run, steps=list)
     cpdef Run _start_run(self, WorkflowDef wf, SymbolState symbol, object tick, double at)
-    @cython.locals(run=Run)
+    @cython.locals(run=Run, log=list)
     cpdef list take_changed_runs(self)
+    cpdef _record_finished(self, Run run)
+    cpdef _log_ended(self, Run run)
     cpdef _log_shared(self, Run run)
     cpdef _log_run(self, Run run)
+    cpdef _wake_storage(self)
     cpdef _enqueue(self, StepRun step, double now)
     @cython.locals(run=Run)
     cpdef _shed(self, StepRun step)

@@ -24,6 +24,7 @@ from engine.errors import StepTimeout
 from engine.fsm import Interrupt, RunState, StepState
 from engine.workflow import ExecKind
 from fastpath import coro as _coro
+from fastpath import records as _records
 from fastpath import runs as _runs
 
 __all__ = ["STREAK_SECONDS", "STREAK_STEPS", "Agent", "CoordinatorCore", "DispatcherCore"]
@@ -124,6 +125,12 @@ class CoordinatorCore:
         # test per change instead of a call into the writer (a run changes five or six times).
         self._run_log: list[Any] | None = None
         self._on_runs_changed: Any = None  # called when the log stops being empty
+        self._marked = 0  # live runs marked changed since the last take
+        # Completed runs skip the log: their records are made as they end (FinishedRuns), so
+        # the run is freed at once. ``record_offset``: wall minus monotonic time, kept by the
+        # storage writer.
+        self.finished: Any = None
+        self.record_offset = 0.0
         # Observers; None costs one attribute test.
         self.on_run_finished: Any = None  # a run ended
         self.on_order_finished: Any = None  # a step whose action sends orders finished
@@ -242,42 +249,78 @@ class CoordinatorCore:
         run.symbol.runs.add(run)
 
     # -- the change log ---------------------------------------------------------------------
+    # What storage must write, kept at the cost of a flag test per change (a run changes five
+    # or six times) and without holding finished runs:
+    # * a live run that changed is marked (``run.logged``); the marked ones are found among the
+    #   live runs when storage takes the log -- a few hundred, against thousands of finished
+    #   runs a commit window can see;
+    # * a run that ended other than completed (failed, cancelled, cut by the drain) is logged;
+    # * a completed run's record is made as it ends (FinishedRuns) and the run is freed.
 
     def track_runs(self, wake: Any) -> None:
-        """Keep the run change log from now on; ``wake()`` is called when it stops being
-        empty."""
+        """Keep the change log from now on; ``wake()`` is called when it stops being empty."""
         if self._run_log is None:
             self._run_log = []
+            self.finished = _records.FinishedRuns()
         self._on_runs_changed = wake
 
+    def take_finished(self) -> Any:
+        """The records of the runs completed since the last call (a FinishedRuns)."""
+        finished = self.finished
+        self.finished = _records.FinishedRuns()
+        return finished
+
     def take_changed_runs(self) -> list[Any]:
-        """The runs changed since the last call (each once); the log starts over."""
+        """The runs changed since the last call and not completed (each once)."""
         log = self._run_log
-        if not log:
+        if log is None:
             return []
         self._run_log = []
+        if self._marked:
+            self._marked = 0
+            for run in self.runs.values():
+                if run.logged:
+                    log.append(run)
         for run in log:
             run.logged = False
         return log
 
     @property
     def changed_runs(self) -> int:
-        """How many runs the change log holds."""
-        return 0 if self._run_log is None else len(self._run_log)
+        """How many runs the change log holds (an upper bound)."""
+        if self._run_log is None:
+            return 0
+        return len(self._run_log) + self._marked + len(self.finished.records)
+
+    def _record_finished(self, run: Any) -> None:
+        finished = self.finished
+        finished.add(run, self.record_offset)
+        if len(finished.records) == 1:
+            self._wake_storage()
+
+    def _log_ended(self, run: Any) -> None:
+        log = self._run_log
+        log.append(run)
+        if len(log) == 1:
+            self._wake_storage()
 
     def _log_shared(self, run: Any) -> None:
-        """Log a run that has done nothing yet only where routes overlap: on a symbol routed to
-        its workflow alone, storage has no use for it (see fastpath._records_py.run_record)."""
+        """Mark a run that has done nothing yet only where routes overlap: on a symbol routed
+        to its workflow alone, storage has no use for it (see fastpath._records_py.run_record)."""
         if len(self.routes(run.symbol.priority)) > 1:
             self._log_run(run)
 
     def _log_run(self, run: Any) -> None:
-        log = self._run_log
-        if log is not None and not run.logged:
+        if not run.logged:
             run.logged = True
-            log.append(run)
-            if len(log) == 1 and self._on_runs_changed is not None:
-                self._on_runs_changed()
+            self._marked += 1
+            if self._marked == 1:
+                self._wake_storage()
+
+    def _wake_storage(self) -> None:
+        wake = self._on_runs_changed
+        if wake is not None:
+            wake()
 
     # -- the queue --------------------------------------------------------------------------
 
@@ -421,7 +464,10 @@ class CoordinatorCore:
         if self.stopping and outcome == "cancelled":
             run.suspended = True
         if self._run_log is not None:
-            self._log_run(run)
+            if state is _RUN_COMPLETED:
+                self._record_finished(run)
+            else:
+                self._log_ended(run)
         if self.on_run_finished is not None:
             self.on_run_finished(run)
         if not self.runs and self.on_idle is not None:

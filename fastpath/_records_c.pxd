@@ -7,10 +7,19 @@ from fastpath._runs_c cimport Run, StepRun
 from fastpath._symbols_c cimport SymbolState
 
 
-cdef class RunRows:
-    cdef public list completed
-    cdef public list rows
+cdef class FinishedRuns:
+    cdef public list records
     cdef public list unrow
+    cdef public object first_id
+    cdef public object last_id
+    cdef public double finished_at
+
+    @cython.locals(record=tuple)
+    cpdef add(self, Run r, double offset)
+
+
+cdef class RunRows:
+    cdef public list rows
     cdef public object high
 
 
@@ -25,5 +34,7 @@ cpdef object run_record(object r, double offset, object routes, dict ticks)
 
 cpdef list symbol_rows(list states, double now, dict ticks)
 
-@cython.locals(r=Run, out=RunRows, completed=list)
+cpdef bytes record_json(tuple record)
+
+@cython.locals(r=Run, out=RunRows, rows=list)
 cpdef RunRows run_rows(list runs, double offset, object routes, dict ticks)

@@ -18,8 +18,8 @@ import msgspec
 from engine.fsm import RunState, StepState
 
 __all__ = [
-    "RunRows", "clean_text", "run_record", "run_rows", "steps_json", "symbol_record",
-    "symbol_rows",
+    "FinishedRuns", "RunRows", "clean_text", "record_json", "run_record", "run_rows",
+    "steps_json", "symbol_record", "symbol_rows",
 ]
 
 _encode = msgspec.json.Encoder().encode
@@ -64,9 +64,12 @@ def steps_json(steps: list[list[Any]]) -> str:
     return _encode(steps).decode()
 
 
-def _tick_json(tick: Any, ticks: dict[int, Any]) -> Any:
+def _tick_json(tick: Any, ticks: dict[int, Any] | None) -> Any:
     """``tick`` as JSON, encoded once per commit: a symbol's latest tick is usually also the
-    tick its runs acted on. ``ticks`` lives for one commit, while every tick in it is alive."""
+    tick its runs acted on. ``ticks`` lives for one commit, while every tick in it is alive
+    (None: no cache)."""
+    if ticks is None:
+        return msgspec.Raw(_encode(tick))
     key = id(tick)
     raw = ticks.get(key)
     if raw is None:
@@ -74,7 +77,7 @@ def _tick_json(tick: Any, ticks: dict[int, Any]) -> Any:
     return raw
 
 
-def symbol_record(s: Any, now: float, ticks: dict[int, Any]) -> tuple[Any, ...]:
+def symbol_record(s: Any, now: float, ticks: dict[int, Any] | None) -> tuple[Any, ...]:
     """The symbols-table row of ``s``: id, name, phase, status, priority, last_processed,
     last_error, last_tick (JSON), updated_at."""
     error = s.last_error
@@ -88,10 +91,11 @@ def symbol_record(s: Any, now: float, ticks: dict[int, Any]) -> tuple[Any, ...]:
 
 def run_record(
     r: Any, offset: float, routes: Callable[[Any], tuple[Any, ...]] | None,
-    ticks: dict[int, Any],
+    ticks: dict[int, Any] | None,
 ) -> tuple[Any, ...] | None:
     """The record of run ``r`` (id, workflow, symbol, state, outcome, priority, tick, tick_ts,
-    created_at, finished_at, error, steps), or None when it need not be stored yet.
+    created_at, finished_at, error, steps), or None when it need not be stored yet. The tick
+    is None for a completed run.
 
     ``offset`` turns the engine's monotonic instants into wall-clock time. ``routes`` (the
     coordinator's, priority -> workflows) decides which runs in flight that have done nothing
@@ -127,7 +131,9 @@ def run_record(
             st.output if sstate is _STEP_COMPLETED else None, True,
         ])
     tick = r.tick
-    tick_json = _tick_json(tick, ticks)
+    # A completed run's record leaves its tick out: nothing resumes it, and the journal has the
+    # tick (by symbol and tick_ts). Runs that may be resumed keep theirs.
+    tick_json = None if state is _RUN_COMPLETED and not suspended else _tick_json(tick, ticks)
     if suspended:
         # Cut by the shutdown drain: recorded as such, but left in flight so the next start
         # resumes it under the same id instead of redoing its work under a new one.
@@ -146,43 +152,90 @@ def run_record(
     )
 
 
-def symbol_rows(states: list[Any], now: float, ticks: dict[int, Any]) -> list[Any]:
+def symbol_rows(states: list[Any], now: float, ticks: dict[int, Any] | None) -> list[Any]:
     """The rows of ``states``."""
     return [symbol_record(s, now, ticks) for s in states]
 
 
-class RunRows:
-    """The records of one commit's runs, sorted by where they go.
+def record_json(record: tuple[Any, ...]) -> bytes:
+    """A run record as JSON. A step output msgspec cannot encode is stored as missing (its
+    step's last field says so; recovery runs such a run again from its first step) without
+    costing the rest."""
+    try:
+        return _encode(record)
+    except _UNENCODABLE:
+        pass
+    for step in record[11]:
+        try:
+            _encode(step[7])
+        except _UNENCODABLE:
+            step[7] = None
+            step[8] = False
+    return _encode(record)
 
-    * ``completed``: completed runs, for the commit's block (`run_blocks`);
-    * ``rows``: runs in flight, failed or cancelled, a row each (`run_rows`);
-    * ``unrow``: ids of completed runs whose earlier in-flight row must go.
+
+class FinishedRuns:
+    """The records of the runs completed since the last commit, encoded when each run ends.
+
+    A completed run's record is built and encoded at once, while the run is still in the
+    caches, and the run itself is freed: only these bytes wait for the commit, which stores
+    them as one block. Holding thousands of finished runs (each a handful of containers) until
+    the commit cost more than building their records.
     """
 
     def __init__(self) -> None:
-        self.completed: list[Any] = []
+        self.records: list[bytes] = []
+        self.unrow: list[int] = []  # ids of runs whose earlier in-flight row must go
+        self.first_id = 0
+        self.last_id = 0
+        self.finished_at = 0.0
+
+    def add(self, r: Any, offset: float) -> None:
+        record = run_record(r, offset, None, None)
+        if record is None:
+            return
+        self.records.append(record_json(record))
+        rid = r.id
+        if self.first_id == 0 or rid < self.first_id:
+            self.first_id = rid
+        if rid > self.last_id:
+            self.last_id = rid
+        finished = record[9]
+        if finished is not None and finished > self.finished_at:
+            self.finished_at = finished
+        if r.stored:
+            self.unrow.append(rid)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def block(self) -> str:
+        """The records as one JSON array."""
+        return (b"[" + b",".join(self.records) + b"]").decode()
+
+
+class RunRows:
+    """The rows of one commit's runs that need a row of their own: in flight with progress,
+    failed or cancelled (`run_rows`). Completed runs are in :class:`FinishedRuns`."""
+
+    def __init__(self) -> None:
         self.rows: list[Any] = []
-        self.unrow: list[Any] = []
         self.high = 0  # the highest run id seen
 
 
 def run_rows(
     runs: list[Any], offset: float, routes: Callable[[Any], tuple[Any, ...]] | None,
-    ticks: dict[int, Any],
+    ticks: dict[int, Any] | None,
 ) -> RunRows:
     out = RunRows()
-    completed = out.completed
+    rows = out.rows
     for r in runs:
         if r.id > out.high:
             out.high = r.id
-        row = run_record(r, offset, routes, ticks)
-        if row is None:
-            continue
         if r.state is _RUN_COMPLETED and not r.suspended:
-            completed.append(row)
-            if r.stored:
-                out.unrow.append(r.id)
-        else:
-            out.rows.append(row)
+            continue  # its record was made when it ended (FinishedRuns)
+        row = run_record(r, offset, routes, ticks)
+        if row is not None:
+            rows.append(row)
             r.stored = True
     return out

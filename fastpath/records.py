@@ -13,8 +13,10 @@ from .symbols import SYMBOLS_IMPLEMENTATION
 
 __all__ = [
     "RECORDS_IMPLEMENTATION",
+    "FinishedRuns",
     "RunRows",
     "clean_text",
+    "record_json",
     "run_record",
     "run_rows",
     "steps_json",
@@ -24,8 +26,10 @@ __all__ = [
 
 if NO_EXTENSIONS or "python" in (RUNS_IMPLEMENTATION, SYMBOLS_IMPLEMENTATION):
     from ._records_py import (
+        FinishedRuns,
         RunRows,
         clean_text,
+        record_json,
         run_record,
         run_rows,
         steps_json,
@@ -37,8 +41,10 @@ if NO_EXTENSIONS or "python" in (RUNS_IMPLEMENTATION, SYMBOLS_IMPLEMENTATION):
 else:
     try:
         from ._records_c import (  # type: ignore[assignment]
+            FinishedRuns,
             RunRows,
             clean_text,
+            record_json,
             run_record,
             run_rows,
             steps_json,
@@ -49,8 +55,10 @@ else:
         RECORDS_IMPLEMENTATION = "cython"
     except ImportError:  # not built
         from ._records_py import (
+            FinishedRuns,
             RunRows,
             clean_text,
+            record_json,
             run_record,
             run_rows,
             steps_json,

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +29,6 @@ if TYPE_CHECKING:
 __all__ = ["Persistence", "default_db_path"]
 
 log = logging.getLogger("tickflow.storage")
-_encode = msgspec.json.Encoder().encode
 
 
 def default_db_path(configured: str) -> Path:
@@ -48,13 +45,11 @@ class Persistence:
         self.settings = settings
         self.path = default_db_path(settings.path)
         self.writer: StorageWriter | None = None
-        self._wall: Callable[[], float] = time.time  # the engine's wall clock, from open()
         self._loaded: LoadedState | None = None
         self.report = RecoveryReport()
 
     async def open(self) -> None:
         """Open, migrate and read the database (inside the engine's session: its loop runs)."""
-        self._wall = self.engine.clock.wall
         s = self.settings
         conn = await open_database(
             self.path, synchronous=s.synchronous, busy_timeout_ms=s.busy_timeout_ms
@@ -126,12 +121,14 @@ class Persistence:
         )
         return self.report
 
-    def journal(self, event: Event) -> int:
+    def journal(self, event: Event, now: float) -> int:
         """Record an accepted event, stamped with wall time: retention and people read it (the
-        engine's own clock is monotonic and means nothing outside this process)."""
-        assert self.writer is not None
+        engine's own clock is monotonic and means nothing outside this process). ``now``: the
+        engine's time of acceptance (wall time is derived from it, not read again)."""
+        writer = self.writer
+        assert writer is not None
         kind = DATA_READY if type(event) is DataReady else "HIGH_PRIORITY_ARRIVED"
-        return self.writer.journal_event(kind, event, self._wall())
+        return writer.journal_event(kind, event, now + writer.wall_offset)
 
     async def close(self) -> None:
         if self.writer is not None:

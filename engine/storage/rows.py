@@ -9,7 +9,8 @@ while holding the GIL is taken from the event loop, and binding parameters holds
 tenth of a microsecond per value, two dozen values per run with a row per run and symbol. So:
 
 * completed runs (nearly all runs) go as ONE JSON array per commit, stored as it is
-  (`run_blocks`): nothing to bind or expand per run;
+  (`run_blocks`): nothing to bind or expand per run. Their records are made as they end
+  (:class:`fastpath.records.FinishedRuns`), so finished runs are freed at once;
 * accepted events likewise (`journal_blocks`);
 * changed symbols go as one JSON array expanded by ``json_each`` inside an upsert: the SQLite
   thread parses each row's JSON once per column (SQLite 3.40 has no parse cache), but it does
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import aiosqlite
 import msgspec
 
-from fastpath.records import RunRows, run_rows, symbol_rows
+from fastpath.records import FinishedRuns, RunRows, run_rows, symbol_rows
 
 from ..runs import Run
 from ..symbols import SymbolState
@@ -116,14 +117,6 @@ def _fix_outputs(records: list[Any]) -> None:
                 step[8] = False
 
 
-def _json(records: list[Any]) -> str:
-    try:
-        return _encode(records).decode()
-    except _UNENCODABLE:
-        _fix_outputs(records)
-        return _encode(records).decode()
-
-
 class Rows:
     """Rows of one commit, built from live objects at one instant.
 
@@ -134,6 +127,7 @@ class Rows:
     __slots__ = (
         "accounts",
         "fills",
+        "finished",
         "now",
         "offset",
         "orders",
@@ -157,6 +151,7 @@ class Rows:
         self.ticks: dict[int, Any] = {}  # each tick encoded once per commit
         self.symbols: list[Any] = []
         self.runs = RunRows()
+        self.finished: FinishedRuns | None = None
         self.orders: list[tuple[Any, ...]] = []
         self.fills: list[tuple[Any, ...]] = []
         self.positions: list[tuple[Any, ...]] = []
@@ -172,7 +167,8 @@ class Rows:
     @property
     def counts(self) -> tuple[int, int]:
         """Rows of symbols and runs written."""
-        return len(self.symbols), len(self.runs.completed) + len(self.runs.rows)
+        finished = 0 if self.finished is None else len(self.finished.records)
+        return len(self.symbols), finished + len(self.runs.rows)
 
     def order(self, outcome: Any, run_id: int) -> None:
         status = getattr(outcome, "status", "error")
@@ -213,15 +209,14 @@ class Rows:
         if self.symbols:
             statements.append((_SYMBOLS_SQL, (_encode(self.symbols).decode(),)))
         runs = self.runs
-        if runs.completed:
-            completed = runs.completed
-            ids = [r[0] for r in completed]
+        finished = self.finished
+        if finished is not None and finished.records:
             statements.append((_RUN_BLOCK_SQL, (
-                min(ids), max(ids), max(r[9] for r in completed), len(completed),
-                _json(completed),
+                finished.first_id, finished.last_id, finished.finished_at,
+                len(finished.records), finished.block(),
             )))
-        if runs.unrow:
-            statements.append((_UNROW_SQL, (_encode(runs.unrow).decode(),)))
+            if finished.unrow:
+                statements.append((_UNROW_SQL, (_encode(finished.unrow).decode(),)))
         if runs.rows:
             try:
                 steps = [_encode(r[11]).decode() for r in runs.rows]

@@ -68,6 +68,7 @@ class StorageWriter:
         self.broker = broker
         self.wall = wall
         self.mono = mono  # the engine's clock: runs and steps carry its instants
+        self.wall_offset = wall() - mono()  # wall minus engine time; renewed at each commit
         # The coordinator's routes (priority -> workflows), once watched: see run_record().
         self.routes: Callable[[int], tuple[Any, ...]] | None = None
         self.commit_interval_s = commit_interval_s
@@ -130,6 +131,7 @@ class StorageWriter:
             self._run_source = coordinator
             self.routes = coordinator.routes
             coordinator.track_runs(self._changed)
+            coordinator.record_offset = self.wall() - self.mono()
 
     def order(self, outcome: Any, run_id: int) -> None:
         """An order-sending step finished: record the order and its fill (if any)."""
@@ -239,17 +241,26 @@ class StorageWriter:
         self._signal_at = 1
         journal, self._journal = self._journal, []
         symbols = [] if self._symbol_source is None else self._symbol_source.take_changed()
-        runs = [] if self._run_source is None else self._run_source.take_changed_runs()
+        source = self._run_source
+        runs = [] if source is None else source.take_changed_runs()
+        finished = None if source is None else source.take_finished()
         orders, self._orders = self._orders, []
         positions, self._positions = self._positions, set()
         dropped, self.dropped_runs = self.dropped_runs, []
-        count = len(journal) + len(symbols) + len(runs) + len(orders) + len(dropped)
+        count = (
+            len(journal) + len(symbols) + len(runs) + len(orders) + len(dropped)
+            + (0 if finished is None else len(finished.records))
+        )
         if not count:
             return
         now = self.wall()
-        rows = Rows(now, now - self.mono(), self.routes)
+        offset = self.wall_offset = now - self.mono()
+        if source is not None:
+            source.record_offset = offset  # for the records made as runs end
+        rows = Rows(now, offset, self.routes)
         rows.add_symbols(symbols)
         rows.add_runs(runs)
+        rows.finished = finished
         for outcome, run_id in orders:
             rows.order(outcome, run_id)
         if orders:
@@ -258,8 +269,9 @@ class StorageWriter:
         # Run ids and journal seqs are never reused, even once retention has pruned every row
         # that carried them: a reused run id would reuse its order steps' client order ids.
         high = []
-        if runs:
-            high.append(("max_run_id", rows.runs.high))
+        top = max(rows.runs.high, 0 if finished is None else finished.last_id)
+        if top:
+            high.append(("max_run_id", top))
         if journal:
             high.append(("max_seq", journal[-1][0]))
         started = time.perf_counter()

@@ -183,6 +183,11 @@ class _RunLog:
     def routes(self, priority: int) -> tuple[Any, ...]:
         return ()
 
+    record_offset = 0.0
+
+    def take_finished(self) -> None:
+        return None
+
 
 def _writer(conn: object, broker: PaperBroker, **kw: object) -> StorageWriter:
     return StorageWriter(conn, path="t.db", broker=broker, wall=lambda: 1000.0, next_seq=1,
