@@ -300,6 +300,7 @@ class CoordinatorCore:
 
     def _log_ended(self, run: Any) -> None:
         log = self._run_log
+        assert log is not None  # callers test it
         log.append(run)
         if len(log) == 1:
             self._wake_storage()

@@ -29,12 +29,12 @@ cpdef object _tick_json(object tick, dict ticks)
 cpdef tuple symbol_record(object s, double now, dict ticks)
 
 @cython.locals(r=Run, st=StepRun, steps=list, terminal=bint, suspended=bint,
-               trigger_at=double)
+               trigger_at=double, attempts=int)
 cpdef object run_record(object r, double offset, object routes, dict ticks)
 
 cpdef list symbol_rows(list states, double now, dict ticks)
 
-cpdef bytes record_json(tuple record)
+cpdef tuple _fix_outputs(tuple steps)
 
 @cython.locals(r=Run, out=RunRows, rows=list)
 cpdef RunRows run_rows(list runs, double offset, object routes, dict ticks)

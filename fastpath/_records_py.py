@@ -18,8 +18,8 @@ import msgspec
 from engine.fsm import RunState, StepState
 
 __all__ = [
-    "FinishedRuns", "RunRows", "clean_text", "record_json", "run_record", "run_rows",
-    "steps_json", "symbol_record", "symbol_rows",
+    "FinishedRuns", "RunRows", "clean_text", "run_record", "run_rows", "steps_json",
+    "symbol_record", "symbol_rows",
 ]
 
 _encode = msgspec.json.Encoder().encode
@@ -46,22 +46,26 @@ def clean_text(value: str | None) -> str | None:
     return value
 
 
-def steps_json(steps: list[list[Any]]) -> str:
-    """A run's steps as one JSON array (its ``steps`` column): per step ``[name, state,
-    attempts, preemptions, started_at, finished_at, error, output, output_stored]``. An output
-    msgspec cannot encode is stored as missing -- the last field says so, and recovery runs such
-    a run again from its first step -- without costing the rest."""
+def _fix_outputs(steps: tuple[tuple[Any, ...], ...]) -> tuple[tuple[Any, ...], ...]:
+    """``steps`` with each output msgspec cannot encode stored as missing (the step's last
+    field says so; recovery runs such a run again from its first step), the rest intact."""
+    fixed = []
+    for step in steps:
+        if len(step) > 3:
+            try:
+                _encode(step[7])
+            except _UNENCODABLE:
+                step = (*step[:7], None, False)
+        fixed.append(step)
+    return tuple(fixed)
+
+
+def steps_json(steps: tuple[tuple[Any, ...], ...]) -> str:
+    """A run's steps as one JSON array (its ``steps`` column, :func:`run_record`)."""
     try:
         return _encode(steps).decode()
     except _UNENCODABLE:
-        pass
-    for step in steps:
-        try:
-            _encode(step[7]).decode()
-        except _UNENCODABLE:
-            step[7] = None
-            step[8] = False
-    return _encode(steps).decode()
+        return _encode(_fix_outputs(steps)).decode()
 
 
 def _tick_json(tick: Any, ticks: dict[int, Any] | None) -> Any:
@@ -103,7 +107,11 @@ def run_record(
     with it (data_ready, or processing with no run left) makes recovery trigger it again with
     the same tick, so its row would only cost. Where routes overlap, such a re-trigger would
     also redo the other workflows' finished runs for that tick, so those runs are stored.
-    A step's times are integer microseconds after the run's creation.
+    A step is ``(name, started_us, finished_us, state, attempts, preemptions, error, output,
+    output_stored)``, times in integer microseconds after the run's creation; a step that
+    completed at its first attempt, unpreempted, with no output is just its first three
+    fields (the `steps` view fills in the rest). Records are tuples of plain values, which
+    the cyclic collector stops tracking (lists it would walk at every pass).
     """
     state = r.state
     terminal = state in _TERMINAL_RUN
@@ -114,7 +122,7 @@ def run_record(
     ):
         return None
     trigger_at = r.trigger_at
-    steps = []
+    steps: list[tuple[Any, ...]] = []
     for st in r.steps:
         sstate = st.state
         if sstate is _STEP_PENDING and st.attempts == 0 and st.preemptions == 0:
@@ -122,14 +130,23 @@ def run_record(
         started = st.started_at
         finished = st.finished_at
         error = st.error
-        steps.append([
-            st.spec.name, sstate._value_, st.attempts, st.preemptions,
-            None if started is None else int((started - trigger_at) * 1e6),
+        start_us = None if started is None else int((started - trigger_at) * 1e6)
+        end_us = (
             None if finished is None or sstate not in _TERMINAL_STEP
-            else int((finished - trigger_at) * 1e6),
-            None if error is None else clean_text(error),
-            st.output if sstate is _STEP_COMPLETED else None, True,
-        ])
+            else int((finished - trigger_at) * 1e6)
+        )
+        output = st.output if sstate is _STEP_COMPLETED else None
+        attempts = st.attempts
+        if (
+            sstate is _STEP_COMPLETED and attempts == 1 and st.preemptions == 0
+            and error is None and output is None
+        ):
+            steps.append((st.spec.name, start_us, end_us))  # the common case, in short
+        else:
+            steps.append((
+                st.spec.name, start_us, end_us, sstate._value_, attempts, st.preemptions,
+                None if error is None else clean_text(error), output, True,
+            ))
     tick = r.tick
     # A completed run's record leaves its tick out: nothing resumes it, and the journal has the
     # tick (by symbol and tick_ts). Runs that may be resumed keep theirs.
@@ -140,7 +157,7 @@ def run_record(
         return (
             r.id, r.workflow.name, r.symbol.name, "running", None, r.priority,
             tick_json, tick.ts, trigger_at + offset, None,
-            clean_text(f"{r.error or 'shutdown'}; resumed at the next start"), steps,
+            clean_text(f"{r.error or 'shutdown'}; resumed at the next start"), tuple(steps),
         )
     finished_at = r.finished_at
     error = r.error
@@ -148,7 +165,7 @@ def run_record(
         r.id, r.workflow.name, r.symbol.name, state._value_, r.outcome, r.priority,
         tick_json, tick.ts, trigger_at + offset,
         None if finished_at is None or not terminal else finished_at + offset,
-        None if error is None else clean_text(error), steps,
+        None if error is None else clean_text(error), tuple(steps),
     )
 
 
@@ -157,34 +174,17 @@ def symbol_rows(states: list[Any], now: float, ticks: dict[int, Any] | None) -> 
     return [symbol_record(s, now, ticks) for s in states]
 
 
-def record_json(record: tuple[Any, ...]) -> bytes:
-    """A run record as JSON. A step output msgspec cannot encode is stored as missing (its
-    step's last field says so; recovery runs such a run again from its first step) without
-    costing the rest."""
-    try:
-        return _encode(record)
-    except _UNENCODABLE:
-        pass
-    for step in record[11]:
-        try:
-            _encode(step[7])
-        except _UNENCODABLE:
-            step[7] = None
-            step[8] = False
-    return _encode(record)
-
-
 class FinishedRuns:
-    """The records of the runs completed since the last commit, encoded when each run ends.
+    """The records of the runs completed since the last commit, made when each run ends.
 
-    A completed run's record is built and encoded at once, while the run is still in the
-    caches, and the run itself is freed: only these bytes wait for the commit, which stores
-    them as one block. Holding thousands of finished runs (each a handful of containers) until
-    the commit cost more than building their records.
+    A completed run's record is built at once, while the run is still in the caches, and the
+    run itself is freed: only the record waits for the commit, which encodes them all in one
+    call and stores them as one block. Holding thousands of finished runs (each a dozen
+    containers) until the commit cost more than their records.
     """
 
     def __init__(self) -> None:
-        self.records: list[bytes] = []
+        self.records: list[Any] = []
         self.unrow: list[int] = []  # ids of runs whose earlier in-flight row must go
         self.first_id = 0
         self.last_id = 0
@@ -194,7 +194,7 @@ class FinishedRuns:
         record = run_record(r, offset, None, None)
         if record is None:
             return
-        self.records.append(record_json(record))
+        self.records.append(record)
         rid = r.id
         if self.first_id == 0 or rid < self.first_id:
             self.first_id = rid
@@ -211,7 +211,11 @@ class FinishedRuns:
 
     def block(self) -> str:
         """The records as one JSON array."""
-        return (b"[" + b",".join(self.records) + b"]").decode()
+        try:
+            return _encode(self.records).decode()
+        except _UNENCODABLE:
+            fixed = [(*record[:11], _fix_outputs(record[11])) for record in self.records]
+            return _encode(fixed).decode()
 
 
 class RunRows:

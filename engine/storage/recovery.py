@@ -161,12 +161,14 @@ async def _load(
         "WHERE state IN ('pending', 'running') ORDER BY id"
     ) as cur:
         async for r in cur:
-            # A step: [name, state, attempts, preemptions, started, finished, error, output,
-            # encodable] (engine/storage/rows.py).
+            # A step: [name, started_us, finished_us, state, attempts, preemptions, error,
+            # output, output_stored], or its first three fields alone for a step completed at
+            # its first attempt without output (fastpath/_records_py.py, run_record).
             completed = tuple(
-                StoredStep(s[0], s[7], s[2], bool(s[8]))
+                StoredStep(s[0], None, 1, True) if len(s) == 3
+                else StoredStep(s[0], s[7], s[4], bool(s[8]))
                 for s in (_decode_steps(r[4]) if r[4] is not None else ())
-                if s[1] == "completed"
+                if len(s) == 3 or s[3] == "completed"
             )
             stored.append(StoredRun(r[0], r[1], r[2], _decode_tick(r[3]), completed))
     runs = tuple(stored)

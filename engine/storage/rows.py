@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import aiosqlite
 import msgspec
 
-from fastpath.records import FinishedRuns, RunRows, run_rows, symbol_rows
+from fastpath.records import FinishedRuns, RunRows, run_rows, steps_json, symbol_rows
 
 from ..runs import Run
 from ..symbols import SymbolState
@@ -102,19 +102,6 @@ RUNS = Table(
     "priority=excluded.priority, tick=excluded.tick, tick_ts=excluded.tick_ts, "
     "finished_at=excluded.finished_at, error=excluded.error, steps=excluded.steps",
 )
-
-
-def _fix_outputs(records: list[Any]) -> None:
-    """Some step output in ``records`` cannot be encoded: store each such output as missing
-    (its step's last field says so; recovery runs such a run again from its first step)
-    without costing the rest."""
-    for record in records:
-        for step in record[11]:
-            try:
-                _encode(step[7])
-            except _UNENCODABLE:
-                step[7] = None
-                step[8] = False
 
 
 class Rows:
@@ -218,11 +205,7 @@ class Rows:
             if finished.unrow:
                 statements.append((_UNROW_SQL, (_encode(finished.unrow).decode(),)))
         if runs.rows:
-            try:
-                steps = [_encode(r[11]).decode() for r in runs.rows]
-            except _UNENCODABLE:
-                _fix_outputs(runs.rows)
-                steps = [_encode(r[11]).decode() for r in runs.rows]
+            steps = [steps_json(r[11]) for r in runs.rows]
             flat: list[Any] = []
             for row, text in zip(runs.rows, steps, strict=True):
                 flat.extend(row[:6])

@@ -106,8 +106,10 @@ CREATE INDEX runs_by_finish ON runs (finished_at);
 #   array of run records) instead of a row each; runs in flight, failed and cancelled keep a row
 #   each (`run_rows`). The view `runs` reads both as the v2 table did.
 # * A run's steps are stored in its record (one JSON array) instead of a row each; the view
-#   `steps` reads them as the v2 table did. Step times are microseconds after the run's
-#   created_at (integers encode faster than floats).
+#   `steps` reads them as the v2 table did. A step is [name, started_us, finished_us, state,
+#   attempts, preemptions, error, output, output_stored], times in microseconds after the
+#   run's created_at (integers encode faster than floats); a step completed at its first
+#   attempt, unpreempted, without output, is only its first three fields.
 # * Accepted events are stored one block per commit (`journal_blocks`); the view `journal`
 #   reads them as the v2 table did.
 # * The state index only holds runs in flight.
@@ -116,10 +118,11 @@ ALTER TABLE runs RENAME TO run_rows;
 ALTER TABLE run_rows ADD COLUMN steps TEXT;
 UPDATE run_rows SET steps = (
     SELECT json_group_array(json_array(
-        s.step, s.state, s.attempts, s.preemptions,
+        s.step,
         CAST(round((s.started_at - run_rows.created_at) * 1e6) AS INTEGER),
         CAST(round((s.finished_at - run_rows.created_at) * 1e6) AS INTEGER),
-        s.error, json(CAST(COALESCE(s.output, 'null') AS TEXT)), s.output IS NOT NULL))
+        s.state, s.attempts, s.preemptions, s.error,
+        json(CAST(COALESCE(s.output, 'null') AS TEXT)), s.output IS NOT NULL))
     FROM steps s WHERE s.run_id = run_rows.id)
 WHERE EXISTS (SELECT 1 FROM steps s WHERE s.run_id = run_rows.id);
 DROP TABLE steps;
@@ -148,9 +151,10 @@ CREATE VIEW runs (id, workflow, symbol, state, outcome, priority, tick, tick_ts,
     FROM run_blocks b, json_each(b.records) r;
 CREATE VIEW steps (run_id, step, state, attempts, preemptions, started_at, finished_at, error,
                    output) AS
-    SELECT r.id, s.value->>0, s.value->>1, s.value->>2, s.value->>3,
-           r.created_at + s.value->>4 / 1e6, r.created_at + s.value->>5 / 1e6,
-           s.value->>6, CASE WHEN s.value->>8 THEN CAST(s.value->7 AS BLOB) END
+    SELECT r.id, s.value->>0, COALESCE(s.value->>3, 'completed'), COALESCE(s.value->>4, 1),
+           COALESCE(s.value->>5, 0), r.created_at + s.value->>1 / 1e6,
+           r.created_at + s.value->>2 / 1e6, s.value->>6,
+           CASE WHEN COALESCE(s.value->>8, 0) THEN CAST(s.value->7 AS BLOB) END
     FROM runs r, json_each(r.steps) s;
 CREATE TABLE journal_blocks (
     first_seq INTEGER PRIMARY KEY,

@@ -64,9 +64,9 @@ def _seed_a_crashed_run(db: Path) -> None:
     conn = sqlite3.connect(db)
     with conn:
         # The completed run goes back in flight: out of its block, into a row of its own. Its
-        # steps: [name, state, attempts, preemptions, started_us, finished_us, error, output,
+        # steps: [name, started_us, finished_us, state, attempts, preemptions, error, output,
         # output stored].
-        steps = '[["first", "completed", 1, 0, 10, 20, null, {"value": 42.0}, true]]'
+        steps = '[["first", 10, 20, "completed", 1, 0, null, {"value": 42.0}, true]]'
         conn.execute("DELETE FROM run_blocks")
         conn.execute(
             "INSERT INTO run_rows (id, workflow, symbol, state, priority, tick, tick_ts, "
