@@ -1,7 +1,7 @@
 """The engine's per-step path has two builds of one source: the choosers pick the right one.
 
-``fastpath/_runs_py.py``, ``_flow_py.py``, ``_symbols_py.py`` and ``_counters_py.py`` are the
-pure-Python twins;
+``fastpath/_runs_py.py``, ``_flow_py.py``, ``_symbols_py.py``, ``_counters_py.py`` and
+``_records_py.py`` are the pure-Python twins;
 the ``_c.py`` files are symlinks to them that the build cythonizes with typed ``.pxd`` layouts. The
 behaviour of both is covered by the whole unit suite, which ``make test-pure`` runs again with
 ``TICKFLOW_NO_EXTENSIONS=1``; here: the wiring.
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import fastpath
-from fastpath import counters, flow, runs, symbols
+from fastpath import counters, flow, records, runs, symbols
 
 FASTPATH = Path(fastpath.__file__).parent
 NO_EXT = os.environ.get("TICKFLOW_NO_EXTENSIONS", "") not in ("", "0")
@@ -27,6 +27,7 @@ PAIRS = {
     "flow": ("Agent", "CoordinatorCore", "DispatcherCore"),
     "symbols": ("SymbolState", "SymbolTable", "MarketData"),
     "counters": ("StepCounters", "WorkflowCounters"),
+    "records": ("FinishedRuns", "RunRows"),
 }
 
 
@@ -43,6 +44,7 @@ def test_choosers_report_the_implementation_in_use() -> None:
     assert expected == flow.FLOW_IMPLEMENTATION
     assert expected == symbols.SYMBOLS_IMPLEMENTATION
     assert expected == counters.COUNTERS_IMPLEMENTATION
+    assert expected == records.RECORDS_IMPLEMENTATION
     suffix = "_py" if NO_EXT else "_c"
     assert runs.Run.__module__ == f"fastpath._runs{suffix}"
     assert flow.DispatcherCore.__module__ == f"fastpath._flow{suffix}"

@@ -396,8 +396,8 @@ depends_on = ["a"]
 def test_a_step_output_that_cannot_be_encoded_is_stored_as_missing_the_rest_intact(
     tmp_path: Path,
 ) -> None:
-    """Rows go to SQLite as one JSON batch per table: one output msgspec cannot encode must
-    not cost the batch -- it is stored as missing (recovery re-runs that run), the rest as is."""
+    """Records are encoded together: one output msgspec cannot encode must not cost the
+    others -- it is stored as missing (recovery re-runs that run), the rest as is."""
     from engine.config import loads_config
     from engine.fsm import StepState
     from engine.runs import Run
@@ -506,3 +506,44 @@ def test_an_error_text_that_cannot_be_encoded_is_stored_spelled_out(tmp_path: Pa
         "completed",
         None,
     )
+
+
+def test_the_symbol_change_log_holds_each_symbol_once_and_only_when_tracked() -> None:
+    symbols = SymbolTable()
+    state = symbols.register("AAPL", 1)
+    for i in range(1000):  # storage off: nothing is kept
+        symbols.mark_data_ready(state, Tick("AAPL", float(i), 100.0))
+    assert symbols.changed == 0
+    assert symbols.take_changed() == []
+    wakes: list[int] = []
+    symbols.track(lambda: wakes.append(1))
+    other = symbols.register("MSFT", 1)
+    for i in range(1000):
+        symbols.mark_data_ready(state, Tick("AAPL", float(i), 100.0))
+        symbols.mark_completed(other, float(i))
+    assert (symbols.changed, len(wakes)) == (2, 1)  # woken once, at the first change
+    assert symbols.take_changed() == [other, state]
+    assert symbols.take_changed() == []
+    symbols.mark_processing(state)
+    assert (symbols.take_changed(), len(wakes)) == ([state], 2)
+
+
+def test_with_storage_off_the_engine_keeps_no_change_log(tmp_path: Path) -> None:
+    from engine.config import loads_config
+    from engine.engine import Engine
+    from engine.events import DataReady
+
+    async def scenario() -> Engine:
+        engine = Engine(loads_config(STEPS_CONFIG), sources=[])
+        async with engine.session():
+            for i in range(200):
+                engine.submit_nowait(DataReady(symbol=f"S{i % 7}", ts=float(i), price=1.0))
+            async with asyncio.timeout(10):
+                await engine.wait_idle()
+            assert engine.coordinator is not None
+            assert engine.coordinator.changed_runs == 0
+            assert engine.coordinator.take_changed_runs() == []
+            assert engine.symbols.changed == 0
+        return engine
+
+    asyncio.run(scenario())
