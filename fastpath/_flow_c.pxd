@@ -43,6 +43,7 @@ cdef class CoordinatorCore:
     cdef public list _run_log
     cdef public object _on_runs_changed
     cdef public long _marked
+    cdef public object last_run_id
     cdef public object finished
     cdef public double record_offset
     cdef public object on_run_finished

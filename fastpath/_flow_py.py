@@ -126,6 +126,7 @@ class CoordinatorCore:
         self._run_log: list[Any] | None = None
         self._on_runs_changed: Any = None  # called when the log stops being empty
         self._marked = 0  # live runs marked changed since the last take
+        self.last_run_id = 0  # storage keeps it: run ids are never reused, stored or not
         # Completed runs skip the log: their records are made as they end (FinishedRuns), so
         # the run is freed at once. ``record_offset``: wall minus monotonic time, kept by the
         # storage writer.
@@ -229,6 +230,7 @@ class CoordinatorCore:
 
     def _start_run(self, wf: Any, symbol: Any, tick: Any, at: float) -> Any:
         run = _runs.Run(next(self._ids), wf, symbol, tick, wf.run_priority(symbol.priority), at)
+        self.last_run_id = run.id
         self._register(run)
         self._pending[run.key] = run
         if self._run_log is not None:
@@ -301,22 +303,34 @@ class CoordinatorCore:
     def _log_ended(self, run: Any) -> None:
         log = self._run_log
         assert log is not None  # callers test it
+        run.logged = True  # a step still running when it ended logs it again only after a take
         log.append(run)
         if len(log) == 1:
             self._wake_storage()
 
     def _log_shared(self, run: Any) -> None:
-        """Mark a run that has done nothing yet only where routes overlap: on a symbol routed
-        to its workflow alone, storage has no use for it (see fastpath._records_py.run_record)."""
-        if len(self.routes(run.symbol.priority)) > 1:
+        """Mark a run that has done nothing yet only where routes overlap or its row is stored
+        already (a run adopted at start): on a symbol routed to its workflow alone, storage has
+        no use for it (see fastpath._records_py.run_record)."""
+        if run.stored or len(self.routes(run.symbol.priority)) > 1:
             self._log_run(run)
 
     def _log_run(self, run: Any) -> None:
-        if not run.logged:
-            run.logged = True
-            self._marked += 1
-            if self._marked == 1:
+        if run.logged:
+            return
+        run.logged = True
+        if run.state in _TERMINAL_RUN:
+            # A step that was still running when its run ended: the run is no longer among the
+            # live runs, where take_changed_runs() looks for marks -- log it.
+            log = self._run_log
+            assert log is not None  # callers test it
+            log.append(run)
+            if len(log) == 1:
                 self._wake_storage()
+            return
+        self._marked += 1
+        if self._marked == 1:
+            self._wake_storage()
 
     def _wake_storage(self) -> None:
         wake = self._on_runs_changed
@@ -363,6 +377,10 @@ class CoordinatorCore:
         step.advance(_STEP_RUNNING)
         step.started_at = now
         run.running += 1
+        if step.spec.sends_orders and self._run_log is not None:
+            # An order goes out: the run is stored (with its id, hence its client order ids)
+            # at the next commit, so a restart resumes it instead of sending a new order.
+            self._log_run(run)
         run.workflow.counters.dispatch_wait.record(now - step.ready_at)
         if run.state is _RUN_PENDING:
             run.advance(_RUN_RUNNING)

@@ -25,6 +25,9 @@ cdef class RunRows:
 
 cpdef object _tick_json(object tick, dict ticks)
 
+@cython.locals(r=Run, st=StepRun)
+cpdef bint _order_out(object r) except -1
+
 @cython.locals(s=SymbolState)
 cpdef tuple symbol_record(object s, double now, dict ticks)
 

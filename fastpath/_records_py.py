@@ -25,6 +25,7 @@ __all__ = [
 _encode = msgspec.json.Encoder().encode
 _STEP_PENDING = StepState.PENDING
 _STEP_COMPLETED = StepState.COMPLETED
+_STEP_RUNNING = StepState.RUNNING
 _RUN_COMPLETED = RunState.COMPLETED
 _TERMINAL_STEP = frozenset(s for s in StepState if s.terminal)
 _TERMINAL_RUN = frozenset(s for s in RunState if s.terminal)
@@ -93,6 +94,15 @@ def symbol_record(s: Any, now: float, ticks: dict[int, Any] | None) -> tuple[Any
     )
 
 
+def _order_out(r: Any) -> bool:
+    """Whether a step of ``r`` that sends orders is running: its run must be stored, under
+    its id, so that a restart resumes it with the same client order ids."""
+    for st in r.steps:  # noqa: SIM110 -- compiled, any() would build a generator per call
+        if st.state is _STEP_RUNNING and st.spec.sends_orders:
+            return True
+    return False
+
+
 def run_record(
     r: Any, offset: float, routes: Callable[[Any], tuple[Any, ...]] | None,
     ticks: dict[int, Any] | None,
@@ -106,7 +116,8 @@ def run_record(
     yet are stored: on a symbol routed to this workflow alone, none -- the symbol row committed
     with it (data_ready, or processing with no run left) makes recovery trigger it again with
     the same tick, so its row would only cost. Where routes overlap, such a re-trigger would
-    also redo the other workflows' finished runs for that tick, so those runs are stored.
+    also redo the other workflows' finished runs for that tick, so those runs are stored; so
+    are runs stored before (adopted at start) and runs with an order step running.
     A step is ``(name, started_us, finished_us, state, attempts, preemptions, error, output,
     output_stored)``, times in integer microseconds after the run's creation; a step that
     completed at its first attempt, unpreempted, with no output is just its first three
@@ -118,7 +129,7 @@ def run_record(
     suspended = r.suspended
     if (
         routes is not None and not terminal and not suspended and r.completed == 0
-        and len(routes(r.symbol.priority)) <= 1
+        and not r.stored and len(routes(r.symbol.priority)) <= 1 and not _order_out(r)
     ):
         return None
     trigger_at = r.trigger_at

@@ -146,7 +146,8 @@ CREATE VIEW runs (id, workflow, symbol, state, outcome, priority, tick, tick_ts,
     FROM run_rows
     UNION ALL
     SELECT r.value->>0, r.value->>1, r.value->>2, r.value->>3, r.value->>4, r.value->>5,
-           CAST(r.value->6 AS BLOB), r.value->>7, r.value->>8, r.value->>9, r.value->>10,
+           CASE WHEN r.value->>6 IS NOT NULL THEN CAST(r.value->6 AS BLOB) END,
+           r.value->>7, r.value->>8, r.value->>9, r.value->>10,
            r.value->11
     FROM run_blocks b, json_each(b.records) r;
 CREATE VIEW steps (run_id, step, state, attempts, preemptions, started_at, finished_at, error,
@@ -154,7 +155,8 @@ CREATE VIEW steps (run_id, step, state, attempts, preemptions, started_at, finis
     SELECT r.id, s.value->>0, COALESCE(s.value->>3, 'completed'), COALESCE(s.value->>4, 1),
            COALESCE(s.value->>5, 0), r.created_at + s.value->>1 / 1e6,
            r.created_at + s.value->>2 / 1e6, s.value->>6,
-           CASE WHEN COALESCE(s.value->>8, 0) THEN CAST(s.value->7 AS BLOB) END
+           CASE WHEN json_array_length(s.value) = 3 THEN CAST('null' AS BLOB)
+                WHEN s.value->>8 THEN CAST(s.value->7 AS BLOB) END
     FROM runs r, json_each(r.steps) s;
 CREATE TABLE journal_blocks (
     first_seq INTEGER PRIMARY KEY,

@@ -269,7 +269,13 @@ class StorageWriter:
         # Run ids and journal seqs are never reused, even once retention has pruned every row
         # that carried them: a reused run id would reuse its order steps' client order ids.
         high = []
-        top = max(rows.runs.high, 0 if finished is None else finished.last_id)
+        # Every run id handed out so far, stored or not: a run that crashed before it was
+        # stored must not lend its id (and client order ids) to another one after a restart.
+        top = max(
+            rows.runs.high,
+            0 if finished is None else finished.last_id,
+            0 if source is None else getattr(source, "last_run_id", 0),
+        )
         if top:
             high.append(("max_run_id", top))
         if journal:

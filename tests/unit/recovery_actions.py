@@ -32,3 +32,15 @@ async def gated(ctx: StepContext) -> str:
     if not GATE.get("open"):
         await GATE["event"].wait()
     return "done"
+
+
+@cheap
+def fail_now(ctx: StepContext) -> None:
+    CALLS.append(("fail_now", ctx.run_id, ctx.tick.price, dict(ctx.inputs)))
+    raise RuntimeError("fails at once")
+
+
+@cheap
+def nothing(ctx: StepContext) -> None:
+    """A step without output."""
+    CALLS.append(("nothing", ctx.run_id, ctx.tick.price, dict(ctx.inputs)))

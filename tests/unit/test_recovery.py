@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -343,4 +344,159 @@ def test_where_routes_overlap_runs_are_stored_from_the_start_and_each_runs_once(
     assert sorted((c[0], c[1]) for c in ra.CALLS) == [("first", 1), ("first", 2), ("second", 1)]
     conn = sqlite3.connect(crashed)
     assert conn.execute("SELECT COUNT(*) FROM runs WHERE state = 'completed'").fetchone() == (2,)
+    conn.close()
+
+
+GATE_ONE = """
+[engine]
+agents = 2
+
+[workflows.wf]
+priority = 0
+max_concurrent = {mc}
+
+[[workflows.wf.steps]]
+name = "g"
+action = "tests.unit.recovery_actions:gated"
+timeout_ms = 60000
+{more}
+[metrics]
+enabled = false
+
+[storage]
+path = "{db}"
+"""
+FAILING_SIBLING = """
+[[workflows.wf.steps]]
+name = "bad"
+action = "tests.unit.recovery_actions:fail_now"
+"""
+
+
+async def _until(condition: Any) -> None:
+    async with asyncio.timeout(10):
+        while not condition():  # noqa: ASYNC110 - engine state, no event to wait on
+            await asyncio.sleep(0)
+
+
+def test_a_step_that_finishes_after_its_run_failed_is_stored(tmp_path: Path) -> None:
+    """The run fails while a sibling still runs (it is not cut off), a commit stores the failed
+    run, then the sibling completes: its completion and output are stored too."""
+    db = tmp_path / "t.db"
+    engine = Engine(
+        loads_config(GATE_ONE.format(db=db, mc=2, more=FAILING_SIBLING)), sources=[], persist=True
+    )
+
+    async def scenario() -> None:
+        ra.GATE.clear()
+        ra.GATE["event"] = asyncio.Event()
+        ra.GATE["started"] = started = asyncio.Event()
+        async with engine.session():
+            engine.submit_nowait(DataReady(symbol="AAA", ts=1.0, price=10.0))
+            async with asyncio.timeout(10):
+                await started.wait()
+            assert engine.coordinator is not None
+            assert engine.dispatcher is not None
+            coordinator, dispatcher = engine.coordinator, engine.dispatcher
+            await _until(lambda: not coordinator.runs)  # failed, its sibling still running
+            assert engine.persistence is not None
+            assert engine.persistence.writer is not None
+            await engine.persistence.writer.flush()
+            ra.GATE["event"].set()
+            await _until(lambda: dispatcher.busy == 0)
+
+    asyncio.run(scenario())
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT id, state FROM runs").fetchall() == [(1, "failed")]
+    assert conn.execute(
+        "SELECT step, state, attempts, output FROM steps ORDER BY step"
+    ).fetchall() == [("bad", "failed", 1, b"null"), ("g", "completed", 1, b'"done"')]
+    conn.close()
+
+
+def test_a_newer_tick_for_an_adopted_run_is_stored_before_a_crash(tmp_path: Path) -> None:
+    """A run adopted at start (stored, nothing done yet) takes a newer tick while it waits: its
+    row must say so, or a crash would make the next start act on the old tick."""
+    db, crashed = tmp_path / "t.db", tmp_path / "crashed.db"
+
+    def engine(path: Path) -> Engine:
+        config = GATE_ONE.format(db=path, mc=1, more="")
+        return Engine(loads_config(config), sources=[], persist=True)
+
+    async def seed() -> None:
+        ra.GATE.clear()
+        ra.GATE["open"] = True
+        async with engine(db).session() as e:
+            e.submit_nowait(DataReady(symbol="BBB", ts=1.0, price=1.0))
+            e.submit_nowait(DataReady(symbol="AAA", ts=1.0, price=10.0))
+            async with asyncio.timeout(10):
+                await e.wait_idle()
+        conn = sqlite3.connect(db)
+        with conn:  # what a crash with both runs waiting in the queue leaves
+            conn.execute("DELETE FROM run_blocks")
+            for run_id, symbol, price in ((1, "BBB", 1.0), (2, "AAA", 10.0)):
+                conn.execute(
+                    "INSERT INTO run_rows (id, workflow, symbol, state, priority, tick, tick_ts, "
+                    "created_at, steps) VALUES (?, 'wf', ?, 'pending', 0, ?, 1.0, 1.0, '[]')",
+                    (run_id, symbol, msgspec.json.encode(Tick(symbol, 1.0, price))),
+                )
+            conn.execute("UPDATE symbols SET phase='data_ready', status='pending'")
+        conn.close()
+
+    async def newer_tick_then_crash() -> None:
+        ra.GATE.clear()
+        ra.GATE["event"] = asyncio.Event()
+        ra.GATE["started"] = started = asyncio.Event()
+        async with engine(db).session() as e:
+            async with asyncio.timeout(10):
+                await started.wait()  # run 1 holds the lane: run 2 waits in the queue
+            assert e.coordinator is not None
+            waiting = e.coordinator.pending_run("wf", "AAA")
+            assert waiting is not None
+            assert waiting.id == 2
+            e.submit_nowait(DataReady(symbol="AAA", ts=2.0, price=20.0))  # conflated into it
+            assert e.persistence is not None
+            assert e.persistence.writer is not None
+            await e.persistence.writer.flush()
+            source, target = sqlite3.connect(db), sqlite3.connect(crashed)
+            try:
+                source.backup(target)
+            finally:
+                source.close()
+                target.close()
+            ra.GATE["event"].set()
+            async with asyncio.timeout(10):
+                await e.wait_idle()
+
+    asyncio.run(seed())
+    asyncio.run(newer_tick_then_crash())
+    conn = sqlite3.connect(crashed)
+    assert conn.execute("SELECT state, tick_ts FROM run_rows WHERE id = 2").fetchall() == [
+        ("pending", 2.0),
+    ]
+    conn.close()
+    ra.GATE.clear()
+    ra.GATE["open"] = True
+    ra.CALLS.clear()
+    asyncio.run(_run_until_idle(engine(crashed)))
+    assert [(c[1], c[2]) for c in ra.CALLS if c[1] == 2] == [(2, 20.0)]  # once, on the new tick
+    assert [c[1] for c in ra.CALLS if c[2] >= 10.0] == [2]  # and no extra run for AAA
+
+
+def test_views_keep_the_v2_nulls(tmp_path: Path) -> None:
+    """In `runs`, a completed run's tick is NULL (the journal has it); in `steps`, a step that
+    returned None has the output ``null`` and only one that could not be stored has NULL."""
+    db = tmp_path / "t.db"
+    config = CONFIG.format(db=db).replace("recovery_actions:second", "recovery_actions:nothing")
+    asyncio.run(_run_until_idle(
+        Engine(loads_config(config), sources=[], persist=True),
+        DataReady(symbol="AAA", ts=1.0, price=10.0),
+    ))
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT state, tick, tick_ts FROM runs").fetchall() == [
+        ("completed", None, 1.0),
+    ]
+    assert conn.execute("SELECT step, output FROM steps ORDER BY step").fetchall() == [
+        ("first", b'{"value":20.0}'), ("second", b"null"),
+    ]
     conn.close()
