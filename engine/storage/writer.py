@@ -1,10 +1,12 @@
 """The one writer task: group commits of everything the engine changed.
 
-The hot path never waits on disk: it marks live objects dirty (a dict store, O(1); a symbol
-ticked a thousand times between commits is written once) and appends journal records. The writer
-task wakes on the first change, lets more gather for ``commit_interval`` (or until ``batch_max``
-records), builds the rows from the objects' state *at that instant* -- a consistent snapshot,
-since nothing else runs on the loop meanwhile -- and commits them in one transaction.
+The hot path never waits on disk: the symbol table and the coordinator log what changed (in
+compiled code, a flag test per change; a symbol ticked a thousand times between commits is
+written once), completed runs leave their records as they end, and intake appends journal
+records. The writer task wakes on the first change, lets more gather for ``commit_interval``
+(or until ``batch_max`` journal records), takes the logs and builds the rows from the objects'
+state *at that instant* -- a consistent snapshot, since nothing else runs on the loop
+meanwhile -- and commits them in one transaction.
 
 When more than ``backlog_max`` records wait, :meth:`wait_capacity` makes intake wait (sources
 slow down) instead of growing memory or dropping state; each such wait is counted.
@@ -354,8 +356,9 @@ class StorageWriter:
             await self.conn.close()
 
     async def prune(self) -> int:
-        """Delete journal rows and finished runs older than the retention horizon, in small
-        batches so a large backlog never holds the write lock for long."""
+        """Delete journal blocks, run blocks and finished run rows older than the retention
+        horizon, in small batches so a large backlog never holds the write lock for long.
+        Returns the rows deleted (a block counts once)."""
         horizon = self.wall() - self.retention_s
         total = 0
         statements = (
