@@ -151,12 +151,6 @@ class Rows:
     def add_runs(self, runs: list[Run]) -> None:
         self.runs = run_rows(runs, self.offset, self.routes, self.ticks)
 
-    @property
-    def counts(self) -> tuple[int, int]:
-        """Rows of symbols and runs written."""
-        finished = 0 if self.finished is None else len(self.finished.records)
-        return len(self.symbols), finished + len(self.runs.rows)
-
     def order(self, outcome: Any, run_id: int) -> None:
         status = getattr(outcome, "status", "error")
         coid = getattr(outcome, "client_order_id", None)
