@@ -7,6 +7,9 @@ compiled runs and symbols, whose typed fields it reads.
 
 from __future__ import annotations
 
+from types import ModuleType
+
+from . import _records_py
 from .heap import NO_EXTENSIONS
 from .runs import RUNS_IMPLEMENTATION
 from .symbols import SYMBOLS_IMPLEMENTATION
@@ -23,43 +26,23 @@ __all__ = [
     "symbol_rows",
 ]
 
-if NO_EXTENSIONS or "python" in (RUNS_IMPLEMENTATION, SYMBOLS_IMPLEMENTATION):
-    from ._records_py import (
-        FinishedRuns,
-        RunRows,
-        clean_text,
-        run_record,
-        run_rows,
-        steps_json,
-        symbol_record,
-        symbol_rows,
-    )
 
-    RECORDS_IMPLEMENTATION = "python"
-else:
+def _choose() -> tuple[ModuleType, str]:
+    if NO_EXTENSIONS or "python" in (RUNS_IMPLEMENTATION, SYMBOLS_IMPLEMENTATION):
+        return _records_py, "python"
     try:
-        from ._records_c import (  # type: ignore[assignment]
-            FinishedRuns,
-            RunRows,
-            clean_text,
-                run_record,
-            run_rows,
-            steps_json,
-            symbol_record,
-            symbol_rows,
-        )
-
-        RECORDS_IMPLEMENTATION = "cython"
+        from . import _records_c
     except ImportError:  # not built
-        from ._records_py import (
-            FinishedRuns,
-            RunRows,
-            clean_text,
-                run_record,
-            run_rows,
-            steps_json,
-            symbol_record,
-            symbol_rows,
-        )
+        return _records_py, "python"
+    return _records_c, "cython"
 
-        RECORDS_IMPLEMENTATION = "python"
+
+_impl, RECORDS_IMPLEMENTATION = _choose()
+FinishedRuns = _impl.FinishedRuns
+RunRows = _impl.RunRows
+clean_text = _impl.clean_text
+run_record = _impl.run_record
+run_rows = _impl.run_rows
+steps_json = _impl.steps_json
+symbol_record = _impl.symbol_record
+symbol_rows = _impl.symbol_rows

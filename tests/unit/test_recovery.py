@@ -269,6 +269,16 @@ action = "tests.unit.recovery_actions:first"
 """
 
 
+def _copy(db: Path, copy: Path) -> None:
+    """The database as a SIGKILL at this instant would leave it (what is committed)."""
+    source, target = sqlite3.connect(db), sqlite3.connect(copy)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+
+
 async def _crash_copy_before_any_step_ends(engine: Engine, copy: Path) -> None:
     """Accept one event while its workflows are paused (its runs wait in the queue), commit,
     and copy the database as a SIGKILL at that instant would leave it."""
@@ -281,13 +291,7 @@ async def _crash_copy_before_any_step_ends(engine: Engine, copy: Path) -> None:
         assert engine.persistence.writer is not None
         await engine.persistence.writer.flush()
         assert ra.CALLS == []
-        source = sqlite3.connect(engine.persistence.path)
-        target = sqlite3.connect(copy)
-        try:
-            source.backup(target)
-        finally:
-            source.close()
-            target.close()
+        _copy(engine.persistence.path, copy)
         for name in workflows:
             engine.resume(name)
         async with asyncio.timeout(10):
@@ -458,12 +462,7 @@ def test_a_newer_tick_for_an_adopted_run_is_stored_before_a_crash(tmp_path: Path
             assert e.persistence is not None
             assert e.persistence.writer is not None
             await e.persistence.writer.flush()
-            source, target = sqlite3.connect(db), sqlite3.connect(crashed)
-            try:
-                source.backup(target)
-            finally:
-                source.close()
-                target.close()
+            _copy(db, crashed)
             ra.GATE["event"].set()
             async with asyncio.timeout(10):
                 await e.wait_idle()
