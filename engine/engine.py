@@ -28,7 +28,7 @@ from .clock import Clock, LoopClock
 from .config import Config
 from .coordinator import Coordinator
 from .dispatcher import Dispatcher, DispatcherStatistics
-from .events import DataReady, Event, HighPriorityArrived
+from .events import DATA_READY, HIGH_PRIORITY_ARRIVED, DataReady, Event, HighPriorityArrived
 from .gcpolicy import tuned_collector
 from .http import MetricsServer
 from .loopmon import LoopMonitor
@@ -166,6 +166,7 @@ class Engine:
         self.persistence: Persistence | None = (
             Persistence(self, config.storage) if persist and config.storage.enabled else None
         )
+        self._journal: Callable[[str, Event, float], int] | None = None  # set by a session
         # --- end metrics ---
         # Operations: the daemon (engine/cli.py) sets this so that SIGHUP and POST /reload
         # re-read its config file through one path (engine/reload.py).
@@ -262,6 +263,8 @@ class Engine:
         if persistence is not None:
             persistence.attach(coordinator)  # resumes the runs found in flight
             writer = persistence.writer
+            # Accepted events go to the journal straight from submit_nowait: one call per event.
+            self._journal = None if writer is None else writer.journal_event
         self.running = True
         try:
             async with asyncio.TaskGroup() as tg:
@@ -390,13 +393,16 @@ class Engine:
         if coordinator is None:
             raise RuntimeError("the engine is not running: use `async with engine.session()`")
         now = self.clock.now()
+        journal = self._journal
         seq: int | None = None
-        if self.persistence is not None:
-            seq = self.persistence.journal(event, now)
         if type(event) is DataReady:
+            if journal is not None:
+                seq = journal(DATA_READY, event, now)
             self.counters.received["DATA_READY"] += 1
             coordinator.accept_data(event, now, self.config.engine.default_symbol_priority)
         elif type(event) is HighPriorityArrived:
+            if journal is not None:
+                seq = journal(HIGH_PRIORITY_ARRIVED, event, now)
             self.counters.received["HIGH_PRIORITY_ARRIVED"] += 1
             symbol = self.symbols.get(event.symbol)
             if symbol is None:

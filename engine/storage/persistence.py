@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..events import DATA_READY, DataReady, Event
 from ..runs import StepRun
 from ..symbols import SymbolStatus
 from .db import open_database
@@ -120,15 +119,6 @@ class Persistence:
             extra={"path": str(self.path), **msgspec.structs.asdict(self.report)},
         )
         return self.report
-
-    def journal(self, event: Event, now: float) -> int:
-        """Record an accepted event, stamped with wall time: retention and people read it (the
-        engine's own clock is monotonic and means nothing outside this process). ``now``: the
-        engine's time of acceptance (wall time is derived from it, not read again)."""
-        writer = self.writer
-        assert writer is not None
-        kind = DATA_READY if type(event) is DataReady else "HIGH_PRIORITY_ARRIVED"
-        return writer.journal_event(kind, event, now + writer.wall_offset)
 
     async def close(self) -> None:
         if self.writer is not None:

@@ -113,11 +113,12 @@ class StorageWriter:
         self._changed()
         return seq
 
-    def journal_event(self, event_type: str, event: Any, received_at: float) -> int:
-        """:meth:`journal` for an event object (a msgspec struct): it is encoded with the rest
-        of its commit's block, in one call, instead of one call per event."""
+    def journal_event(self, event_type: str, event: Any, now: float) -> int:
+        """:meth:`journal` for an event object (a msgspec struct) accepted at engine time
+        ``now``: it is stamped with wall time derived from ``now`` (not read again) and encoded
+        with the rest of its commit's block, in one call, instead of one call per event."""
         seq = self._seq = self._seq + 1
-        self._journal.append((seq, received_at, event_type, event.symbol, event))
+        self._journal.append((seq, now + self.wall_offset, event_type, event.symbol, event))
         n = self._changes = self._changes + 1
         if n >= self._signal_at:
             self._signal(n)
