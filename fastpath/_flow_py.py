@@ -292,12 +292,13 @@ class CoordinatorCore:
         """How many runs the change log holds (an upper bound)."""
         if self._run_log is None:
             return 0
-        return len(self._run_log) + self._marked + len(self.finished.records)
+        finished: int = self.finished.count
+        return len(self._run_log) + self._marked + finished
 
     def _record_finished(self, run: Any) -> None:
         finished = self.finished
         finished.add(run, self.record_offset)
-        if len(finished.records) == 1:
+        if finished.count == 1:
             self._wake_storage()
 
     def _log_ended(self, run: Any) -> None:

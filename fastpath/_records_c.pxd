@@ -8,13 +8,14 @@ from fastpath._symbols_c cimport SymbolState
 
 
 cdef class FinishedRuns:
-    cdef public list records
+    cdef public bytearray buf
+    cdef public long count
     cdef public list unrow
     cdef public object first_id
     cdef public object last_id
     cdef public double finished_at
 
-    @cython.locals(record=tuple)
+    @cython.locals(record=tuple, buf=bytearray, mark=Py_ssize_t)
     cpdef add(self, Run r, double offset)
 
 

@@ -191,10 +191,10 @@ class Rows:
             statements.append((_SYMBOLS_SQL, (_encode(self.symbols).decode(),)))
         runs = self.runs
         finished = self.finished
-        if finished is not None and finished.records:
+        if finished is not None and finished.count:
             statements.append((_RUN_BLOCK_SQL, (
                 finished.first_id, finished.last_id, finished.finished_at,
-                len(finished.records), finished.block(),
+                finished.count, finished.block(),
             )))
             if finished.unrow:
                 statements.append((_UNROW_SQL, (_encode(finished.unrow).decode(),)))

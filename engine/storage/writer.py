@@ -252,7 +252,7 @@ class StorageWriter:
         dropped, self.dropped_runs = self.dropped_runs, []
         count = (
             len(journal) + len(symbols) + len(runs) + len(orders) + len(dropped)
-            + (0 if finished is None else len(finished.records))
+            + (0 if finished is None else finished.count)
         )
         if not count:
             return

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from engine.errors import StorageError
@@ -547,3 +548,36 @@ def test_with_storage_off_the_engine_keeps_no_change_log(tmp_path: Path) -> None
         return engine
 
     asyncio.run(scenario())
+
+
+def test_a_completed_run_with_an_output_that_cannot_be_encoded_costs_only_that_output() -> None:
+    """Completed runs are encoded into their commit's block as they end: an output msgspec
+    cannot encode is stored as missing, its run and the block intact."""
+    from engine.config import loads_config
+    from engine.fsm import RunState, StepState
+    from engine.runs import Run
+    from engine.symbols import SymbolState
+    from engine.workflow import compile_workflows
+    from fastpath.records import FinishedRuns
+
+    wf = compile_workflows(loads_config(STEPS_CONFIG))["wf"]
+    finished = FinishedRuns()
+    for run_id, output in ((1, {"z": 1.5}), (2, object()), (3, None)):
+        run = Run(run_id, wf, SymbolState(run_id, "AAPL", 1), Tick("AAPL", 1.0, 2.0), 1, 10.0)
+        for step in run.steps:
+            step.advance(StepState.RUNNING)
+            step.started_at, step.attempts = 10.0, 1
+            step.output = output
+            step.advance(StepState.COMPLETED)
+            step.finished_at = 10.5
+        run.advance(RunState.RUNNING)
+        run.advance(RunState.COMPLETED)
+        run.finished_at, run.outcome = 11.0, "completed"
+        finished.add(run, 1000.0)
+    records = msgspec.json.decode(finished.block())
+    assert [r[0] for r in records] == [1, 2, 3]
+    assert (finished.count, finished.first_id, finished.last_id) == (3, 1, 3)
+    assert records[0][11][0] == ["a", 0, 500000, "completed", 1, 0, None, {"z": 1.5}, True]
+    assert records[1][11][0] == ["a", 0, 500000, "completed", 1, 0, None, None, False]
+    assert records[2][11][0] == ["a", 0, 500000]  # no output: the short form
+    assert records[2][8:10] == [1010.0, 1011.0]  # created and finished, wall time
