@@ -33,7 +33,7 @@ cpdef bint _order_out(object r) except -1
 cpdef tuple symbol_record(object s, double now, dict ticks)
 
 @cython.locals(r=Run, st=StepRun, steps=list, terminal=bint, suspended=bint,
-               trigger_at=double, attempts=int)
+               trigger_at=double, attempts=int, at=double)
 cpdef object run_record(object r, double offset, object routes, dict ticks)
 
 cpdef list symbol_rows(list states, double now, dict ticks)

@@ -143,11 +143,17 @@ def run_record(
         started = st.started_at
         finished = st.finished_at
         error = st.error
-        start_us = None if started is None else int((started - trigger_at) * 1e6)
-        end_us = (
-            None if finished is None or sstate not in _TERMINAL_STEP
-            else int((finished - trigger_at) * 1e6)
-        )
+        # Through a typed local in the compiled build: C arithmetic, one int object made.
+        if started is None:
+            start_us = None
+        else:
+            at = started
+            start_us = int((at - trigger_at) * 1e6)
+        if finished is None or sstate not in _TERMINAL_STEP:
+            end_us = None
+        else:
+            at = finished
+            end_us = int((at - trigger_at) * 1e6)
         output = st.output if sstate is _STEP_COMPLETED else None
         attempts = st.attempts
         if (
