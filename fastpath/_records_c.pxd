@@ -24,21 +24,19 @@ cdef class RunRows:
     cdef public object high
 
 
-cpdef object _tick_json(object tick, dict ticks)
-
 @cython.locals(r=Run, st=StepRun)
 cpdef bint _order_out(object r) except -1
 
 @cython.locals(s=SymbolState)
-cpdef tuple symbol_record(object s, double now, dict ticks)
+cpdef tuple symbol_record(object s, double now)
 
 @cython.locals(r=Run, st=StepRun, steps=list, terminal=bint, suspended=bint,
                trigger_at=double, attempts=int, at=double)
-cpdef object run_record(object r, double offset, object routes, dict ticks)
+cpdef object run_record(object r, double offset, object routes)
 
-cpdef list symbol_rows(list states, double now, dict ticks)
+cpdef list symbol_rows(list states, double now)
 
 cpdef tuple _fix_outputs(tuple steps)
 
 @cython.locals(r=Run, out=RunRows, rows=list)
-cpdef RunRows run_rows(list runs, double offset, object routes, dict ticks)
+cpdef RunRows run_rows(list runs, double offset, object routes)

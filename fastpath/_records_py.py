@@ -71,28 +71,13 @@ def steps_json(steps: tuple[tuple[Any, ...], ...]) -> str:
         return _encode(_fix_outputs(steps)).decode()
 
 
-def _tick_json(tick: Any, ticks: dict[int, Any] | None) -> Any:
-    """``tick`` as JSON, encoded once per commit: a symbol's latest tick is usually also the
-    tick its runs acted on. ``ticks`` lives for one commit, while every tick in it is alive
-    (None: no cache)."""
-    if ticks is None:
-        return msgspec.Raw(_encode(tick))
-    key = id(tick)
-    raw = ticks.get(key)
-    if raw is None:
-        raw = ticks[key] = msgspec.Raw(_encode(tick))
-    return raw
-
-
-def symbol_record(s: Any, now: float, ticks: dict[int, Any] | None) -> tuple[Any, ...]:
+def symbol_record(s: Any, now: float) -> tuple[Any, ...]:
     """The symbols-table row of ``s``: id, name, phase, status, priority, last_processed,
-    last_error, last_tick (JSON), updated_at."""
+    last_error, last_tick (encoded in place, with the rest of the batch), updated_at."""
     error = s.last_error
-    tick = s.last_tick
     return (
         s.id, s.name, s.phase._value_, s.status._value_, s.priority, s.last_processed,
-        None if error is None else clean_text(error),
-        None if tick is None else _tick_json(tick, ticks), now,
+        None if error is None else clean_text(error), s.last_tick, now,
     )
 
 
@@ -106,8 +91,7 @@ def _order_out(r: Any) -> bool:
 
 
 def run_record(
-    r: Any, offset: float, routes: Callable[[Any], tuple[Any, ...]] | None,
-    ticks: dict[int, Any] | None,
+    r: Any, offset: float, routes: Callable[[Any], tuple[Any, ...]] | None
 ) -> tuple[Any, ...] | None:
     """The record of run ``r`` (id, workflow, symbol, state, outcome, priority, tick, tick_ts,
     created_at, finished_at, error, steps), or None when it need not be stored yet. The tick
@@ -169,7 +153,7 @@ def run_record(
     tick = r.tick
     # A completed run's record leaves its tick out: nothing resumes it, and the journal has the
     # tick (by symbol and tick_ts). Runs that may be resumed keep theirs.
-    tick_json = None if state is _RUN_COMPLETED and not suspended else _tick_json(tick, ticks)
+    tick_json = None if state is _RUN_COMPLETED and not suspended else _encode(tick)
     if suspended:
         # Cut by the shutdown drain: recorded as such, but left in flight so the next start
         # resumes it under the same id instead of redoing its work under a new one.
@@ -188,9 +172,9 @@ def run_record(
     )
 
 
-def symbol_rows(states: list[Any], now: float, ticks: dict[int, Any] | None) -> list[Any]:
+def symbol_rows(states: list[Any], now: float) -> list[Any]:
     """The rows of ``states``."""
-    return [symbol_record(s, now, ticks) for s in states]
+    return [symbol_record(s, now) for s in states]
 
 
 class FinishedRuns:
@@ -212,7 +196,7 @@ class FinishedRuns:
         self.finished_at = 0.0
 
     def add(self, r: Any, offset: float) -> None:
-        record = run_record(r, offset, None, None)
+        record = run_record(r, offset, None)
         if record is None:
             return
         buf = self.buf
@@ -258,8 +242,7 @@ class RunRows:
 
 
 def run_rows(
-    runs: list[Any], offset: float, routes: Callable[[Any], tuple[Any, ...]] | None,
-    ticks: dict[int, Any] | None,
+    runs: list[Any], offset: float, routes: Callable[[Any], tuple[Any, ...]] | None
 ) -> RunRows:
     out = RunRows()
     rows = out.rows
@@ -268,7 +251,7 @@ def run_rows(
             out.high = r.id
         if r.state is _RUN_COMPLETED and not r.suspended:
             continue  # its record was made when it ended (FinishedRuns)
-        row = run_record(r, offset, routes, ticks)
+        row = run_record(r, offset, routes)
         if row is not None:
             rows.append(row)
             r.stored = True

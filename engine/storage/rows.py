@@ -123,7 +123,6 @@ class Rows:
         "runs",
         "statements",
         "symbols",
-        "ticks",
     )
 
     def __init__(
@@ -135,7 +134,6 @@ class Rows:
         self.now = now
         self.offset = offset
         self.routes = routes
-        self.ticks: dict[int, Any] = {}  # each tick encoded once per commit
         self.symbols: list[Any] = []
         self.runs = RunRows()
         self.finished: FinishedRuns | None = None
@@ -146,10 +144,10 @@ class Rows:
         self.statements: list[tuple[str, Any]] = []
 
     def add_symbols(self, states: list[SymbolState]) -> None:
-        self.symbols = symbol_rows(states, self.now, self.ticks)
+        self.symbols = symbol_rows(states, self.now)
 
     def add_runs(self, runs: list[Run]) -> None:
-        self.runs = run_rows(runs, self.offset, self.routes, self.ticks)
+        self.runs = run_rows(runs, self.offset, self.routes)
 
     def order(self, outcome: Any, run_id: int) -> None:
         status = getattr(outcome, "status", "error")
@@ -203,7 +201,7 @@ class Rows:
             flat: list[Any] = []
             for row, text in zip(runs.rows, steps, strict=True):
                 flat.extend(row[:6])
-                flat.append(bytes(row[6]))
+                flat.append(row[6])
                 flat.extend(row[7:11])
                 flat.append(text)
             statements += RUNS.statements(flat)
