@@ -120,9 +120,7 @@ class CoordinatorCore:
         self._pending: dict[tuple[str, str], Any] = {}
         self._active: dict[tuple[str, str], Any] = {}
         self._route_cache: dict[int, tuple[Any, ...]] = {}
-        # Storage's change log of runs (track_runs): each run created, given a newer input,
-        # started, advanced by a step that ended, or ended since the last take, once. A flag
-        # test per change instead of a call into the writer (a run changes five or six times).
+        # Storage's change log of runs (track_runs; see "the change log" below).
         self._run_log: list[Any] | None = None
         self._on_runs_changed: Any = None  # called when the log stops being empty
         self._marked = 0  # live runs marked changed since the last take
@@ -319,16 +317,12 @@ class CoordinatorCore:
     def _log_run(self, run: Any) -> None:
         if run.logged:
             return
-        run.logged = True
         if run.state in _TERMINAL_RUN:
             # A step that was still running when its run ended: the run is no longer among the
-            # live runs, where take_changed_runs() looks for marks -- log it.
-            log = self._run_log
-            assert log is not None  # callers test it
-            log.append(run)
-            if len(log) == 1:
-                self._wake_storage()
+            # live runs, where take_changed_runs() looks for marks.
+            self._log_ended(run)
             return
+        run.logged = True
         self._marked += 1
         if self._marked == 1:
             self._wake_storage()

@@ -19,11 +19,6 @@ cdef class FinishedRuns:
     cpdef add(self, Run r, double offset)
 
 
-cdef class RunRows:
-    cdef public list rows
-    cdef public object high
-
-
 @cython.locals(r=Run, st=StepRun)
 cpdef bint _order_out(object r) except -1
 
@@ -38,5 +33,5 @@ cpdef list symbol_rows(list states, double now)
 
 cpdef tuple _fix_outputs(tuple steps)
 
-@cython.locals(r=Run, out=RunRows, rows=list)
-cpdef RunRows run_rows(list runs, double offset, object routes)
+@cython.locals(r=Run, rows=list)
+cpdef list run_rows(list runs, double offset, object routes)

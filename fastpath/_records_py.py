@@ -18,8 +18,8 @@ import msgspec
 from engine.fsm import RunState, StepState
 
 __all__ = [
-    "FinishedRuns", "RunRows", "clean_text", "run_record", "run_rows", "steps_json",
-    "symbol_record", "symbol_rows",
+    "FinishedRuns", "clean_text", "run_record", "run_rows", "steps_json", "symbol_record",
+    "symbol_rows",
 ]
 
 _encoder = msgspec.json.Encoder()
@@ -151,24 +151,22 @@ def run_record(
                 None if error is None else clean_text(error), output, True,
             ))
     tick = r.tick
-    # A completed run's record leaves its tick out: nothing resumes it, and the journal has the
-    # tick (by symbol and tick_ts). Runs that may be resumed keep theirs.
-    tick_json = None if state is _RUN_COMPLETED and not suspended else _encode(tick)
     if suspended:
         # Cut by the shutdown drain: recorded as such, but left in flight so the next start
         # resumes it under the same id instead of redoing its work under a new one.
-        return (
-            r.id, r.workflow.name, r.symbol.name, "running", None, r.priority,
-            tick_json, tick.ts, trigger_at + offset, None,
-            clean_text(f"{r.error or 'shutdown'}; resumed at the next start"), tuple(steps),
-        )
-    finished_at = r.finished_at
-    error = r.error
+        state_name, outcome, ended = "running", None, None
+        error = f"{r.error or 'shutdown'}; resumed at the next start"
+    else:
+        finished_at = r.finished_at
+        state_name, outcome = state._value_, r.outcome
+        ended = None if finished_at is None or not terminal else finished_at + offset
+        error = r.error
     return (
-        r.id, r.workflow.name, r.symbol.name, state._value_, r.outcome, r.priority,
-        tick_json, tick.ts, trigger_at + offset,
-        None if finished_at is None or not terminal else finished_at + offset,
-        None if error is None else clean_text(error), tuple(steps),
+        r.id, r.workflow.name, r.symbol.name, state_name, outcome, r.priority,
+        # A completed run's record leaves its tick out: nothing resumes it, and the journal
+        # has the tick (by symbol and tick_ts). Runs that may be resumed keep theirs.
+        None if state is _RUN_COMPLETED else _encode(tick), tick.ts, trigger_at + offset,
+        ended, None if error is None else clean_text(error), tuple(steps),
     )
 
 
@@ -219,9 +217,6 @@ class FinishedRuns:
         if r.stored:
             self.unrow.append(rid)
 
-    def __len__(self) -> int:
-        return self.count
-
     def block(self) -> str:
         """The records as one JSON array."""
         buf = self.buf
@@ -232,27 +227,17 @@ class FinishedRuns:
         return buf.decode()
 
 
-class RunRows:
-    """The rows of one commit's runs that need a row of their own: in flight with progress,
-    failed or cancelled (`run_rows`). Completed runs are in :class:`FinishedRuns`."""
-
-    def __init__(self) -> None:
-        self.rows: list[Any] = []
-        self.high = 0  # the highest run id seen
-
-
 def run_rows(
     runs: list[Any], offset: float, routes: Callable[[Any], tuple[Any, ...]] | None
-) -> RunRows:
-    out = RunRows()
-    rows = out.rows
+) -> list[tuple[Any, ...]]:
+    """The records of the runs among ``runs`` that need a row of their own (`run_rows`): in
+    flight with progress, failed or cancelled. Completed runs are in :class:`FinishedRuns`."""
+    rows = []
     for r in runs:
-        if r.id > out.high:
-            out.high = r.id
-        if r.state is _RUN_COMPLETED and not r.suspended:
+        if r.state is _RUN_COMPLETED:
             continue  # its record was made when it ended (FinishedRuns)
         row = run_record(r, offset, routes)
         if row is not None:
             rows.append(row)
             r.stored = True
-    return out
+    return rows

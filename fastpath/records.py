@@ -17,7 +17,6 @@ from .symbols import SYMBOLS_IMPLEMENTATION
 __all__ = [
     "RECORDS_IMPLEMENTATION",
     "FinishedRuns",
-    "RunRows",
     "clean_text",
     "run_record",
     "run_rows",
@@ -39,7 +38,6 @@ def _choose() -> tuple[ModuleType, str]:
 
 _impl, RECORDS_IMPLEMENTATION = _choose()
 FinishedRuns = _impl.FinishedRuns
-RunRows = _impl.RunRows
 clean_text = _impl.clean_text
 run_record = _impl.run_record
 run_rows = _impl.run_rows

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import aiosqlite
 import msgspec
 
-from fastpath.records import FinishedRuns, RunRows, run_rows, steps_json, symbol_rows
+from fastpath.records import FinishedRuns, run_rows, steps_json, symbol_rows
 
 from ..runs import Run
 from ..symbols import SymbolState
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 __all__ = ["CHUNKS", "JOURNAL_SQL", "Rows", "Table"]
 
 _encode = msgspec.json.Encoder().encode
-_UNENCODABLE = (TypeError, msgspec.EncodeError, UnicodeError)
 
 # A multi-row statement's row count is padded up to one of a few sizes (padding rows are all
 # NULL and filtered out), so each table keeps a few prepared statements in the connection's
@@ -135,7 +134,7 @@ class Rows:
         self.offset = offset
         self.routes = routes
         self.symbols: list[Any] = []
-        self.runs = RunRows()
+        self.runs: list[tuple[Any, ...]] = []  # runs with a row of their own
         self.finished: FinishedRuns | None = None
         self.orders: list[tuple[Any, ...]] = []
         self.fills: list[tuple[Any, ...]] = []
@@ -187,7 +186,6 @@ class Rows:
             )))
         if self.symbols:
             statements.append((_SYMBOLS_SQL, (_encode(self.symbols).decode(),)))
-        runs = self.runs
         finished = self.finished
         if finished is not None and finished.count:
             statements.append((_RUN_BLOCK_SQL, (
@@ -196,14 +194,11 @@ class Rows:
             )))
             if finished.unrow:
                 statements.append((_UNROW_SQL, (_encode(finished.unrow).decode(),)))
-        if runs.rows:
-            steps = [steps_json(r[11]) for r in runs.rows]
+        if self.runs:
             flat: list[Any] = []
-            for row, text in zip(runs.rows, steps, strict=True):
-                flat.extend(row[:6])
-                flat.append(row[6])
-                flat.extend(row[7:11])
-                flat.append(text)
+            for row in self.runs:
+                flat.extend(row[:11])
+                flat.append(steps_json(row[11]))
             statements += RUNS.statements(flat)
         self.statements = statements
 

@@ -71,8 +71,6 @@ class StorageWriter:
         self.wall = wall
         self.mono = mono  # the engine's clock: runs and steps carry its instants
         self.wall_offset = wall() - mono()  # wall minus engine time; renewed at each commit
-        # The coordinator's routes (priority -> workflows), once watched: see run_record().
-        self.routes: Callable[[int], tuple[Any, ...]] | None = None
         self.commit_interval_s = commit_interval_s
         self.batch_max = batch_max
         self.backlog_max = backlog_max
@@ -132,7 +130,6 @@ class StorageWriter:
         symbols.track(self._changed)
         if coordinator is not None:
             self._run_source = coordinator
-            self.routes = coordinator.routes
             coordinator.track_runs(self._changed)
             coordinator.record_offset = self.wall() - self.mono()
 
@@ -260,7 +257,7 @@ class StorageWriter:
         offset = self.wall_offset = now - self.mono()
         if source is not None:
             source.record_offset = offset  # for the records made as runs end
-        rows = Rows(now, offset, self.routes)
+        rows = Rows(now, offset, None if source is None else source.routes)
         rows.add_symbols(symbols)
         rows.add_runs(runs)
         rows.finished = finished
@@ -270,17 +267,12 @@ class StorageWriter:
             rows.account(self.broker, positions)
         rows.encode(journal)
         # Run ids and journal seqs are never reused, even once retention has pruned every row
-        # that carried them: a reused run id would reuse its order steps' client order ids.
+        # that carried them: a reused run id would reuse its order steps' client order ids. So
+        # every run id handed out so far counts, its run stored or not (one that crashed before
+        # it was stored must not lend its id to another after a restart).
         high = []
-        # Every run id handed out so far, stored or not: a run that crashed before it was
-        # stored must not lend its id (and client order ids) to another one after a restart.
-        top = max(
-            rows.runs.high,
-            0 if finished is None else finished.last_id,
-            0 if source is None else getattr(source, "last_run_id", 0),
-        )
-        if top:
-            high.append(("max_run_id", top))
+        if source is not None and source.last_run_id:
+            high.append(("max_run_id", source.last_run_id))
         if journal:
             high.append(("max_seq", journal[-1][0]))
         started = time.perf_counter()

@@ -185,9 +185,22 @@ class _RunLog:
         return ()
 
     record_offset = 0.0
+    last_run_id = 0
 
     def take_finished(self) -> None:
         return None
+
+
+async def _held_until_a_commit(writer: StorageWriter, waits: int | None = None) -> None:
+    """Intake waits for capacity now, and is let go by the next commit."""
+    waiter = asyncio.create_task(writer.wait_capacity())
+    await asyncio.sleep(0)  # one loop turn: the waiter is now parked on the condition
+    assert not waiter.done()
+    if waits is not None:
+        assert writer.statistics().backpressure_waits == waits
+    await writer.commit()
+    async with asyncio.timeout(5):
+        await waiter
 
 
 def _writer(conn: object, broker: PaperBroker, **kw: object) -> StorageWriter:
@@ -286,13 +299,7 @@ def test_backpressure_blocks_intake_until_the_writer_catches_up(tmp_path: Path) 
                          commit_interval_s=0.001)
         for i in range(10):
             writer.journal("DATA_READY", "X", b"{}", float(i))
-        waiter = asyncio.create_task(writer.wait_capacity())
-        await asyncio.sleep(0)  # one loop turn: the waiter is now parked on the condition
-        assert not waiter.done()
-        assert writer.statistics().backpressure_waits == 1
-        await writer.commit()
-        async with asyncio.timeout(5):
-            await waiter
+        await _held_until_a_commit(writer, waits=1)
         await writer.close()
 
     asyncio.run(scenario())
@@ -453,17 +460,12 @@ def test_backpressure_holds_when_batches_are_larger_than_the_backlog_bound(
         symbols = SymbolTable()
         writer.watch(symbols)
         state = symbols.register("AAPL", 0)
-        for i in range(2000):  # 2000 changes, backlog 1
+        for i in range(2000):  # one symbol changed 2000 times: logged once, backlog 1
             symbols.mark_data_ready(state, Tick("AAPL", float(i), 100.0))
         for i in range(1100):  # now the backlog really passes the bound
             writer.journal("DATA_READY", "AAPL", b"{}", float(i))
         assert writer.backlog > 1000
-        waiter = asyncio.create_task(writer.wait_capacity())
-        await asyncio.sleep(0)  # one loop turn: the waiter is now parked on the condition
-        assert not waiter.done()
-        await writer.commit()
-        async with asyncio.timeout(5):
-            await waiter
+        await _held_until_a_commit(writer)
         await writer.close()
 
     asyncio.run(scenario())
