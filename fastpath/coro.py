@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from .heap import NO_EXTENSIONS
+from typing import TYPE_CHECKING
 
-__all__ = ["CORO_IMPLEMENTATION", "start"]
+from ._choose import choose
 
-if NO_EXTENSIONS:
-    from ._coro_py import start
+__all__ = [
+    "CORO_IMPLEMENTATION",
+    "start",
+]
 
-    CORO_IMPLEMENTATION = "python"
+_impl, CORO_IMPLEMENTATION = choose("_coro", "_coro_py")
+
+if TYPE_CHECKING:  # the twin's types; the same names at run time, from the chosen module
+    from ._coro_py import (
+        start,
+    )
 else:
-    try:
-        from ._coro import start
-
-        CORO_IMPLEMENTATION = "cython"
-    except ImportError:  # not built
-        from ._coro_py import start
-
-        CORO_IMPLEMENTATION = "python"
+    globals().update({n: getattr(_impl, n) for n in __all__ if not n.endswith("IMPLEMENTATION")})

@@ -6,21 +6,23 @@ compiled :class:`fastpath.latency.LatencyHistogram`, so it is used only together
 
 from __future__ import annotations
 
-from .heap import NO_EXTENSIONS
+from typing import TYPE_CHECKING
+
+from ._choose import choose
 from .latency import LATENCY_IMPLEMENTATION
 
-__all__ = ["COUNTERS_IMPLEMENTATION", "StepCounters", "WorkflowCounters"]
+__all__ = [
+    "COUNTERS_IMPLEMENTATION",
+    "StepCounters",
+    "WorkflowCounters",
+]
 
-if NO_EXTENSIONS or LATENCY_IMPLEMENTATION != "cython":
-    from ._counters_py import StepCounters, WorkflowCounters
+_impl, COUNTERS_IMPLEMENTATION = choose("_counters_c", "_counters_py", LATENCY_IMPLEMENTATION)
 
-    COUNTERS_IMPLEMENTATION = "python"
+if TYPE_CHECKING:  # the twin's types; the same names at run time, from the chosen module
+    from ._counters_py import (
+        StepCounters,
+        WorkflowCounters,
+    )
 else:
-    try:
-        from ._counters_c import StepCounters, WorkflowCounters  # type: ignore[assignment]
-
-        COUNTERS_IMPLEMENTATION = "cython"
-    except ImportError:  # not built
-        from ._counters_py import StepCounters, WorkflowCounters
-
-        COUNTERS_IMPLEMENTATION = "python"
+    globals().update({n: getattr(_impl, n) for n in __all__ if not n.endswith("IMPLEMENTATION")})

@@ -6,6 +6,9 @@ Compiled only together with the compiled runs and symbols modules (:mod:`fastpat
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from ._choose import choose
 from .runs import RUNS_IMPLEMENTATION
 from .symbols import SYMBOLS_IMPLEMENTATION
 
@@ -18,22 +21,17 @@ __all__ = [
     "DispatcherCore",
 ]
 
-if RUNS_IMPLEMENTATION != "cython" or SYMBOLS_IMPLEMENTATION != "cython":
-    from ._flow_py import STREAK_SECONDS, STREAK_STEPS, Agent, CoordinatorCore, DispatcherCore
+_impl, FLOW_IMPLEMENTATION = choose(
+    "_flow_c", "_flow_py", RUNS_IMPLEMENTATION, SYMBOLS_IMPLEMENTATION
+)
 
-    FLOW_IMPLEMENTATION = "python"
+if TYPE_CHECKING:  # the twin's types; the same names at run time, from the chosen module
+    from ._flow_py import (
+        STREAK_SECONDS,
+        STREAK_STEPS,
+        Agent,
+        CoordinatorCore,
+        DispatcherCore,
+    )
 else:
-    try:
-        from ._flow_c import (  # type: ignore[assignment]
-            STREAK_SECONDS,
-            STREAK_STEPS,
-            Agent,
-            CoordinatorCore,
-            DispatcherCore,
-        )
-
-        FLOW_IMPLEMENTATION = "cython"
-    except ImportError:  # not built
-        from ._flow_py import STREAK_SECONDS, STREAK_STEPS, Agent, CoordinatorCore, DispatcherCore
-
-        FLOW_IMPLEMENTATION = "python"
+    globals().update({n: getattr(_impl, n) for n in __all__ if not n.endswith("IMPLEMENTATION")})

@@ -1,27 +1,21 @@
 """Chooses the heap implementation: compiled unless missing or disabled.
 
 ``TICKFLOW_NO_EXTENSIONS`` set to anything but ``""``/``"0"`` forces the pure-Python twin, which
-is how CI runs the shared suite a second time and how a user rules the extension out.
+is how CI runs the shared suite a second time and how a user rules the extension out (the rule
+of every chooser, :mod:`fastpath._choose`).
 """
 
 from __future__ import annotations
 
-import os
+from typing import TYPE_CHECKING
+
+from ._choose import NO_EXTENSIONS, choose
 
 __all__ = ["IMPLEMENTATION", "NO_EXTENSIONS", "PriorityHeap"]
 
-NO_EXTENSIONS = os.environ.get("TICKFLOW_NO_EXTENSIONS", "") not in ("", "0")
+_impl, IMPLEMENTATION = choose("_heap", "_heap_py")
 
-if NO_EXTENSIONS:
+if TYPE_CHECKING:  # the twin's types; the same name at run time, from the chosen module
     from ._heap_py import PriorityHeap
-
-    IMPLEMENTATION = "python"
 else:
-    try:
-        from ._heap import PriorityHeap  # type: ignore[assignment]
-
-        IMPLEMENTATION = "cython"
-    except ImportError:  # not built (an sdist installed without a compiler, or a source tree)
-        from ._heap_py import PriorityHeap
-
-        IMPLEMENTATION = "python"
+    PriorityHeap = _impl.PriorityHeap

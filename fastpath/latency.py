@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-from .heap import NO_EXTENSIONS
+from typing import TYPE_CHECKING
 
-__all__ = ["BUCKETS", "LATENCY_IMPLEMENTATION", "LatencyHistogram", "bucket_edge_seconds"]
+from ._choose import choose
 
-if NO_EXTENSIONS:
-    from ._latency_py import BUCKETS, LatencyHistogram, bucket_edge_seconds
+__all__ = [
+    "BUCKETS",
+    "LATENCY_IMPLEMENTATION",
+    "LatencyHistogram",
+    "bucket_edge_seconds",
+]
 
-    LATENCY_IMPLEMENTATION = "python"
+_impl, LATENCY_IMPLEMENTATION = choose("_latency", "_latency_py")
+
+if TYPE_CHECKING:  # the twin's types; the same names at run time, from the chosen module
+    from ._latency_py import (
+        BUCKETS,
+        LatencyHistogram,
+        bucket_edge_seconds,
+    )
 else:
-    try:
-        from ._latency import (  # type: ignore[assignment]
-            BUCKETS,
-            LatencyHistogram,
-            bucket_edge_seconds,
-        )
-
-        LATENCY_IMPLEMENTATION = "cython"
-    except ImportError:  # not built
-        from ._latency_py import BUCKETS, LatencyHistogram, bucket_edge_seconds
-
-        LATENCY_IMPLEMENTATION = "python"
+    globals().update({n: getattr(_impl, n) for n in __all__ if not n.endswith("IMPLEMENTATION")})

@@ -7,10 +7,9 @@ compiled runs and symbols, whose typed fields it reads.
 
 from __future__ import annotations
 
-from types import ModuleType
+from typing import TYPE_CHECKING
 
-from . import _records_py
-from .heap import NO_EXTENSIONS
+from ._choose import choose
 from .runs import RUNS_IMPLEMENTATION
 from .symbols import SYMBOLS_IMPLEMENTATION
 
@@ -25,22 +24,19 @@ __all__ = [
     "symbol_rows",
 ]
 
+_impl, RECORDS_IMPLEMENTATION = choose(
+    "_records_c", "_records_py", RUNS_IMPLEMENTATION, SYMBOLS_IMPLEMENTATION
+)
 
-def _choose() -> tuple[ModuleType, str]:
-    if NO_EXTENSIONS or "python" in (RUNS_IMPLEMENTATION, SYMBOLS_IMPLEMENTATION):
-        return _records_py, "python"
-    try:
-        from . import _records_c
-    except ImportError:  # not built
-        return _records_py, "python"
-    return _records_c, "cython"
-
-
-_impl, RECORDS_IMPLEMENTATION = _choose()
-FinishedRuns = _impl.FinishedRuns
-clean_text = _impl.clean_text
-run_record = _impl.run_record
-run_rows = _impl.run_rows
-steps_json = _impl.steps_json
-symbol_record = _impl.symbol_record
-symbol_rows = _impl.symbol_rows
+if TYPE_CHECKING:  # the twin's types; the same names at run time, from the chosen module
+    from ._records_py import (
+        FinishedRuns,
+        clean_text,
+        run_record,
+        run_rows,
+        steps_json,
+        symbol_record,
+        symbol_rows,
+    )
+else:
+    globals().update({n: getattr(_impl, n) for n in __all__ if not n.endswith("IMPLEMENTATION")})

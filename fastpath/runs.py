@@ -8,9 +8,11 @@ twins as a whole.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from ._choose import choose
 from .counters import COUNTERS_IMPLEMENTATION
 from .heap import IMPLEMENTATION as HEAP_IMPLEMENTATION
-from .heap import NO_EXTENSIONS
 from .symbols import SYMBOLS_IMPLEMENTATION
 
 __all__ = [
@@ -24,26 +26,19 @@ __all__ = [
     "WorkflowDef",
 ]
 
-if NO_EXTENSIONS or "python" in (
-    HEAP_IMPLEMENTATION, SYMBOLS_IMPLEMENTATION, COUNTERS_IMPLEMENTATION
-):
-    from ._runs_py import Lane, ReadyQueue, Run, StepContext, StepDef, StepRun, WorkflowDef
+_impl, RUNS_IMPLEMENTATION = choose(
+    "_runs_c", "_runs_py", HEAP_IMPLEMENTATION, SYMBOLS_IMPLEMENTATION, COUNTERS_IMPLEMENTATION
+)
 
-    RUNS_IMPLEMENTATION = "python"
+if TYPE_CHECKING:  # the twin's types; the same names at run time, from the chosen module
+    from ._runs_py import (
+        Lane,
+        ReadyQueue,
+        Run,
+        StepContext,
+        StepDef,
+        StepRun,
+        WorkflowDef,
+    )
 else:
-    try:
-        from ._runs_c import (  # type: ignore[assignment]
-            Lane,
-            ReadyQueue,
-            Run,
-            StepContext,
-            StepDef,
-            StepRun,
-            WorkflowDef,
-        )
-
-        RUNS_IMPLEMENTATION = "cython"
-    except ImportError:  # not built
-        from ._runs_py import Lane, ReadyQueue, Run, StepContext, StepDef, StepRun, WorkflowDef
-
-        RUNS_IMPLEMENTATION = "python"
+    globals().update({n: getattr(_impl, n) for n in __all__ if not n.endswith("IMPLEMENTATION")})

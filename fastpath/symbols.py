@@ -6,7 +6,9 @@ The same rule as :mod:`fastpath.heap` (``TICKFLOW_NO_EXTENSIONS``); the compiled
 
 from __future__ import annotations
 
-from .heap import NO_EXTENSIONS
+from typing import TYPE_CHECKING
+
+from ._choose import choose
 
 __all__ = [
     "SYMBOLS_IMPLEMENTATION",
@@ -18,30 +20,16 @@ __all__ = [
     "SymbolTable",
 ]
 
-if NO_EXTENSIONS:
-    from ._symbols_py import MarketData, Phase, SymbolRow, SymbolState, SymbolStatus, SymbolTable
+_impl, SYMBOLS_IMPLEMENTATION = choose("_symbols_c", "_symbols_py")
 
-    SYMBOLS_IMPLEMENTATION = "python"
+if TYPE_CHECKING:  # the twin's types; the same names at run time, from the chosen module
+    from ._symbols_py import (
+        MarketData,
+        Phase,
+        SymbolRow,
+        SymbolState,
+        SymbolStatus,
+        SymbolTable,
+    )
 else:
-    try:
-        from ._symbols_c import (  # type: ignore[assignment]
-            MarketData,
-            Phase,
-            SymbolRow,
-            SymbolState,
-            SymbolStatus,
-            SymbolTable,
-        )
-
-        SYMBOLS_IMPLEMENTATION = "cython"
-    except ImportError:  # not built
-        from ._symbols_py import (
-            MarketData,
-            Phase,
-            SymbolRow,
-            SymbolState,
-            SymbolStatus,
-            SymbolTable,
-        )
-
-        SYMBOLS_IMPLEMENTATION = "python"
+    globals().update({n: getattr(_impl, n) for n in __all__ if not n.endswith("IMPLEMENTATION")})
