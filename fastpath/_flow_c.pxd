@@ -42,7 +42,7 @@ cdef class CoordinatorCore:
     cdef public dict _route_cache
     cdef public list _run_log
     cdef public object _on_runs_changed
-    cdef public long _marked
+    cdef public dict _marked
     cdef public object last_run_id
     cdef public object finished
     cdef public double record_offset

@@ -123,7 +123,7 @@ class CoordinatorCore:
         # Storage's change log of runs (track_runs; see "the change log" below).
         self._run_log: list[Any] | None = None
         self._on_runs_changed: Any = None  # called when the log stops being empty
-        self._marked = 0  # live runs marked changed since the last take
+        self._marked: dict[int, Any] = {}  # live runs changed since the last take, by id
         self.last_run_id = 0  # storage keeps it: run ids are never reused, stored or not
         # Completed runs skip the log: their records are made as they end (FinishedRuns), so
         # the run is freed at once. ``record_offset``: wall minus monotonic time, kept by the
@@ -251,9 +251,10 @@ class CoordinatorCore:
     # -- the change log ---------------------------------------------------------------------
     # What storage must write, kept at the cost of a flag test per change (a run changes five
     # or six times) and without holding finished runs:
-    # * a live run that changed is marked (``run.logged``); the marked ones are found among the
-    #   live runs when storage takes the log -- a few hundred, against thousands of finished
-    #   runs a commit window can see;
+    # * a live run that changed is marked (``run.logged``) and kept by id until it ends: a
+    #   finished run is dropped from the marks, so they never hold it (thousands of finished
+    #   runs a commit window can see), and taking them never walks the runs in flight (tens of
+    #   thousands when a burst is queued);
     # * a run that ended other than completed (failed, cancelled, cut by the drain) is logged;
     # * a completed run's record is made as it ends (FinishedRuns) and the run is freed.
 
@@ -276,11 +277,10 @@ class CoordinatorCore:
         if log is None:
             return []
         self._run_log = []
-        if self._marked:
-            self._marked = 0
-            for run in self.runs.values():
-                if run.logged:
-                    log.append(run)
+        marked = self._marked
+        if marked:
+            self._marked = {}
+            log.extend(marked.values())
         for run in log:
             run.logged = False
         return log
@@ -291,7 +291,7 @@ class CoordinatorCore:
         if self._run_log is None:
             return 0
         finished: int = self.finished.count
-        return len(self._run_log) + self._marked + finished
+        return len(self._run_log) + len(self._marked) + finished
 
     def _record_finished(self, run: Any) -> None:
         finished = self.finished
@@ -323,8 +323,9 @@ class CoordinatorCore:
             self._log_ended(run)
             return
         run.logged = True
-        self._marked += 1
-        if self._marked == 1:
+        marked = self._marked
+        marked[run.id] = run
+        if len(marked) == 1:
             self._wake_storage()
 
     def _wake_storage(self) -> None:
@@ -478,6 +479,8 @@ class CoordinatorCore:
         if self.stopping and outcome == "cancelled":
             run.suspended = True
         if self._run_log is not None:
+            if run.logged:
+                self._marked.pop(run.id, None)
             if state is _RUN_COMPLETED:
                 self._record_finished(run)
             else:

@@ -29,9 +29,32 @@ cpdef tuple symbol_record(object s, double now)
                trigger_at=double, attempts=int, at=double)
 cpdef object run_record(object r, double offset, object routes)
 
-cpdef list symbol_rows(list states, double now)
+@cython.locals(s=SymbolState)
+cpdef dict symbol_rows(list states, double now)
 
 cpdef tuple _fix_outputs(tuple steps)
 
 @cython.locals(r=Run, rows=list)
 cpdef list run_rows(list runs, double offset, object routes)
+
+
+cdef class JournalLog:
+    cdef public object seq
+    cdef public double offset
+    cdef public object on_signal
+    cdef public long changes
+    cdef public long signal_at
+    cdef public bytearray buf
+    cdef public long count
+    cdef public object first_seq
+    cdef public double first_at
+    cdef public double last_at
+
+    cpdef object add(self, object kind, object event, double now)
+    cpdef object add_raw(self, object kind, object symbol, object payload, double at)
+    @cython.locals(buf=bytearray, mark=Py_ssize_t)
+    cpdef object _append(self, object kind, object symbol, object event, double at)
+    @cython.locals(n=long)
+    cpdef note(self)
+    @cython.locals(buf=bytearray)
+    cpdef tuple take(self)

@@ -18,8 +18,8 @@ import msgspec
 from engine.fsm import RunState, StepState
 
 __all__ = [
-    "FinishedRuns", "clean_text", "run_record", "run_rows", "steps_json", "symbol_record",
-    "symbol_rows",
+    "FinishedRuns", "JournalLog", "clean_text", "run_record", "run_rows", "steps_json",
+    "symbol_record", "symbol_rows",
 ]
 
 _encoder = msgspec.json.Encoder()
@@ -72,11 +72,11 @@ def steps_json(steps: tuple[tuple[Any, ...], ...]) -> str:
 
 
 def symbol_record(s: Any, now: float) -> tuple[Any, ...]:
-    """The symbols-table row of ``s``: id, name, phase, status, priority, last_processed,
-    last_error, last_tick (encoded in place, with the rest of the batch), updated_at."""
+    """The stored record of ``s``: phase, status, priority, last_processed, last_error,
+    last_tick (encoded in place, with the rest of the batch), updated_at."""
     error = s.last_error
     return (
-        s.id, s.name, s.phase._value_, s.status._value_, s.priority, s.last_processed,
+        s.phase._value_, s.status._value_, s.priority, s.last_processed,
         None if error is None else clean_text(error), s.last_tick, now,
     )
 
@@ -170,9 +170,9 @@ def run_record(
     )
 
 
-def symbol_rows(states: list[Any], now: float) -> list[Any]:
-    """The rows of ``states``."""
-    return [symbol_record(s, now) for s in states]
+def symbol_rows(states: list[Any], now: float) -> dict[str, Any]:
+    """The records of ``states``, keyed ``"id:name"``."""
+    return {f"{s.id}:{s.name}": symbol_record(s, now) for s in states}
 
 
 class FinishedRuns:
@@ -225,6 +225,82 @@ class FinishedRuns:
         else:
             buf += b"]"
         return buf.decode()
+
+
+class JournalLog:
+    """The accepted events since the last commit, encoded as each is accepted, and the count of
+    changes the storage writer waits on.
+
+    An event's journal record, ``[seq, received_at, type, symbol, payload]``, goes straight
+    into one buffer: nothing per event is left for the commit to encode, and no object per event
+    lives until it (thousands of them, surviving into the collector's older generations, made
+    it walk every run in flight). ``changes`` counts the journal records and every other change
+    the writer is told of (:meth:`note`); at ``signal_at`` it calls ``on_signal(changes)``, which
+    wakes the writer or applies backpressure and sets the next ``signal_at``.
+    """
+
+    def __init__(self, last_seq: int, on_signal: Callable[[int], None]) -> None:
+        self.seq = last_seq  # the last seq handed out
+        self.offset = 0.0  # wall-clock time minus engine time
+        self.on_signal = on_signal
+        self.changes = 0
+        self.signal_at = 1
+        self.buf = bytearray(b"[")
+        self.count = 0
+        self.first_seq = 0
+        self.first_at = 0.0
+        self.last_at = 0.0
+
+    def add(self, kind: str, event: Any, now: float) -> int:
+        """Journal ``event`` (a msgspec struct with a ``symbol``) accepted at engine time
+        ``now``; returns its seq."""
+        return self._append(kind, event.symbol, event, now + self.offset)
+
+    def add_raw(self, kind: str, symbol: str, payload: bytes, at: float) -> int:
+        """Journal an event given as its JSON text (stored as it is) received at wall time
+        ``at``."""
+        return self._append(kind, symbol, msgspec.Raw(payload), at)
+
+    def _append(self, kind: str, symbol: str, event: Any, at: float) -> int:
+        seq = self.seq + 1
+        buf = self.buf
+        mark = len(buf)
+        try:
+            _encode_into((seq, at, kind, symbol, event), buf, -1)
+        except BaseException:
+            del buf[mark:]  # nothing half-written is left for the commit
+            raise
+        buf += b","
+        self.seq = seq
+        if self.count == 0:
+            self.first_seq = seq
+            self.first_at = at
+        self.count += 1
+        self.last_at = at
+        self.note()
+        return seq
+
+    def note(self) -> None:
+        """Count a change the writer must commit."""
+        n = self.changes + 1
+        self.changes = n
+        if n >= self.signal_at:
+            self.on_signal(n)
+
+    def take(self) -> tuple[int, int, int, float, float, str]:
+        """The journal so far -- (count, first_seq, last_seq, first_at, last_at, the records as
+        one JSON array) -- and a fresh start, the change count included."""
+        buf = self.buf
+        if self.count:
+            buf[-1] = 0x5D  # the last comma becomes the closing bracket
+        else:
+            buf += b"]"
+        taken = (self.count, self.first_seq, self.seq, self.first_at, self.last_at, buf.decode())
+        self.buf = bytearray(b"[")
+        self.count = 0
+        self.changes = 0
+        self.signal_at = 1
+        return taken
 
 
 def run_rows(

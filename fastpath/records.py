@@ -16,6 +16,7 @@ from .symbols import SYMBOLS_IMPLEMENTATION
 __all__ = [
     "RECORDS_IMPLEMENTATION",
     "FinishedRuns",
+    "JournalLog",
     "clean_text",
     "run_record",
     "run_rows",
@@ -31,6 +32,7 @@ _impl, RECORDS_IMPLEMENTATION = choose(
 if TYPE_CHECKING:  # the twin's types; the same names at run time, from the chosen module
     from ._records_py import (
         FinishedRuns,
+        JournalLog,
         clean_text,
         run_record,
         run_rows,

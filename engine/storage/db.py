@@ -90,9 +90,8 @@ async def _migrate(conn: aiosqlite.Connection, current: int) -> None:
     await conn.execute("BEGIN IMMEDIATE")
     try:
         for version in range(current + 1, SCHEMA_VERSION + 1):
-            for statement in MIGRATIONS[version].split(";"):
-                if statement.strip():
-                    await conn.execute(statement)
+            for statement in _statements(MIGRATIONS[version]):
+                await conn.execute(statement)
         await conn.execute(
             "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -102,6 +101,22 @@ async def _migrate(conn: aiosqlite.Connection, current: int) -> None:
     except BaseException:
         await conn.execute("ROLLBACK")
         raise
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of ``script``, one by one (a trigger's body holds semicolons of its own:
+    a piece ends a statement only where SQLite says the statement is complete)."""
+    out: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                out.append(pending)
+            pending = ""
+    if pending.strip(" \n;"):
+        out.append(pending)
+    return out
 
 
 def _synchronous(value: str) -> str:

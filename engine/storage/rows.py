@@ -12,9 +12,10 @@ tenth of a microsecond per value, two dozen values per run with a row per run an
   (`run_blocks`): nothing to bind or expand per run. Their records are made as they end
   (:class:`fastpath.records.FinishedRuns`), so finished runs are freed at once;
 * accepted events likewise (`journal_blocks`);
-* changed symbols go as one JSON array expanded by ``json_each`` inside an upsert: the SQLite
-  thread parses each row's JSON once per column (SQLite 3.40 has no parse cache), but it does
-  that on the other core, without the GIL;
+* changed symbols go as one JSON object, keyed "id:name", expanded by ``json_each`` inside an
+  upsert, each symbol's record stored as the JSON text it comes out as (`symbol_rows`): parsing
+  it again column by column cost the SQLite thread ~7 us a symbol (SQLite 3.40 has no parse
+  cache), most of its time under load;
 * the few runs that need a row of their own (in flight with progress, failed, cancelled) are
   bound as a multi-row statement.
 """
@@ -22,7 +23,7 @@ tenth of a microsecond per value, two dozen values per run with a row per run an
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import aiosqlite
 import msgspec
@@ -35,9 +36,20 @@ from ..symbols import SymbolState
 if TYPE_CHECKING:
     from strategies.broker import PaperBroker
 
-__all__ = ["CHUNKS", "JOURNAL_SQL", "Rows", "Table"]
+__all__ = ["CHUNKS", "JOURNAL_SQL", "Journal", "Rows", "Table"]
 
 _encode = msgspec.json.Encoder().encode
+
+class Journal(NamedTuple):
+    """The journal records of one commit (:meth:`fastpath.records.JournalLog.take`)."""
+
+    records: int
+    first_seq: int
+    last_seq: int
+    first_at: float
+    last_at: float
+    events: str  # the records, as one JSON array
+
 
 # A multi-row statement's row count is padded up to one of a few sizes (padding rows are all
 # NULL and filtered out), so each table keeps a few prepared statements in the connection's
@@ -82,17 +94,12 @@ _RUN_BLOCK_SQL = (
     "INSERT INTO run_blocks (first_id, last_id, finished_at, runs, records) VALUES (?, ?, ?, ?, ?)"
 )
 _UNROW_SQL = "DELETE FROM run_rows WHERE id IN (SELECT value FROM json_each(?))"
-# The tick is taken with ``->`` (its JSON text, stored as a BLOB like every JSON column of the
-# v1 schema), the others with ``->>``.
+# The batch is a JSON object keyed "id:name" (the id's digits end at the first colon): each
+# record goes in as the text json_each hands out, never parsed again column by column.
 _SYMBOLS_SQL = (
-    "INSERT INTO symbols (id, name, phase, status, priority, last_processed, last_error, "
-    "last_tick, updated_at) SELECT value->>0, value->>1, value->>2, value->>3, value->>4, "
-    "value->>5, value->>6, CAST(nullif(value->7, 'null') AS BLOB), value->>8 "
-    "FROM json_each(?) WHERE true "
-    "ON CONFLICT (id) DO UPDATE SET phase=excluded.phase, status=excluded.status, "
-    "priority=excluded.priority, last_processed=excluded.last_processed, "
-    "last_error=excluded.last_error, last_tick=excluded.last_tick, "
-    "updated_at=excluded.updated_at"
+    "INSERT INTO symbol_rows (id, name, record) "
+    "SELECT CAST(key AS INTEGER), substr(key, instr(key, ':') + 1), value "
+    "FROM json_each(?) WHERE true ON CONFLICT (id) DO UPDATE SET record = excluded.record"
 )
 RUNS = Table(
     "INSERT INTO run_rows (id, workflow, symbol, state, outcome, priority, tick, tick_ts, "
@@ -133,7 +140,7 @@ class Rows:
         self.now = now
         self.offset = offset
         self.routes = routes
-        self.symbols: list[Any] = []
+        self.symbols: dict[str, Any] = {}
         self.runs: list[tuple[Any, ...]] = []  # runs with a row of their own
         self.finished: FinishedRuns | None = None
         self.orders: list[tuple[Any, ...]] = []
@@ -174,15 +181,15 @@ class Rows:
             (1, snap.cash, snap.fees_paid, snap.orders, snap.fills, snap.duplicates, self.now)
         )
 
-    def encode(self, journal: list[Any]) -> None:
+    def encode(self, journal: Journal) -> None:
         """Encode and bind the rows now, on the loop, before the transaction opens: what is
         written is the objects' state at this instant (a later change to an output does not
         leak in), and an encoding error cannot leave a transaction open."""
         statements: list[tuple[str, Any]] = []
-        if journal:
+        if journal.records:
             statements.append((JOURNAL_SQL, (
-                journal[0][0], journal[-1][0], journal[0][1], journal[-1][1],
-                _encode(journal).decode(),
+                journal.first_seq, journal.last_seq, journal.first_at, journal.last_at,
+                journal.events,
             )))
         if self.symbols:
             statements.append((_SYMBOLS_SQL, (_encode(self.symbols).decode(),)))

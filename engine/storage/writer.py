@@ -26,9 +26,11 @@ from typing import TYPE_CHECKING, Any
 import aiosqlite
 import msgspec
 
+from fastpath.records import JournalLog
+
 from ..errors import StorageError
 from ..symbols import SymbolTable
-from .rows import Rows
+from .rows import Journal, Rows
 
 if TYPE_CHECKING:
     from fastpath.flow import CoordinatorCore
@@ -71,18 +73,17 @@ class StorageWriter:
         self.broker = broker
         self.wall = wall
         self.mono = mono  # the engine's clock: runs and steps carry its instants
-        self.wall_offset = wall() - mono()  # wall minus engine time; renewed at each commit
         self.commit_interval_s = commit_interval_s
         self.batch_max = batch_max
         self.backlog_max = backlog_max
-        self._signal_at = 1  # the change count at which _signal() has something to do
         self.retention_s = retention_s
         self.prune_interval_s = prune_interval_s
         self.gil_switch_s = gil_switch_s
         self.gil_switch_after_s = gil_switch_after_s
-        self._seq = next_seq - 1  # the last journal seq handed out
+        # The journal, encoded as events are accepted, and the count of changes to commit.
+        self._log = JournalLog(next_seq - 1, self._signal)
+        self._log.offset = wall() - mono()  # wall minus engine time; renewed at each commit
         self._committed_seq = next_seq - 1
-        self._journal: list[tuple[int, float, str, str, msgspec.Raw]] = []
         self._symbol_source: SymbolTable | None = None
         self._run_source: CoordinatorCore | None = None
         self._orders: list[tuple[Any, int]] = []
@@ -95,7 +96,6 @@ class StorageWriter:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._closed = False
         self._stop = False
-        self._changes = 0
         self._commit_lock = asyncio.Lock()
         self._broken: BaseException | None = None
         self.commits = 0
@@ -108,32 +108,27 @@ class StorageWriter:
 
     def journal(self, event_type: str, symbol: str, payload: bytes, received_at: float) -> int:
         """``payload``: the event as JSON (it is embedded in the batch as it is)."""
-        seq = self._seq = self._seq + 1
-        self._journal.append((seq, received_at, event_type, symbol, msgspec.Raw(payload)))
-        self._changed()
-        return seq
+        return int(self._log.add_raw(event_type, symbol, payload, received_at))
 
-    def journal_event(self, event_type: str, event: Any, now: float) -> int:
-        """:meth:`journal` for an event object (a msgspec struct) accepted at engine time
-        ``now``: it is stamped with wall time derived from ``now`` (not read again) and encoded
-        with the rest of its commit's block, in one call, instead of one call per event."""
-        seq = self._seq = self._seq + 1
-        self._journal.append((seq, now + self.wall_offset, event_type, event.symbol, event))
-        n = self._changes = self._changes + 1
-        if n >= self._signal_at:
-            self._signal(n)
-        return seq
+    @property
+    def journal_event(self) -> Callable[[str, Any, float], int]:
+        """``journal_event(type, event, now)`` journals an event object (a msgspec struct)
+        accepted at engine time ``now`` and returns its seq: stamped with wall time derived
+        from ``now`` (not read again) and encoded at once, in compiled code (intake calls it
+        for every event)."""
+        add: Callable[[str, Any, float], int] = self._log.add
+        return add
 
     def watch(self, symbols: SymbolTable, coordinator: CoordinatorCore | None = None) -> None:
         """Write what changes in ``symbols`` and ``coordinator``'s runs: both keep a change log
         (a flag test per change, in compiled code) and wake the writer when it stops being
         empty; the writer takes the logs at each commit."""
         self._symbol_source = symbols
-        symbols.track(self._changed)
+        symbols.track(self._log.note)
         if coordinator is not None:
             self._run_source = coordinator
-            coordinator.track_runs(self._changed)
-            coordinator.record_offset = self.wall() - self.mono()
+            coordinator.track_runs(self._log.note)
+            coordinator.record_offset = self._log.offset
 
     def order(self, outcome: Any, run_id: int) -> None:
         """An order-sending step finished: record the order and its fill (if any)."""
@@ -141,32 +136,32 @@ class StorageWriter:
         fill = getattr(outcome, "fill", None)
         if fill is not None:
             self._positions.add(fill.symbol)
-        self._changed()
+        self._log.note()
 
     @property
     def backlog(self) -> int:
         """Records waiting for a commit (changes to one object between commits count once)."""
         symbols, runs = self._symbol_source, self._run_source
         return (
-            len(self._journal) + len(self._orders)
+            self._log.count + len(self._orders)
             + (0 if symbols is None else symbols.changed)
             + (0 if runs is None else runs.changed_runs)
         )
 
     @property
     def last_seq(self) -> int:
-        return self._seq
+        return int(self._log.seq)
 
-    def _changed(self) -> None:
-        # Called for every record: a counter, not a recount of the buffers. It counts changes,
-        # an upper bound of the backlog (repeated changes to one object are written once).
-        n = self._changes = self._changes + 1
-        if n >= self._signal_at:
-            self._signal(n)
+    @property
+    def wall_offset(self) -> float:
+        """Wall-clock time minus engine time, as of the last commit."""
+        return float(self._log.offset)
 
     def _signal(self, n: int) -> None:
-        """The change count reached ``_signal_at``: wake the writer, tell it the batch is full,
-        or check the backlog bound -- then set the count at which to look again."""
+        """The change count (an upper bound of the backlog: repeated changes to one object are
+        written once) reached the journal log's ``signal_at``: wake the writer, tell it the
+        batch is full, or check the backlog bound -- then set the count at which to look
+        again."""
         if n == 1:
             self._wake.set()
         if n >= self.batch_max and not self._full.is_set():
@@ -178,7 +173,7 @@ class StorageWriter:
             # Past the bound without reaching it (repeated changes to one object count once):
             # look at the backlog again soon, whatever else is ahead.
             ahead.append(n + max(1, self.backlog_max // 16))
-        self._signal_at = min(ahead)
+        self._log.signal_at = min(ahead)
 
     # -- waiting ----------------------------------------------------------------------------
 
@@ -239,9 +234,7 @@ class StorageWriter:
                                "not writing anything after it")
         self._wake.clear()
         self._full.clear()
-        self._changes = 0
-        self._signal_at = 1
-        journal, self._journal = self._journal, []
+        journal = Journal(*self._log.take())
         symbols = [] if self._symbol_source is None else self._symbol_source.take_changed()
         source = self._run_source
         runs = [] if source is None else source.take_changed_runs()
@@ -250,13 +243,13 @@ class StorageWriter:
         positions, self._positions = self._positions, set()
         dropped, self.dropped_runs = self.dropped_runs, []
         count = (
-            len(journal) + len(symbols) + len(runs) + len(orders) + len(dropped)
+            journal.records + len(symbols) + len(runs) + len(orders) + len(dropped)
             + (0 if finished is None else finished.count)
         )
         if not count:
             return
         now = self.wall()
-        offset = self.wall_offset = now - self.mono()
+        offset = self._log.offset = now - self.mono()
         if source is not None:
             source.record_offset = offset  # for the records made as runs end
         rows = Rows(now, offset, None if source is None else source.routes)
@@ -275,8 +268,8 @@ class StorageWriter:
         high = []
         if source is not None and source.last_run_id:
             high.append(("max_run_id", source.last_run_id))
-        if journal:
-            high.append(("max_seq", journal[-1][0]))
+        if journal.records:
+            high.append(("max_seq", journal.last_seq))
         started = time.perf_counter()
         transaction = asyncio.ensure_future(self._transaction(journal, rows, dropped, high, now))
         switch = _GilSwitch(
@@ -297,7 +290,7 @@ class StorageWriter:
 
     async def _transaction(
         self,
-        journal: list[tuple[int, float, str, str, msgspec.Raw]],
+        journal: Journal,
         rows: Rows,
         dropped: list[int],
         high: list[tuple[str, int]],
@@ -330,13 +323,12 @@ class StorageWriter:
             raise StorageError(f"{self.path}: commit failed, stopping: {exc}") from exc
 
     def _committed(
-        self, journal: list[tuple[int, float, str, str, msgspec.Raw]], count: int, started: float
-    ) -> None:
+        self, journal: Journal, count: int, started: float) -> None:
         self.last_commit_s = time.perf_counter() - started
         self.commits += 1
         self.records += count
-        if journal:
-            self._committed_seq = journal[-1][0]
+        if journal.records:
+            self._committed_seq = journal.last_seq
             self._wake_waiters()
         if self.backlog < self.backlog_max:
             self._room.set()

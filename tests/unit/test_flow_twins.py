@@ -27,7 +27,7 @@ PAIRS = {
     "flow": ("Agent", "CoordinatorCore", "DispatcherCore"),
     "symbols": ("SymbolState", "SymbolTable", "MarketData"),
     "counters": ("StepCounters", "WorkflowCounters"),
-    "records": ("FinishedRuns",),
+    "records": ("FinishedRuns", "JournalLog"),
 }
 
 

@@ -15,11 +15,12 @@ import msgspec
 import pytest
 
 from engine.errors import StorageError
-from engine.events import Tick
+from engine.events import DataReady, Tick
 from engine.storage.db import open_database
 from engine.storage.schema import MIGRATIONS, SCHEMA_VERSION
 from engine.storage.writer import StorageWriter
 from engine.symbols import SymbolTable
+from fastpath.records import JournalLog
 from strategies.broker import PaperBroker
 
 
@@ -72,6 +73,12 @@ def test_an_older_schema_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
         "INSERT INTO journal VALUES (3, 5.0, 'DATA_READY', 'AAPL', "
         "CAST('{\"symbol\":\"AAPL\",\"ts\":1.5}' AS BLOB))"
     )
+    symbols = [
+        (4, "AAPL", "data_ready", "pending", 0, 1.5, None,
+         b'{"symbol":"AAPL","ts":1.5,"price":101.25}', 2.5),
+        (9, "MS:FT", "idle", "failed", 3, None, "wf: boom", None, 3.0),
+    ]
+    conn.executemany("INSERT INTO symbols VALUES (?,?,?,?,?,?,?,?,?)", symbols)
     conn.commit()
     conn.close()
     asyncio.run(_open(path))
@@ -89,6 +96,8 @@ def test_an_older_schema_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
     assert conn.execute(
         "SELECT seq, received_at, type, symbol, json_extract(payload, '$.ts') FROM journal"
     ).fetchall() == [(3, 5.0, "DATA_READY", "AAPL", 1.5)]
+    # v4 keeps a symbol's state as one record; the symbols view reads it as the table was.
+    assert conn.execute("SELECT * FROM symbols ORDER BY id").fetchall() == symbols
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert {
         "journal_blocks_by_time", "run_rows_by_finish", "run_rows_in_flight", "run_blocks_by_time",
@@ -292,6 +301,69 @@ def test_symbol_changes_between_commits_are_written_once_as_the_latest_state(
     conn.close()
 
 
+def test_symbol_records_round_trip_through_the_view_whatever_the_name(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        conn = await open_database(tmp_path / "t.db")
+        symbols = SymbolTable()
+        writer = _writer(conn, PaperBroker())
+        writer.watch(symbols)
+        # The batch is keyed "id:name": a name with colons, quotes or digits stays whole.
+        for name in ("12:34", 'A"B', "BRK.B", "7"):
+            symbols.register(name, 2)
+        failed = symbols.get("7")
+        assert failed is not None
+        symbols.mark_failed(failed, "wf: boom", 5.0)
+        await writer.commit()
+        await writer.close()
+
+    asyncio.run(scenario())
+    conn = sqlite3.connect(tmp_path / "t.db")
+    assert conn.execute(
+        "SELECT id, name, phase, status, priority, last_processed, last_error, last_tick "
+        "FROM symbols ORDER BY id"
+    ).fetchall() == [
+        (1, "12:34", "idle", "completed", 2, None, None, None),
+        (2, 'A"B', "idle", "completed", 2, None, None, None),
+        (3, "BRK.B", "idle", "completed", 2, None, None, None),
+        (4, "7", "idle", "failed", 2, 5.0, "wf: boom", None),
+    ]
+    # Operators' SQL still writes through the view.
+    conn.execute("UPDATE symbols SET phase = 'data_ready', status = 'pending' WHERE id = 3")
+    conn.execute("DELETE FROM symbols WHERE id = 1")
+    assert conn.execute("SELECT name, phase, status, priority FROM symbols ORDER BY id").fetchall(
+    ) == [('A"B', "idle", "completed", 2), ("BRK.B", "data_ready", "pending", 2),
+          ("7", "idle", "failed", 2)]
+    conn.close()
+
+
+def test_the_journal_log_encodes_as_it_accepts_and_keeps_nothing_of_a_failed_record() -> None:
+    signals: list[int] = []
+    log = JournalLog(41, signals.append)
+    log.offset = 1000.0
+    assert log.add("DATA_READY", DataReady(symbol="AAPL", ts=1.0, price=2.0), 5.0) == 42
+    assert signals == [1]  # the first record wakes the writer
+    log.signal_at = 3
+    bad = DataReady(symbol="MSFT", ts=1.0, price=object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="Encoding objects of type object is unsupported"):
+        log.add("DATA_READY", bad, 6.0)  # half-encoded when it failed: the half is dropped
+    with pytest.raises(UnicodeEncodeError, match="surrogates not allowed"):
+        log.add_raw("DATA_READY", "\ud800", b"{}", 7.0)  # refused when offered, not at commit
+    assert log.add_raw("DATA_READY", "MSFT", b'{"x":1}', 7.0) == 43  # no seq was used up
+    assert signals == [1]
+    log.note()  # a change of another kind counts toward the same signal
+    assert signals == [1, 3]
+    count, first, last, first_at, last_at, events = log.take()
+    assert (count, first, last, first_at, last_at) == (2, 42, 43, 1005.0, 7.0)
+    assert msgspec.json.decode(events) == [
+        [42, 1005.0, "DATA_READY", "AAPL",
+         {"type": "DATA_READY", "symbol": "AAPL", "ts": 1.0, "price": 2.0, "volume": 0.0,
+          "bid": None, "ask": None, "priority": None}],
+        [43, 7.0, "DATA_READY", "MSFT", {"x": 1}],
+    ]
+    assert (log.changes, log.signal_at, log.take()[0], log.take()[5]) == (0, 1, 0, "[]")
+    assert log.add_raw("DATA_READY", "X", b"{}", 8.0) == 44  # seqs go on after a take
+
+
 def test_backpressure_blocks_intake_until_the_writer_catches_up(tmp_path: Path) -> None:
     async def scenario() -> None:
         conn = await open_database(tmp_path / "t.db")
@@ -372,7 +444,7 @@ def test_nothing_is_committed_after_a_failed_commit(tmp_path: Path) -> None:
         writer = _writer(conn, PaperBroker())
         writer.journal("DATA_READY", "X", b"{}", 1.0)
         await writer.commit()
-        writer._seq = 0  # the next record reuses seq 1: its commit fails (UNIQUE)
+        writer._log.seq = 0  # the next record reuses seq 1: its commit fails (UNIQUE)
         writer.journal("DATA_READY", "X", b"{}", 2.0)
         with pytest.raises(StorageError, match="commit failed, stopping: UNIQUE"):
             await writer.commit()
