@@ -15,22 +15,27 @@ cdef class FinishedRuns:
     cdef public object last_id
     cdef public double finished_at
 
-    @cython.locals(record=tuple, buf=bytearray, mark=Py_ssize_t)
+    @cython.locals(record=tuple, buf=bytearray, mark=Py_ssize_t, finished=double)
     cpdef add(self, Run r, double offset)
 
 
 @cython.locals(r=Run, st=StepRun)
 cpdef bint _order_out(object r) except -1
 
-@cython.locals(s=SymbolState)
-cpdef tuple symbol_record(object s, double now)
+@cython.locals(s=SymbolState, at=double)
+cpdef tuple symbol_record(object s)
 
-@cython.locals(r=Run, st=StepRun, steps=list, terminal=bint, suspended=bint,
-               trigger_at=double, attempts=int, at=double)
+@cython.locals(r=Run, st=StepRun, steps=list, attempts=int, at=double)
+cpdef tuple _steps(object r, double trigger_at)
+
+@cython.locals(r=Run, terminal=bint, suspended=bint, trigger_at=double)
 cpdef object run_record(object r, double offset, object routes)
 
+@cython.locals(r=Run, trigger_at=double, at=double)
+cpdef tuple completed_record(object r, double offset)
+
 @cython.locals(s=SymbolState)
-cpdef dict symbol_rows(list states, double now)
+cpdef dict symbol_rows(list states)
 
 cpdef tuple _fix_outputs(tuple steps)
 
@@ -50,10 +55,11 @@ cdef class JournalLog:
     cdef public double first_at
     cdef public double last_at
 
+    @cython.locals(at=double)
     cpdef object add(self, object kind, object event, double now)
     cpdef object add_raw(self, object kind, object symbol, object payload, double at)
     @cython.locals(buf=bytearray, mark=Py_ssize_t)
-    cpdef object _append(self, object kind, object symbol, object event, double at)
+    cpdef object _append(self, tuple record, double at)
     @cython.locals(n=long)
     cpdef note(self)
     @cython.locals(buf=bytearray)

@@ -18,8 +18,8 @@ import msgspec
 from engine.fsm import RunState, StepState
 
 __all__ = [
-    "FinishedRuns", "JournalLog", "clean_text", "run_record", "run_rows", "steps_json",
-    "symbol_record", "symbol_rows",
+    "FinishedRuns", "JournalLog", "clean_text", "completed_record", "run_record", "run_rows",
+    "steps_json", "symbol_record", "symbol_rows",
 ]
 
 _encoder = msgspec.json.Encoder()
@@ -71,13 +71,18 @@ def steps_json(steps: tuple[tuple[Any, ...], ...]) -> str:
         return _encode(_fix_outputs(steps)).decode()
 
 
-def symbol_record(s: Any, now: float) -> tuple[Any, ...]:
-    """The stored record of ``s``: phase, status, priority, last_processed, last_error,
-    last_tick (encoded in place, with the rest of the batch), updated_at."""
+def symbol_record(s: Any) -> tuple[Any, ...]:
+    """The stored record of ``s``: phase, status, priority, last_processed (integer
+    microseconds: an integer encodes several times faster than a float), last_error,
+    last_tick (encoded in place, with the rest of the batch)."""
     error = s.last_error
+    processed = s.last_processed
+    if processed is not None:
+        at = processed
+        processed = int(at * 1e6 + 0.5)
     return (
-        s.phase._value_, s.status._value_, s.priority, s.last_processed,
-        None if error is None else clean_text(error), s.last_tick, now,
+        s.phase._value_, s.status._value_, s.priority, processed,
+        None if error is None else clean_text(error), s.last_tick,
     )
 
 
@@ -90,35 +95,8 @@ def _order_out(r: Any) -> bool:
     return False
 
 
-def run_record(
-    r: Any, offset: float, routes: Callable[[Any], tuple[Any, ...]] | None
-) -> tuple[Any, ...] | None:
-    """The record of run ``r`` (id, workflow, symbol, state, outcome, priority, tick, tick_ts,
-    created_at, finished_at, error, steps), or None when it need not be stored yet. The tick
-    is None for a completed run.
-
-    ``offset`` turns the engine's monotonic instants into wall-clock time. ``routes`` (the
-    coordinator's, priority -> workflows) decides which runs in flight that have done nothing
-    yet are stored: on a symbol routed to this workflow alone, none -- the symbol row committed
-    with it (data_ready, or processing with no run left) makes recovery trigger it again with
-    the same tick, so its row would only cost. Where routes overlap, such a re-trigger would
-    also redo the other workflows' finished runs for that tick, so those runs are stored; so
-    are runs stored before (adopted at start) and runs with an order step running.
-    A step is ``(name, started_us, finished_us, state, attempts, preemptions, error, output,
-    output_stored)``, times in integer microseconds after the run's creation; a step that
-    completed at its first attempt, unpreempted, with no output is just its first three
-    fields (the `steps` view fills in the rest). Records are tuples of plain values, which
-    the cyclic collector stops tracking (lists it would walk at every pass).
-    """
-    state = r.state
-    terminal = state in _TERMINAL_RUN
-    suspended = r.suspended
-    if (
-        routes is not None and not terminal and not suspended and r.completed == 0
-        and not r.stored and len(routes(r.symbol.priority)) <= 1 and not _order_out(r)
-    ):
-        return None
-    trigger_at = r.trigger_at
+def _steps(r: Any, trigger_at: float) -> tuple[tuple[Any, ...], ...]:
+    """The records of the steps of ``r`` that ran (see :func:`run_record`)."""
     steps: list[tuple[Any, ...]] = []
     for st in r.steps:
         sstate = st.state
@@ -150,6 +128,39 @@ def run_record(
                 st.spec.name, start_us, end_us, sstate._value_, attempts, st.preemptions,
                 None if error is None else clean_text(error), output, True,
             ))
+    return tuple(steps)
+
+
+def run_record(
+    r: Any, offset: float, routes: Callable[[Any], tuple[Any, ...]] | None
+) -> tuple[Any, ...] | None:
+    """The record of run ``r`` (id, workflow, symbol, state, outcome, priority, tick, tick_ts,
+    created_at, finished_at, error, steps), or None when it need not be stored yet. The tick
+    is None for a completed run.
+
+    ``offset`` turns the engine's monotonic instants into wall-clock time. ``routes`` (the
+    coordinator's, priority -> workflows) decides which runs in flight that have done nothing
+    yet are stored: on a symbol routed to this workflow alone, none -- the symbol row committed
+    with it (data_ready, or processing with no run left) makes recovery trigger it again with
+    the same tick, so its row would only cost. Where routes overlap, such a re-trigger would
+    also redo the other workflows' finished runs for that tick, so those runs are stored; so
+    are runs stored before (adopted at start) and runs with an order step running.
+    A step is ``(name, started_us, finished_us, state, attempts, preemptions, error, output,
+    output_stored)``, times in integer microseconds after the run's creation; a step that
+    completed at its first attempt, unpreempted, with no output is just its first three
+    fields (the `steps` view fills in the rest). Records are tuples of plain values, which
+    the cyclic collector stops tracking (lists it would walk at every pass).
+    """
+    state = r.state
+    terminal = state in _TERMINAL_RUN
+    suspended = r.suspended
+    if (
+        routes is not None and not terminal and not suspended and r.completed == 0
+        and not r.stored and len(routes(r.symbol.priority)) <= 1 and not _order_out(r)
+    ):
+        return None
+    trigger_at = r.trigger_at
+    steps = _steps(r, trigger_at)
     tick = r.tick
     if suspended:
         # Cut by the shutdown drain: recorded as such, but left in flight so the next start
@@ -166,13 +177,35 @@ def run_record(
         # A completed run's record leaves its tick out: nothing resumes it, and the journal
         # has the tick (by symbol and tick_ts). Runs that may be resumed keep theirs.
         None if state is _RUN_COMPLETED else _encode(tick), tick.ts, trigger_at + offset,
-        ended, None if error is None else clean_text(error), tuple(steps),
+        ended, None if error is None else clean_text(error), steps,
     )
 
 
-def symbol_rows(states: list[Any], now: float) -> dict[str, Any]:
+def completed_record(r: Any, offset: float) -> tuple[Any, ...]:
+    """The record of completed run ``r`` in its commit's block (`run_blocks`): id, workflow,
+    symbol, priority, tick_ts, created_us, finished_us, steps -- times in integer
+    microseconds since the epoch, steps as in :func:`run_record` -- then outcome and error,
+    only when not "completed" and none. What every completed run has in common (its state,
+    its missing tick) is left to the `runs` view."""
+    trigger_at = r.trigger_at
+    at = trigger_at + offset
+    created = int(at * 1e6 + 0.5)
+    finished = r.finished_at
+    at = (trigger_at if finished is None else finished) + offset
+    ended = int(at * 1e6 + 0.5)
+    steps = _steps(r, trigger_at)
+    error = r.error
+    outcome = r.outcome
+    if error is None and outcome == "completed":
+        return (r.id, r.workflow.name, r.symbol.name, r.priority, r.tick.ts, created, ended,
+                steps)
+    return (r.id, r.workflow.name, r.symbol.name, r.priority, r.tick.ts, created, ended,
+            steps, outcome, None if error is None else clean_text(error))
+
+
+def symbol_rows(states: list[Any]) -> dict[str, Any]:
     """The records of ``states``, keyed ``"id:name"``."""
-    return {f"{s.id}:{s.name}": symbol_record(s, now) for s in states}
+    return {s.key: symbol_record(s) for s in states}
 
 
 class FinishedRuns:
@@ -194,16 +227,14 @@ class FinishedRuns:
         self.finished_at = 0.0
 
     def add(self, r: Any, offset: float) -> None:
-        record = run_record(r, offset, None)
-        if record is None:
-            return
+        record = completed_record(r, offset)
         buf = self.buf
         mark = len(buf)
         try:
             _encode_into(record, buf, -1)
         except _UNENCODABLE:
             del buf[mark:]  # what the failed attempt left
-            _encode_into((*record[:11], _fix_outputs(record[11])), buf, -1)
+            _encode_into((*record[:7], _fix_outputs(record[7]), *record[8:]), buf, -1)
         buf += b","
         self.count += 1
         rid = r.id
@@ -211,8 +242,8 @@ class FinishedRuns:
             self.first_id = rid
         if rid > self.last_id:
             self.last_id = rid
-        finished = record[9]
-        if finished is not None and finished > self.finished_at:
+        finished: float = record[6] / 1e6
+        if finished > self.finished_at:
             self.finished_at = finished
         if r.stored:
             self.unrow.append(rid)
@@ -231,12 +262,15 @@ class JournalLog:
     """The accepted events since the last commit, encoded as each is accepted, and the count of
     changes the storage writer waits on.
 
-    An event's journal record, ``[seq, received_at, type, symbol, payload]``, goes straight
-    into one buffer: nothing per event is left for the commit to encode, and no object per event
-    lives until it (thousands of them, surviving into the collector's older generations, made
-    it walk every run in flight). ``changes`` counts the journal records and every other change
-    the writer is told of (:meth:`note`); at ``signal_at`` it calls ``on_signal(changes)``, which
-    wakes the writer or applies backpressure and sets the next ``signal_at``.
+    An event's journal record, ``[seq, received_us, payload]`` (``received_us``: wall-clock
+    time in integer microseconds; the payload names its type and symbol), or
+    ``[seq, received_us, payload, type, symbol]`` for a payload given as JSON text, goes
+    straight into one buffer: nothing per event is left for the commit to encode, and no
+    object per event lives until it (thousands of them, surviving into the collector's older
+    generations, made it walk every run in flight). ``changes`` counts the journal records and
+    every other change the writer is told of (:meth:`note`); at ``signal_at`` it calls
+    ``on_signal(changes)``, which wakes the writer or applies backpressure and sets the next
+    ``signal_at``.
     """
 
     def __init__(self, last_seq: int, on_signal: Callable[[int], None]) -> None:
@@ -252,21 +286,24 @@ class JournalLog:
         self.last_at = 0.0
 
     def add(self, kind: str, event: Any, now: float) -> int:
-        """Journal ``event`` (a msgspec struct with a ``symbol``) accepted at engine time
-        ``now``; returns its seq."""
-        return self._append(kind, event.symbol, event, now + self.offset)
+        """Journal ``event`` (a tagged msgspec struct: its JSON names its type and symbol)
+        accepted at engine time ``now``; returns its seq."""
+        at = now + self.offset
+        return self._append((self.seq + 1, int(at * 1e6 + 0.5), event), at)
 
     def add_raw(self, kind: str, symbol: str, payload: bytes, at: float) -> int:
         """Journal an event given as its JSON text (stored as it is) received at wall time
         ``at``."""
-        return self._append(kind, symbol, msgspec.Raw(payload), at)
+        return self._append(
+            (self.seq + 1, int(at * 1e6 + 0.5), msgspec.Raw(payload), kind, symbol), at
+        )
 
-    def _append(self, kind: str, symbol: str, event: Any, at: float) -> int:
+    def _append(self, record: tuple[Any, ...], at: float) -> int:
         seq = self.seq + 1
         buf = self.buf
         mark = len(buf)
         try:
-            _encode_into((seq, at, kind, symbol, event), buf, -1)
+            _encode_into(record, buf, -1)
         except BaseException:
             del buf[mark:]  # nothing half-written is left for the commit
             raise

@@ -15,6 +15,7 @@ cdef class SymbolState:
     cdef public object last_error
     cdef public set runs
     cdef public bint logged
+    cdef public object key
 
 
 cdef class SymbolTable:

@@ -58,6 +58,7 @@ class SymbolState:
 
     __slots__ = (
         "id",
+        "key",
         "last_error",
         "last_processed",
         "last_tick",
@@ -80,6 +81,7 @@ class SymbolState:
         self.last_error: str | None = None
         self.runs: set[Any] = set()  # its live runs (pending, running, or with a follow-up)
         self.logged = False  # in its table's change log (SymbolTable.take_changed)
+        self.key = f"{id}:{name}"  # its key in storage's batches (fastpath.records.symbol_rows)
 
     @property
     def active_runs(self) -> int:

@@ -97,9 +97,10 @@ _UNROW_SQL = "DELETE FROM run_rows WHERE id IN (SELECT value FROM json_each(?))"
 # The batch is a JSON object keyed "id:name" (the id's digits end at the first colon): each
 # record goes in as the text json_each hands out, never parsed again column by column.
 _SYMBOLS_SQL = (
-    "INSERT INTO symbol_rows (id, name, record) "
-    "SELECT CAST(key AS INTEGER), substr(key, instr(key, ':') + 1), value "
-    "FROM json_each(?) WHERE true ON CONFLICT (id) DO UPDATE SET record = excluded.record"
+    "INSERT INTO symbol_rows (id, name, record, updated_at) "
+    "SELECT CAST(key AS INTEGER), substr(key, instr(key, ':') + 1), value, ?2 "
+    "FROM json_each(?1) WHERE true "
+    "ON CONFLICT (id) DO UPDATE SET record = excluded.record, updated_at = excluded.updated_at"
 )
 RUNS = Table(
     "INSERT INTO run_rows (id, workflow, symbol, state, outcome, priority, tick, tick_ts, "
@@ -150,7 +151,7 @@ class Rows:
         self.statements: list[tuple[str, Any]] = []
 
     def add_symbols(self, states: list[SymbolState]) -> None:
-        self.symbols = symbol_rows(states, self.now)
+        self.symbols = symbol_rows(states)
 
     def add_runs(self, runs: list[Run]) -> None:
         self.runs = run_rows(runs, self.offset, self.routes)
@@ -192,7 +193,7 @@ class Rows:
                 journal.events,
             )))
         if self.symbols:
-            statements.append((_SYMBOLS_SQL, (_encode(self.symbols).decode(),)))
+            statements.append((_SYMBOLS_SQL, (_encode(self.symbols).decode(), self.now)))
         finished = self.finished
         if finished is not None and finished.count:
             statements.append((_RUN_BLOCK_SQL, (

@@ -177,42 +177,89 @@ CREATE VIEW journal (seq, received_at, type, symbol, payload) AS
     FROM journal_blocks b, json_each(b.events) e
 """
 
-# v4: a symbol's state is one JSON record (`symbol_rows`) instead of a column each: the batch
-# of changed symbols is a JSON object keyed "id:name", so its upsert reads each record as it
-# comes out of `json_each` instead of parsing it again for every column (measured with
-# SQLite 3.40: ~1.5 us a symbol instead of ~7; the writer spent most of its time there). A
-# record is [phase, status, priority, last_processed, last_error, last_tick, updated_at]. The
-# view `symbols` reads it as the v3 table; updates and inserts through the view still work.
+# v4: what a commit writes for each run costs the event loop a third as much (docs/storage.md,
+# "Cost"; an integer encodes several times faster than a float, and every value left out is
+# one less to encode):
+# * a symbol's state is one JSON record (`symbol_rows`), [phase, status, priority,
+#   last_processed_us, last_error, last_tick], instead of a column each: the batch of changed
+#   symbols is a JSON object keyed "id:name", so its upsert takes each record as it comes out
+#   of `json_each` instead of parsing it again for every column (SQLite 3.40: ~1.5 us a symbol
+#   instead of ~7, most of the writer's time). The view `symbols` reads it as the v3 table,
+#   and updates and inserts through the view still work;
+# * a completed run's record in its block is [id, workflow, symbol, priority, tick_ts,
+#   created_us, finished_us, steps] (outcome and error follow only when not "completed" and
+#   none): its state and its missing tick are the view's;
+# * an accepted event's record is [seq, received_us, payload]: the payload names its type and
+#   symbol ([seq, received_us, payload, type, symbol] for a payload stored as received).
+# Times are integer microseconds since the epoch.
 _V4 = """
 CREATE TABLE symbol_rows (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
-    record TEXT NOT NULL
+    record TEXT NOT NULL,
+    updated_at REAL NOT NULL
 );
-INSERT INTO symbol_rows (id, name, record)
-    SELECT id, name, json_array(phase, status, priority, last_processed, last_error,
-                                json(CAST(last_tick AS TEXT)), updated_at)
+INSERT INTO symbol_rows (id, name, record, updated_at)
+    SELECT id, name, json_array(phase, status, priority,
+                                CAST(round(last_processed * 1e6) AS INTEGER), last_error,
+                                json(CAST(last_tick AS TEXT))), updated_at
     FROM symbols;
 DROP TABLE symbols;
 CREATE VIEW symbols (id, name, phase, status, priority, last_processed, last_error, last_tick,
                      updated_at) AS
-    SELECT id, name, record->>0, record->>1, record->>2, record->>3, record->>4,
-           CAST(record->>5 AS BLOB), record->>6
+    SELECT id, name, record->>0, record->>1, record->>2, (record->>3) / 1e6, record->>4,
+           CAST(record->>5 AS BLOB), updated_at
     FROM symbol_rows;
 CREATE TRIGGER symbols_insert INSTEAD OF INSERT ON symbols BEGIN
-    INSERT INTO symbol_rows (id, name, record) VALUES (NEW.id, NEW.name, json_array(
-        NEW.phase, NEW.status, NEW.priority, NEW.last_processed, NEW.last_error,
-        json(CAST(NEW.last_tick AS TEXT)), NEW.updated_at));
+    INSERT INTO symbol_rows (id, name, record, updated_at) VALUES (NEW.id, NEW.name, json_array(
+        NEW.phase, NEW.status, NEW.priority, CAST(round(NEW.last_processed * 1e6) AS INTEGER),
+        NEW.last_error, json(CAST(NEW.last_tick AS TEXT))), NEW.updated_at);
 END;
 CREATE TRIGGER symbols_update INSTEAD OF UPDATE ON symbols BEGIN
     UPDATE symbol_rows SET id = NEW.id, name = NEW.name, record = json_array(
-        NEW.phase, NEW.status, NEW.priority, NEW.last_processed, NEW.last_error,
-        json(CAST(NEW.last_tick AS TEXT)), NEW.updated_at)
+        NEW.phase, NEW.status, NEW.priority, CAST(round(NEW.last_processed * 1e6) AS INTEGER),
+        NEW.last_error, json(CAST(NEW.last_tick AS TEXT))), updated_at = NEW.updated_at
     WHERE id = OLD.id;
 END;
 CREATE TRIGGER symbols_delete INSTEAD OF DELETE ON symbols BEGIN
     DELETE FROM symbol_rows WHERE id = OLD.id;
-END
+END;
+UPDATE run_blocks SET records = (
+    SELECT json_group_array(json_array(
+        r.value->>0, r.value->>1, r.value->>2, r.value->>5, r.value->>7,
+        CAST(round((r.value->>8) * 1e6) AS INTEGER), CAST(round((r.value->>9) * 1e6) AS INTEGER),
+        json(r.value->11), r.value->>4, r.value->>10))
+    FROM json_each(run_blocks.records) r);
+DROP VIEW steps;
+DROP VIEW runs;
+CREATE VIEW runs (id, workflow, symbol, state, outcome, priority, tick, tick_ts, created_at,
+                  finished_at, error, steps) AS
+    SELECT id, workflow, symbol, state, outcome, priority, tick, tick_ts, created_at,
+           finished_at, error, steps
+    FROM run_rows
+    UNION ALL
+    SELECT r.value->>0, r.value->>1, r.value->>2, 'completed', COALESCE(r.value->>8, 'completed'),
+           r.value->>3, NULL, r.value->>4, (r.value->>5) / 1e6, (r.value->>6) / 1e6,
+           r.value->>9, r.value->7
+    FROM run_blocks b, json_each(b.records) r;
+CREATE VIEW steps (run_id, step, state, attempts, preemptions, started_at, finished_at, error,
+                   output) AS
+    SELECT r.id, s.value->>0, COALESCE(s.value->>3, 'completed'), COALESCE(s.value->>4, 1),
+           COALESCE(s.value->>5, 0), r.created_at + s.value->>1 / 1e6,
+           r.created_at + s.value->>2 / 1e6, s.value->>6,
+           CASE WHEN json_array_length(s.value) = 3 THEN CAST('null' AS BLOB)
+                WHEN s.value->>8 THEN CAST(s.value->7 AS BLOB) END
+    FROM runs r, json_each(r.steps) s;
+UPDATE journal_blocks SET events = (
+    SELECT json_group_array(json_array(
+        e.value->>0, CAST(round((e.value->>1) * 1e6) AS INTEGER), json(e.value->4),
+        e.value->>2, e.value->>3))
+    FROM json_each(journal_blocks.events) e);
+DROP VIEW journal;
+CREATE VIEW journal (seq, received_at, type, symbol, payload) AS
+    SELECT e.value->>0, (e.value->>1) / 1e6, COALESCE(e.value->>3, e.value->2->>'type'),
+           COALESCE(e.value->>4, e.value->2->>'symbol'), CAST(e.value->2 AS BLOB)
+    FROM journal_blocks b, json_each(b.events) e
 """
 
 MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}

@@ -105,6 +105,36 @@ def test_an_older_schema_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
     conn.close()
 
 
+def test_v3_blocks_are_rewritten_in_the_v4_forms_and_read_the_same(tmp_path: Path) -> None:
+    path = tmp_path / "v3.db"
+    conn = sqlite3.connect(path)
+    for version in (1, 2, 3):
+        conn.executescript(MIGRATIONS[version])
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '3')")
+    conn.execute(
+        "INSERT INTO run_blocks (first_id, last_id, finished_at, runs, records) VALUES "
+        "(5, 5, 12.5, 1, '[[5,\"wf\",\"AAPL\",\"completed\",\"completed\",2,null,1.25,"
+        "10.5,12.5,null,[[\"a\",0,250000]]]]')"
+    )
+    conn.execute(
+        "INSERT INTO journal_blocks VALUES (8, 8, 9.5, 9.5, "
+        "'[[8,9.5,\"DATA_READY\",\"AAPL\",{\"symbol\":\"AAPL\",\"ts\":1.25}]]')"
+    )
+    conn.commit()
+    conn.close()
+    asyncio.run(_open(path))
+    conn = sqlite3.connect(path)
+    assert conn.execute(
+        "SELECT id, workflow, symbol, state, outcome, priority, tick, tick_ts, created_at, "
+        "finished_at, error FROM runs"
+    ).fetchall() == [(5, "wf", "AAPL", "completed", "completed", 2, None, 1.25, 10.5, 12.5, None)]
+    assert conn.execute("SELECT run_id, step, state, started_at, finished_at FROM steps"
+                        ).fetchall() == [(5, "a", "completed", 10.5, 10.75)]
+    assert conn.execute("SELECT seq, received_at, type, symbol, payload FROM journal").fetchall(
+    ) == [(8, 9.5, "DATA_READY", "AAPL", b'{"symbol":"AAPL","ts":1.25}')]
+    conn.close()
+
+
 def test_a_newer_schema_is_refused_and_left_untouched(tmp_path: Path) -> None:
     path = tmp_path / "future.db"
     conn = sqlite3.connect(path)
@@ -354,11 +384,11 @@ def test_the_journal_log_encodes_as_it_accepts_and_keeps_nothing_of_a_failed_rec
     assert signals == [1, 3]
     count, first, last, first_at, last_at, events = log.take()
     assert (count, first, last, first_at, last_at) == (2, 42, 43, 1005.0, 7.0)
-    assert msgspec.json.decode(events) == [
-        [42, 1005.0, "DATA_READY", "AAPL",
+    assert msgspec.json.decode(events) == [  # times in integer microseconds
+        [42, 1_005_000_000,
          {"type": "DATA_READY", "symbol": "AAPL", "ts": 1.0, "price": 2.0, "volume": 0.0,
           "bid": None, "ask": None, "priority": None}],
-        [43, 7.0, "DATA_READY", "MSFT", {"x": 1}],
+        [43, 7_000_000, {"x": 1}, "DATA_READY", "MSFT"],  # as given: type and symbol beside
     ]
     assert (log.changes, log.signal_at, log.take()[0], log.take()[5]) == (0, 1, 0, "[]")
     assert log.add_raw("DATA_READY", "X", b"{}", 8.0) == 44  # seqs go on after a take
@@ -651,7 +681,10 @@ def test_a_completed_run_with_an_output_that_cannot_be_encoded_costs_only_that_o
     records = msgspec.json.decode(finished.block())
     assert [r[0] for r in records] == [1, 2, 3]
     assert (finished.count, finished.first_id, finished.last_id) == (3, 1, 3)
-    assert records[0][11][0] == ["a", 0, 500000, "completed", 1, 0, None, {"z": 1.5}, True]
-    assert records[1][11][0] == ["a", 0, 500000, "completed", 1, 0, None, None, False]
-    assert records[2][11][0] == ["a", 0, 500000]  # no output: the short form
-    assert records[2][8:10] == [1010.0, 1011.0]  # created and finished, wall time
+    assert records[0][7][0] == ["a", 0, 500000, "completed", 1, 0, None, {"z": 1.5}, True]
+    assert records[1][7][0] == ["a", 0, 500000, "completed", 1, 0, None, None, False]
+    assert records[2][7][0] == ["a", 0, 500000]  # no output: the short form
+    # [id, workflow, symbol, priority, tick_ts, created_us, finished_us, steps]: wall time in
+    # integer microseconds; outcome and error are left out when "completed" and none.
+    assert records[2][:7] == [3, "wf", "AAPL", 1, 1.0, 1_010_000_000, 1_011_000_000]
+    assert len(records[2]) == 8
