@@ -230,7 +230,7 @@ UPDATE run_blocks SET records = (
         CAST(round((r.value->>8) * 1e6) AS INTEGER), CAST(round((r.value->>9) * 1e6) AS INTEGER),
         json(r.value->11), r.value->>4, r.value->>10))
     FROM json_each(run_blocks.records) r);
-DROP VIEW steps;
+-- `steps` reads `runs` by name: it reads the new one.
 DROP VIEW runs;
 CREATE VIEW runs (id, workflow, symbol, state, outcome, priority, tick, tick_ts, created_at,
                   finished_at, error, steps) AS
@@ -242,14 +242,6 @@ CREATE VIEW runs (id, workflow, symbol, state, outcome, priority, tick, tick_ts,
            r.value->>3, NULL, r.value->>4, (r.value->>5) / 1e6, (r.value->>6) / 1e6,
            r.value->>9, r.value->7
     FROM run_blocks b, json_each(b.records) r;
-CREATE VIEW steps (run_id, step, state, attempts, preemptions, started_at, finished_at, error,
-                   output) AS
-    SELECT r.id, s.value->>0, COALESCE(s.value->>3, 'completed'), COALESCE(s.value->>4, 1),
-           COALESCE(s.value->>5, 0), r.created_at + s.value->>1 / 1e6,
-           r.created_at + s.value->>2 / 1e6, s.value->>6,
-           CASE WHEN json_array_length(s.value) = 3 THEN CAST('null' AS BLOB)
-                WHEN s.value->>8 THEN CAST(s.value->7 AS BLOB) END
-    FROM runs r, json_each(r.steps) s;
 UPDATE journal_blocks SET events = (
     SELECT json_group_array(json_array(
         e.value->>0, CAST(round((e.value->>1) * 1e6) AS INTEGER), json(e.value->4),
