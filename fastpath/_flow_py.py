@@ -287,7 +287,7 @@ class CoordinatorCore:
 
     @property
     def changed_runs(self) -> int:
-        """How many runs the change log holds (an upper bound)."""
+        """How many runs the change log holds: ended, marked live, and completed."""
         if self._run_log is None:
             return 0
         finished: int = self.finished.count
@@ -318,8 +318,8 @@ class CoordinatorCore:
         if run.logged:
             return
         if run.state in _TERMINAL_RUN:
-            # A step that was still running when its run ended: the run is no longer among the
-            # live runs, where take_changed_runs() looks for marks.
+            # A step that was still running when its run ended: the run has left the marks
+            # (they hold live runs only), so it goes to the log of ended runs.
             self._log_ended(run)
             return
         run.logged = True

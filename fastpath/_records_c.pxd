@@ -39,6 +39,8 @@ cpdef dict symbol_rows(list states)
 
 cpdef tuple _fix_outputs(tuple steps)
 
+cpdef str _close_array(bytearray buf, long count)
+
 @cython.locals(r=Run, rows=list)
 cpdef list run_rows(list runs, double offset, object routes)
 
@@ -62,5 +64,4 @@ cdef class JournalLog:
     cpdef object _append(self, tuple record, double at)
     @cython.locals(n=long)
     cpdef note(self)
-    @cython.locals(buf=bytearray)
     cpdef tuple take(self)

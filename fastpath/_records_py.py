@@ -134,9 +134,9 @@ def _steps(r: Any, trigger_at: float) -> tuple[tuple[Any, ...], ...]:
 def run_record(
     r: Any, offset: float, routes: Callable[[Any], tuple[Any, ...]] | None
 ) -> tuple[Any, ...] | None:
-    """The record of run ``r`` (id, workflow, symbol, state, outcome, priority, tick, tick_ts,
-    created_at, finished_at, error, steps), or None when it need not be stored yet. The tick
-    is None for a completed run.
+    """The row of run ``r`` in `run_rows` (id, workflow, symbol, state, outcome, priority,
+    tick, tick_ts, created_at, finished_at, error, steps), or None when it need not be stored
+    yet. Completed runs go to their commit's block instead (:func:`completed_record`).
 
     ``offset`` turns the engine's monotonic instants into wall-clock time. ``routes`` (the
     coordinator's, priority -> workflows) decides which runs in flight that have done nothing
@@ -173,11 +173,9 @@ def run_record(
         ended = None if finished_at is None or not terminal else finished_at + offset
         error = r.error
     return (
-        r.id, r.workflow.name, r.symbol.name, state_name, outcome, r.priority,
-        # A completed run's record leaves its tick out: nothing resumes it, and the journal
-        # has the tick (by symbol and tick_ts). Runs that may be resumed keep theirs.
-        None if state is _RUN_COMPLETED else _encode(tick), tick.ts, trigger_at + offset,
-        ended, None if error is None else clean_text(error), steps,
+        r.id, r.workflow.name, r.symbol.name, state_name, outcome, r.priority, _encode(tick),
+        tick.ts, trigger_at + offset, ended, None if error is None else clean_text(error),
+        steps,
     )
 
 
@@ -206,6 +204,16 @@ def completed_record(r: Any, offset: float) -> tuple[Any, ...]:
 def symbol_rows(states: list[Any]) -> dict[str, Any]:
     """The records of ``states``, keyed ``"id:name"``."""
     return {s.key: symbol_record(s) for s in states}
+
+
+def _close_array(buf: bytearray, count: int) -> str:
+    """``buf`` -- ``[`` then ``count`` JSON values, each followed by a comma -- as one JSON
+    array."""
+    if count:
+        buf[-1] = 0x5D  # the last comma becomes the closing bracket
+    else:
+        buf += b"]"
+    return buf.decode()
 
 
 class FinishedRuns:
@@ -250,12 +258,7 @@ class FinishedRuns:
 
     def block(self) -> str:
         """The records as one JSON array."""
-        buf = self.buf
-        if self.count:
-            buf[-1] = 0x5D  # the last comma becomes the closing bracket
-        else:
-            buf += b"]"
-        return buf.decode()
+        return _close_array(self.buf, self.count)
 
 
 class JournalLog:
@@ -299,7 +302,8 @@ class JournalLog:
         )
 
     def _append(self, record: tuple[Any, ...], at: float) -> int:
-        seq = self.seq + 1
+        """Encode ``record`` (its seq first) and count it."""
+        seq: int = record[0]
         buf = self.buf
         mark = len(buf)
         try:
@@ -327,12 +331,8 @@ class JournalLog:
     def take(self) -> tuple[int, int, int, float, float, str]:
         """The journal so far -- (count, first_seq, last_seq, first_at, last_at, the records as
         one JSON array) -- and a fresh start, the change count included."""
-        buf = self.buf
-        if self.count:
-            buf[-1] = 0x5D  # the last comma becomes the closing bracket
-        else:
-            buf += b"]"
-        taken = (self.count, self.first_seq, self.seq, self.first_at, self.last_at, buf.decode())
+        taken = (self.count, self.first_seq, self.seq, self.first_at, self.last_at,
+                 _close_array(self.buf, self.count))
         self.buf = bytearray(b"[")
         self.count = 0
         self.changes = 0

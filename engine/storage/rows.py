@@ -40,6 +40,7 @@ __all__ = ["CHUNKS", "JOURNAL_SQL", "Journal", "Rows", "Table"]
 
 _encode = msgspec.json.Encoder().encode
 
+
 class Journal(NamedTuple):
     """The journal records of one commit (:meth:`fastpath.records.JournalLog.take`)."""
 

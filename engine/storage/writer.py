@@ -152,11 +152,6 @@ class StorageWriter:
     def last_seq(self) -> int:
         return int(self._log.seq)
 
-    @property
-    def wall_offset(self) -> float:
-        """Wall-clock time minus engine time, as of the last commit."""
-        return float(self._log.offset)
-
     def _signal(self, n: int) -> None:
         """The change count (an upper bound of the backlog: repeated changes to one object are
         written once) reached the journal log's ``signal_at``: wake the writer, tell it the
@@ -271,7 +266,7 @@ class StorageWriter:
         if journal.records:
             high.append(("max_seq", journal.last_seq))
         started = time.perf_counter()
-        transaction = asyncio.ensure_future(self._transaction(journal, rows, dropped, high, now))
+        transaction = asyncio.ensure_future(self._transaction(rows, dropped, high, now))
         switch = _GilSwitch(
             asyncio.get_running_loop(), self.gil_switch_s, self.gil_switch_after_s
         )
@@ -290,7 +285,6 @@ class StorageWriter:
 
     async def _transaction(
         self,
-        journal: Journal,
         rows: Rows,
         dropped: list[int],
         high: list[tuple[str, int]],
@@ -323,7 +317,8 @@ class StorageWriter:
             raise StorageError(f"{self.path}: commit failed, stopping: {exc}") from exc
 
     def _committed(
-        self, journal: Journal, count: int, started: float) -> None:
+        self, journal: Journal, count: int, started: float
+    ) -> None:
         self.last_commit_s = time.perf_counter() - started
         self.commits += 1
         self.records += count

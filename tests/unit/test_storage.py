@@ -247,6 +247,14 @@ def _writer(conn: object, broker: PaperBroker, **kw: object) -> StorageWriter:
                          **kw)  # type: ignore[arg-type]
 
 
+async def _watching(path: Path, **kw: object) -> tuple[StorageWriter, SymbolTable]:
+    """A writer on a new database at ``path``, writing what a fresh symbol table changes."""
+    writer = _writer(await open_database(path), PaperBroker(), **kw)
+    symbols = SymbolTable()
+    writer.watch(symbols)
+    return writer, symbols
+
+
 @needs_root
 def test_a_full_disk_stops_the_writer_with_a_clear_error(tmp_path: Path) -> None:
     async def fill_it(path: Path) -> tuple[int, int]:
@@ -312,10 +320,7 @@ def test_symbol_changes_between_commits_are_written_once_as_the_latest_state(
     tmp_path: Path,
 ) -> None:
     async def scenario() -> None:
-        conn = await open_database(tmp_path / "t.db")
-        symbols = SymbolTable()
-        writer = _writer(conn, PaperBroker())
-        writer.watch(symbols)
+        writer, symbols = await _watching(tmp_path / "t.db")
         state = symbols.register("AAPL", 0)
         for i in range(100):
             symbols.mark_data_ready(state, Tick("AAPL", float(i), 100.0 + i))
@@ -333,10 +338,7 @@ def test_symbol_changes_between_commits_are_written_once_as_the_latest_state(
 
 def test_symbol_records_round_trip_through_the_view_whatever_the_name(tmp_path: Path) -> None:
     async def scenario() -> None:
-        conn = await open_database(tmp_path / "t.db")
-        symbols = SymbolTable()
-        writer = _writer(conn, PaperBroker())
-        writer.watch(symbols)
+        writer, symbols = await _watching(tmp_path / "t.db")
         # The batch is keyed "id:name": a name with colons, quotes or digits stays whole.
         for name in ("12:34", 'A"B', "BRK.B", "7"):
             symbols.register(name, 2)
@@ -557,10 +559,7 @@ def test_backpressure_holds_when_batches_are_larger_than_the_backlog_bound(
     backlog must still be looked at again before the batch is full."""
 
     async def scenario() -> None:
-        conn = await open_database(tmp_path / "t.db")
-        writer = _writer(conn, PaperBroker(), backlog_max=1000, batch_max=5000)
-        symbols = SymbolTable()
-        writer.watch(symbols)
+        writer, symbols = await _watching(tmp_path / "t.db", backlog_max=1000, batch_max=5000)
         state = symbols.register("AAPL", 0)
         for i in range(2000):  # one symbol changed 2000 times: logged once, backlog 1
             symbols.mark_data_ready(state, Tick("AAPL", float(i), 100.0))
@@ -575,10 +574,7 @@ def test_backpressure_holds_when_batches_are_larger_than_the_backlog_bound(
 
 def test_a_nul_in_an_error_is_stored_spelled_out_not_cut(tmp_path: Path) -> None:
     async def scenario() -> None:
-        conn = await open_database(tmp_path / "t.db")
-        writer = _writer(conn, PaperBroker())
-        symbols = SymbolTable()
-        writer.watch(symbols)
+        writer, symbols = await _watching(tmp_path / "t.db")
         state = symbols.register("AAPL", 0)
         symbols.mark_failed(state, "wf: ValueError: bad '\x00\x01' input", 1.0)
         await writer.close()
@@ -595,10 +591,7 @@ def test_an_error_text_that_cannot_be_encoded_is_stored_spelled_out(tmp_path: Pa
     (before, it broke the writer with a transaction left open)."""
 
     async def scenario() -> None:
-        conn = await open_database(tmp_path / "t.db")
-        writer = _writer(conn, PaperBroker())
-        symbols = SymbolTable()
-        writer.watch(symbols)
+        writer, symbols = await _watching(tmp_path / "t.db")
         state = symbols.register("AAPL", 0)
         symbols.mark_failed(state, "wf: ValueError: \udc80 bad", 1.0)
         await writer.commit()
