@@ -36,6 +36,7 @@ setup(
                     "fastpath._latency", ["fastpath/_latency.pyx"], extra_compile_args=["-O3"]
                 ),
                 Extension("fastpath._coro", ["fastpath/_coro.pyx"], extra_compile_args=["-O3"]),
+                Extension("fastpath._jsonw", ["fastpath/_jsonw.pyx"], extra_compile_args=["-O3"]),
             ],
             compiler_directives=COMPILER_DIRECTIVES,
         ),

@@ -3,20 +3,44 @@
 
 cimport cython
 
+
+from fastpath._jsonw cimport JsonWriter
 from fastpath._runs_c cimport Run, StepRun
 from fastpath._symbols_c cimport SymbolState
 
+cdef int _COMMA
+cdef JsonWriter _SYMBOLS_OUT
+cdef object _IDLE, _DATA_READY, _COMPLETED, _PENDING, _PROCESSING
+cdef double _US_LIMIT
+
+
+cpdef long long _us(double x) except? -1
+
 
 cdef class FinishedRuns:
-    cdef public bytearray buf
+    cdef public JsonWriter out
     cdef public long count
     cdef public list unrow
     cdef public object first_id
     cdef public object last_id
     cdef public double finished_at
 
-    @cython.locals(record=tuple, buf=bytearray, mark=Py_ssize_t, finished=double)
+    @cython.locals(record=tuple, out=JsonWriter, mark=Py_ssize_t, ended="long long",
+                   finished=double)
     cpdef add(self, Run r, double offset)
+    @cython.locals(out=JsonWriter)
+    cpdef str block(self)
+
+
+@cython.locals(r=Run, st=StepRun, trigger_at=double, at=double, created="long long",
+               ended="long long", us="long long")
+cpdef long long _write_completed(JsonWriter out, object r, double offset) except? -1
+
+@cython.locals(s=SymbolState, at=double, us="long long")
+cpdef _write_symbol(JsonWriter out, object s)
+
+@cython.locals(out=JsonWriter, mark=Py_ssize_t)
+cpdef str symbol_batch(list states)
 
 
 @cython.locals(r=Run, st=StepRun)

@@ -16,10 +16,12 @@ from typing import Any
 import msgspec
 
 from engine.fsm import RunState, StepState
+from fastpath import jsonw as _jsonw
+from fastpath.symbols import Phase, SymbolStatus
 
 __all__ = [
     "FinishedRuns", "JournalLog", "clean_text", "completed_record", "run_record", "run_rows",
-    "steps_json", "symbol_record", "symbol_rows",
+    "steps_json", "symbol_batch", "symbol_record", "symbol_rows",
 ]
 
 _encoder = msgspec.json.Encoder()
@@ -32,6 +34,19 @@ _RUN_COMPLETED = RunState.COMPLETED
 _TERMINAL_STEP = frozenset(s for s in StepState if s.terminal)
 _TERMINAL_RUN = frozenset(s for s in RunState if s.terminal)
 _UNENCODABLE = (TypeError, msgspec.EncodeError, UnicodeError)
+# What a record written piece by piece may meet (an integer beyond a C long long, say): it is
+# cut off and written whole by msgspec instead, which also says what cannot be encoded at all.
+_UNWRITABLE = (TypeError, OverflowError, msgspec.EncodeError, UnicodeError)
+_COMMA = 0x2C
+_US_LIMIT = 9.2e18  # microseconds within a C long long
+
+
+def _us(x: float) -> int:
+    """``x`` (microseconds) as an integer, truncated toward zero; OverflowError beyond a C
+    long long (the record is then written whole by msgspec, which has no such bound)."""
+    if not -_US_LIMIT < x < _US_LIMIT:
+        raise OverflowError(f"{x!r} microseconds: beyond a C long long")
+    return int(x)
 
 
 def clean_text(value: str | None) -> str | None:
@@ -206,6 +221,96 @@ def symbol_rows(states: list[Any]) -> dict[str, Any]:
     return {s.key: symbol_record(s) for s in states}
 
 
+# The batch's writer, kept: its buffer is reused from one commit to the next instead of being
+# allocated (and faulted in) afresh. A batch is written and taken in one call, on the loop.
+_SYMBOLS_OUT = _jsonw.JsonWriter(1 << 16)
+_IDLE = Phase.IDLE
+_DATA_READY = Phase.DATA_READY
+_COMPLETED = SymbolStatus.COMPLETED
+_PENDING = SymbolStatus.PENDING
+_PROCESSING = SymbolStatus.PROCESSING
+
+
+def symbol_batch(states: list[Any]) -> str:
+    """The records of ``states`` as one JSON object keyed ``"id:name"``: :func:`symbol_rows`
+    encoded, written straight out (:func:`_write_symbol`)."""
+    out = _SYMBOLS_OUT
+    out.truncate(0)  # what an interrupted call left
+    out.byte(0x7B)
+    for s in states:
+        mark = len(out)
+        try:
+            _write_symbol(out, s)
+        except _UNWRITABLE:
+            out.truncate(mark)
+            out.text(s.key)
+            out.byte(0x3A)
+            out.value(symbol_record(s))
+            out.byte(_COMMA)
+    out.close(0x7D)
+    return out.take()
+
+
+def _write_symbol(out: Any, s: Any) -> None:
+    """``"id:name":`` and :func:`symbol_record` of ``s``, then a comma, written piece by piece
+    (the tick's fields in msgspec's order); a symbol with an error goes through msgspec."""
+    if s.last_error is not None:
+        raise TypeError("an error text: written whole")
+    out.text(s.key)
+    out.raw(b':[')
+    phase = s.phase
+    if phase is _IDLE:
+        out.raw(b'"idle",')
+    elif phase is _DATA_READY:
+        out.raw(b'"data_ready",')
+    else:
+        raise TypeError(f"unknown phase {phase!r}: written whole")
+    status = s.status
+    if status is _COMPLETED:
+        out.raw(b'"completed",')
+    elif status is _PENDING:
+        out.raw(b'"pending",')
+    elif status is _PROCESSING:
+        out.raw(b'"processing",')
+    else:
+        raise TypeError(f"status {status!r}: written whole")  # failed: it has an error
+    out.integer(s.priority)
+    processed = s.last_processed
+    if processed is None:
+        out.raw(b',null,null,')
+    else:
+        at = processed
+        us = _us(at * 1e6 + 0.5)
+        out.byte(_COMMA)
+        out.integer(us)
+        out.raw(b',null,')
+    tick = s.last_tick
+    if tick is None:
+        out.raw(b'null],')
+        return
+    out.raw(b'{"symbol":')
+    out.text(tick.symbol)
+    out.raw(b',"ts":')
+    out.real(tick.ts)
+    out.raw(b',"price":')
+    out.real(tick.price)
+    out.raw(b',"volume":')
+    out.real(tick.volume)
+    bid = tick.bid
+    if bid is None:
+        out.raw(b',"bid":null')
+    else:
+        out.raw(b',"bid":')
+        out.real(bid)
+    ask = tick.ask
+    if ask is None:
+        out.raw(b',"ask":null}],')
+    else:
+        out.raw(b',"ask":')
+        out.real(ask)
+        out.raw(b'}],')
+
+
 def _close_array(buf: bytearray, count: int) -> str:
     """``buf`` -- ``[`` then ``count`` JSON values, each followed by a comma -- as one JSON
     array."""
@@ -227,7 +332,8 @@ class FinishedRuns:
     """
 
     def __init__(self) -> None:
-        self.buf = bytearray(b"[")  # the block so far: records, each followed by a comma
+        self.out = _jsonw.JsonWriter(1 << 16)  # the block so far: records, each then a comma
+        self.out.byte(0x5B)
         self.count = 0
         self.unrow: list[int] = []  # ids of runs whose earlier in-flight row must go
         self.first_id = 0
@@ -235,22 +341,26 @@ class FinishedRuns:
         self.finished_at = 0.0
 
     def add(self, r: Any, offset: float) -> None:
-        record = completed_record(r, offset)
-        buf = self.buf
-        mark = len(buf)
+        out = self.out
+        mark = len(out)
         try:
-            _encode_into(record, buf, -1)
-        except _UNENCODABLE:
-            del buf[mark:]  # what the failed attempt left
-            _encode_into((*record[:7], _fix_outputs(record[7]), *record[8:]), buf, -1)
-        buf += b","
+            ended = _write_completed(out, r, offset)
+        except _UNWRITABLE:
+            out.truncate(mark)  # what the attempt left: the record goes whole through msgspec
+            record = completed_record(r, offset)
+            try:
+                out.value(record)
+            except _UNENCODABLE:
+                out.value((*record[:7], _fix_outputs(record[7]), *record[8:]))
+            out.byte(_COMMA)
+            ended = record[6]
         self.count += 1
         rid = r.id
         if self.first_id == 0 or rid < self.first_id:
             self.first_id = rid
         if rid > self.last_id:
             self.last_id = rid
-        finished: float = record[6] / 1e6
+        finished: float = ended / 1e6
         if finished > self.finished_at:
             self.finished_at = finished
         if r.stored:
@@ -258,7 +368,71 @@ class FinishedRuns:
 
     def block(self) -> str:
         """The records as one JSON array."""
-        return _close_array(self.buf, self.count)
+        out = self.out
+        out.close(0x5D)
+        return out.take()
+
+
+def _write_completed(out: Any, r: Any, offset: float) -> int:
+    """:func:`completed_record` of ``r`` and a comma, written piece by piece, for the common
+    run: completed, no error, every step that ran completed at its first attempt, unpreempted,
+    without output. Anything else raises TypeError (before writing anything of its steps' or
+    after: the caller cuts it off) and goes whole through msgspec. Returns ``finished_us``."""
+    error = r.error
+    if error is not None or r.outcome != "completed":
+        raise TypeError("an unusual run: written whole")
+    trigger_at = r.trigger_at
+    at = trigger_at + offset
+    created = _us(at * 1e6 + 0.5)
+    finished = r.finished_at
+    at = (trigger_at if finished is None else finished) + offset
+    ended = _us(at * 1e6 + 0.5)
+    out.byte(0x5B)
+    out.integer(r.id)
+    out.byte(_COMMA)
+    out.text(r.workflow.name)
+    out.byte(_COMMA)
+    out.text(r.symbol.name)
+    out.byte(_COMMA)
+    out.integer(r.priority)
+    out.byte(_COMMA)
+    out.real(r.tick.ts)
+    out.byte(_COMMA)
+    out.integer(created)
+    out.byte(_COMMA)
+    out.integer(ended)
+    out.raw(b',[')
+    for st in r.steps:
+        sstate = st.state
+        if sstate is _STEP_PENDING and st.attempts == 0 and st.preemptions == 0:
+            continue  # never ran: nothing to say about it
+        if (
+            sstate is not _STEP_COMPLETED or st.attempts != 1 or st.preemptions != 0
+            or st.error is not None or st.output is not None
+        ):
+            raise TypeError("an unusual step: written whole")
+        out.byte(0x5B)
+        out.text(st.spec.name)
+        started = st.started_at
+        if started is None:
+            out.raw(b',null')
+        else:
+            at = started
+            us = _us((at - trigger_at) * 1e6)
+            out.byte(_COMMA)
+            out.integer(us)
+        done = st.finished_at
+        if done is None:
+            out.raw(b',null],')
+        else:
+            at = done
+            us = _us((at - trigger_at) * 1e6)
+            out.byte(_COMMA)
+            out.integer(us)
+            out.raw(b'],')
+    out.close(0x5D)
+    out.raw(b'],')
+    return ended
 
 
 class JournalLog:

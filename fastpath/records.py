@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ._choose import choose
+from .jsonw import JSONW_IMPLEMENTATION
 from .runs import RUNS_IMPLEMENTATION
 from .symbols import SYMBOLS_IMPLEMENTATION
 
@@ -22,12 +23,14 @@ __all__ = [
     "run_record",
     "run_rows",
     "steps_json",
+    "symbol_batch",
     "symbol_record",
     "symbol_rows",
 ]
 
 _impl, RECORDS_IMPLEMENTATION = choose(
-    "_records_c", "_records_py", RUNS_IMPLEMENTATION, SYMBOLS_IMPLEMENTATION
+    "_records_c", "_records_py", RUNS_IMPLEMENTATION, SYMBOLS_IMPLEMENTATION,
+    JSONW_IMPLEMENTATION,
 )
 
 if TYPE_CHECKING:  # the twin's types; the same names at run time, from the chosen module
@@ -39,6 +42,7 @@ if TYPE_CHECKING:  # the twin's types; the same names at run time, from the chos
         run_record,
         run_rows,
         steps_json,
+        symbol_batch,
         symbol_record,
         symbol_rows,
     )

@@ -42,3 +42,12 @@ _CORO_MODULES = {"python": "fastpath._coro_py", "cython": "fastpath._coro"}
 def coro_module(request: pytest.FixtureRequest) -> ModuleType:
     """The compiled coroutine starter and its twin, like ``heap_module``."""
     return importlib.import_module(_CORO_MODULES[request.param])
+
+
+_JSONW_MODULES = {"python": "fastpath._jsonw_py", "cython": "fastpath._jsonw"}
+
+
+@pytest.fixture(params=HEAP_IMPLEMENTATIONS)
+def jsonw_module(request: pytest.FixtureRequest) -> ModuleType:
+    """The compiled JSON writer and its twin, like ``heap_module``."""
+    return importlib.import_module(_JSONW_MODULES[request.param])

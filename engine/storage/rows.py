@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import aiosqlite
 import msgspec
 
-from fastpath.records import FinishedRuns, run_rows, steps_json, symbol_rows
+from fastpath.records import FinishedRuns, run_rows, steps_json, symbol_batch
 
 from ..runs import Run
 from ..symbols import SymbolState
@@ -142,7 +142,7 @@ class Rows:
         self.now = now
         self.offset = offset
         self.routes = routes
-        self.symbols: dict[str, Any] = {}
+        self.symbols = ""  # the changed symbols' records, one JSON object (symbol_batch)
         self.runs: list[tuple[Any, ...]] = []  # runs with a row of their own
         self.finished: FinishedRuns | None = None
         self.orders: list[tuple[Any, ...]] = []
@@ -152,7 +152,8 @@ class Rows:
         self.statements: list[tuple[str, Any]] = []
 
     def add_symbols(self, states: list[SymbolState]) -> None:
-        self.symbols = symbol_rows(states)
+        if states:
+            self.symbols = symbol_batch(states)
 
     def add_runs(self, runs: list[Run]) -> None:
         self.runs = run_rows(runs, self.offset, self.routes)
@@ -194,7 +195,7 @@ class Rows:
                 journal.events,
             )))
         if self.symbols:
-            statements.append((_SYMBOLS_SQL, (_encode(self.symbols).decode(), self.now)))
+            statements.append((_SYMBOLS_SQL, (self.symbols, self.now)))
         finished = self.finished
         if finished is not None and finished.count:
             statements.append((_RUN_BLOCK_SQL, (

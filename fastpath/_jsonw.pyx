@@ -1,0 +1,210 @@
+# cython: language_level=3
+"""Compiled JSON writer; the pure-Python twin is ``fastpath._jsonw_py`` (same API, same bytes).
+
+The storage records of every run and every changed symbol are JSON. Encoding them with msgspec
+meant building a tuple per record (and per step) for it to walk, and printing each float with
+a shortest-round-trip algorithm. Here a record is written piece by piece into one C buffer by
+the compiled record builders (``fastpath._records_c``), with no object made per piece: an
+integer is its digits, a short ASCII string is copied, and a float that is an exact multiple
+of a millionth -- a price, a volume, a time in microseconds: nearly every market-data value --
+is printed as that integer with a decimal point (exact, see :meth:`JsonWriter.real`). Anything
+else goes through msgspec, as before.
+"""
+
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.math cimport signbit
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy
+
+import msgspec
+
+cdef object _encode = msgspec.json.Encoder().encode
+
+cdef extern from "Python.h":
+    bint PyUnicode_IS_ASCII(object)
+    const unsigned char* PyUnicode_1BYTE_DATA(object)
+    Py_ssize_t PyUnicode_GET_LENGTH(object)
+    char* PyBytes_AS_STRING(object)
+    Py_ssize_t PyBytes_GET_SIZE(object)
+
+# 2**53: below it every integer is a double, so the check in real() is exact.
+cdef double _EXACT = 9007199254740992.0
+# "00", "01", ..., "99": an integer's digits two at a time (half the divisions).
+cdef const char* _PAIRS = (
+    b"0001020304050607080910111213141516171819202122232425262728293031323334353637383940414243444546474849"
+    b"5051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899"
+)
+
+
+cdef class JsonWriter:
+    # fields and the C-level methods: _jsonw.pxd
+
+    def __cinit__(self, Py_ssize_t capacity=4096):
+        if capacity < 64:
+            capacity = 64
+        self.data = <char*>malloc(capacity)
+        if self.data is NULL:
+            raise MemoryError()
+        self.cap = capacity
+        self.size = 0
+
+    def __dealloc__(self):
+        free(self.data)
+
+    def __len__(self):
+        return self.size
+
+    cdef int _reserve(self, Py_ssize_t n) except -1:
+        cdef Py_ssize_t cap = self.cap
+        cdef char* grown
+        if self.size + n <= cap:
+            return 0
+        while cap < self.size + n:
+            cap *= 2
+        grown = <char*>realloc(self.data, cap)
+        if grown is NULL:
+            raise MemoryError()
+        self.data = grown
+        self.cap = cap
+        return 0
+
+    cpdef void raw(self, bytes piece) except *:
+        """Append ``piece``, JSON already."""
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(piece)
+        if self.size + n > self.cap:
+            self._reserve(n)
+        memcpy(self.data + self.size, PyBytes_AS_STRING(piece), n)
+        self.size += n
+
+    cpdef void byte(self, int c) except *:
+        """Append one ASCII character (punctuation)."""
+        if self.size >= self.cap:
+            self._reserve(1)
+        self.data[self.size] = <char>c
+        self.size += 1
+
+    cpdef void null(self) except *:
+        self._reserve(4)
+        memcpy(self.data + self.size, b"null", 4)
+        self.size += 4
+
+    cpdef void integer(self, long long v) except *:
+        cdef char digits[24]
+        cdef int n = 24  # digits[n:] is the number, written right to left
+        cdef unsigned long long u
+        cdef unsigned int pair
+        if v < 0:
+            u = <unsigned long long>(-(v + 1)) + 1  # LLONG_MIN too
+        else:
+            u = <unsigned long long>v
+        while u >= 100:
+            pair = <unsigned int>(u % 100) * 2
+            u //= 100
+            n -= 2
+            digits[n] = _PAIRS[pair]
+            digits[n + 1] = _PAIRS[pair + 1]
+        if u >= 10:
+            pair = <unsigned int>u * 2
+            n -= 2
+            digits[n] = _PAIRS[pair]
+            digits[n + 1] = _PAIRS[pair + 1]
+        else:
+            n -= 1
+            digits[n] = <char>(48 + u)
+        if self.size + 25 > self.cap:
+            self._reserve(25)
+        if v < 0:
+            self.data[self.size] = b"-"
+            self.size += 1
+        memcpy(self.data + self.size, digits + n, 24 - n)
+        self.size += 24 - n
+
+    cpdef void real(self, double x) except *:
+        """Append ``x`` exactly. When ``x`` is ``v / 10**6`` for an integer ``v`` below 2**53
+        (checked by computing that quotient: a correctly rounded division, so the decimal
+        ``v`` with its point six places left reads back as ``x`` too), ``v`` is printed with a
+        decimal point; otherwise msgspec prints it (shortest round trip; null if not finite)."""
+        cdef double y = x * 1e6
+        cdef long long v
+        cdef unsigned long long whole, frac
+        cdef int width, i
+        if -_EXACT < y < _EXACT and not (x == 0.0 and signbit(x)):
+            v = <long long>(y + 0.5) if y >= 0 else <long long>(y - 0.5)
+            if (<double>v) / 1e6 == x:
+                if v < 0:
+                    self.byte(45)
+                    v = -v
+                whole = <unsigned long long>v // 1000000
+                frac = <unsigned long long>v % 1000000
+                self.integer(<long long>whole)
+                self._reserve(7)
+                self.data[self.size] = b"."
+                self.size += 1
+                if frac == 0:
+                    self.data[self.size] = b"0"
+                    self.size += 1
+                    return
+                width = 6  # the fraction's digits: leading zeros kept, trailing ones dropped
+                while frac % 10 == 0:
+                    frac //= 10
+                    width -= 1
+                i = width
+                while i > 0:  # right to left; once frac is spent, the zeros that lead it
+                    i -= 1
+                    self.data[self.size + i] = <char>(48 + frac % 10)
+                    frac //= 10
+                self.size += width
+                return
+        self.raw(_encode(x))
+
+    cpdef void text(self, str s) except *:
+        """Append ``s`` as a JSON string: copied when it is ASCII with nothing to escape."""
+        cdef Py_ssize_t n, i
+        cdef const unsigned char* p
+        cdef unsigned char c
+        if PyUnicode_IS_ASCII(s):
+            n = PyUnicode_GET_LENGTH(s)
+            p = PyUnicode_1BYTE_DATA(s)
+            for i in range(n):
+                c = p[i]
+                if c < 32 or c == 34 or c == 92:
+                    break
+            else:
+                if self.size + n + 2 > self.cap:
+                    self._reserve(n + 2)
+                self.data[self.size] = b'"'
+                memcpy(self.data + self.size + 1, p, n)
+                self.data[self.size + n + 1] = b'"'
+                self.size += n + 2
+                return
+        self.raw(_encode(s))
+
+    cpdef void value(self, object o) except *:
+        """Append ``o`` encoded by msgspec (any value it can encode)."""
+        self.raw(_encode(o))
+
+    cpdef void close(self, int bracket) except *:
+        """End an array or object whose every member is followed by a comma: the last comma
+        becomes ``bracket`` (appended if there is no member)."""
+        if self.size and self.data[self.size - 1] == b",":
+            self.data[self.size - 1] = <char>bracket
+        else:
+            self.byte(bracket)
+
+    cpdef void truncate(self, Py_ssize_t size) except *:
+        """Drop what was written after ``size`` bytes (a record that failed half-way)."""
+        if 0 <= size < self.size:
+            self.size = size
+
+    cpdef str take(self):
+        """What was written, as text; the writer starts empty again (its buffer is kept)."""
+        cdef str out = PyUnicode_DecodeUTF8(self.data, self.size, NULL)
+        self.size = 0
+        if self.cap > (1 << 22):
+            # A burst made it large: give the memory back instead of keeping it for good.
+            free(self.data)
+            self.data = <char*>malloc(4096)
+            if self.data is NULL:
+                raise MemoryError()
+            self.cap = 4096
+        return out

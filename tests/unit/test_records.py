@@ -1,0 +1,122 @@
+"""Storage records written piece by piece (``fastpath.records`` on the JSON writer) read back
+as the records msgspec encodes: a commit's symbol batch, a block of completed runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.config import loads_config
+from engine.events import Tick
+from engine.fsm import RunState, StepState
+from engine.runs import Run
+from engine.symbols import SymbolState, SymbolTable
+from engine.workflow import compile_workflows
+from fastpath.records import FinishedRuns, completed_record, symbol_batch, symbol_rows
+
+_decode = msgspec.json.decode
+_encode = msgspec.json.encode
+
+CONFIG = """
+[workflows.wf]
+priority = 1
+max_concurrent = 1
+[[workflows.wf.steps]]
+name = "a"
+action = "tests.unit.run_actions:quick"
+[[workflows.wf.steps]]
+name = "b_2"
+action = "tests.unit.run_actions:quick"
+depends_on = ["a"]
+[[workflows.wf.steps]]
+name = "c"
+action = "tests.unit.run_actions:quick"
+depends_on = ["a"]
+"""
+
+# Names with quotes, backslashes, control characters and non-ASCII text; not lone surrogates,
+# which cannot be encoded at all (a symbol name is validated text).
+names = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=8)
+# Market-data values as they come (counts of cents, of millionths) and any float at all.
+reals = st.one_of(
+    st.integers(0, 10**12).map(lambda v: v / 100),
+    st.integers(-(10**15), 10**15).map(lambda v: v / 10**6),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+priorities = st.one_of(st.integers(0, 9), st.integers(0, 2**70))  # beyond a C long long too
+fates = st.sampled_from(["idle", "ready", "processing", "completed", "failed"])
+
+
+@given(
+    st.lists(
+        st.tuples(names, priorities, reals, reals, st.none() | reals, fates, reals), max_size=6
+    )
+)
+def test_a_symbol_batch_reads_back_as_the_symbols_records(
+    symbols: list[tuple[str, int, float, float, float | None, str, float]],
+) -> None:
+    table = SymbolTable()
+    states = []
+    for i, (name, priority, ts, price, bid, fate, when) in enumerate(symbols):
+        state = table.register(f"{i}:{name}", priority)
+        if fate != "idle":
+            table.mark_data_ready(state, Tick(state.name, ts, price, 1.0, bid, None))
+        if fate in ("processing", "completed", "failed"):
+            table.mark_processing(state)
+        if fate == "completed":
+            table.mark_completed(state, when)
+        elif fate == "failed":
+            table.mark_failed(state, f"boom \x00 {name}", when)
+        states.append(state)
+    assert _decode(symbol_batch(states)) == _decode(_encode(symbol_rows(states)))
+
+
+def _run(wf: Any, run_id: int, spec: dict[str, Any]) -> Run:
+    run = Run(run_id, wf, SymbolState(run_id, spec["symbol"], 1), Tick(spec["symbol"],
+              spec["ts"], 2.0), spec["priority"], 10.0)
+    for i, step in enumerate(run.steps):
+        if i == 2 and spec["skip_last"]:
+            continue  # never ran: left out of the record
+        step.advance(StepState.RUNNING)
+        step.started_at, step.attempts = 10.0 + i * 0.001, spec["attempts"]
+        step.preemptions = spec["preemptions"]
+        step.output = spec["output"]
+        step.advance(StepState.COMPLETED)
+        step.finished_at = None if spec["unfinished"] else 10.5 + i * 0.25
+    run.advance(RunState.RUNNING)
+    run.advance(RunState.COMPLETED)
+    run.finished_at, run.outcome, run.error = 11.0, spec["outcome"], spec["error"]
+    return run
+
+
+runs = st.fixed_dictionaries({
+    "symbol": names,
+    "ts": reals,
+    "priority": priorities,
+    "attempts": st.sampled_from([1, 1, 2]),
+    "preemptions": st.sampled_from([0, 0, 1]),
+    "output": st.sampled_from([None, None, {"x": 1.5}]),
+    "unfinished": st.booleans(),
+    "skip_last": st.booleans(),
+    "outcome": st.sampled_from(["completed", "completed", "partial"]),
+    "error": st.sampled_from([None, None, "late \u00e9"]),
+})
+
+
+@given(st.lists(runs, max_size=5), st.sampled_from([0.0, 1.7e9, 1234.5678]))
+def test_a_block_of_completed_runs_reads_back_as_their_records(
+    specs: list[dict[str, Any]], offset: float
+) -> None:
+    wf = compile_workflows(loads_config(CONFIG))["wf"]
+    finished = FinishedRuns()
+    made = [_run(wf, i + 1, spec) for i, spec in enumerate(specs)]
+    for run in made:
+        finished.add(run, offset)
+    expected = [_decode(_encode(completed_record(run, offset))) for run in made]
+    assert _decode(finished.block()) == expected
+    assert finished.count == len(made)
+    if made:
+        assert finished.finished_at == max(r[6] for r in expected) / 1e6
