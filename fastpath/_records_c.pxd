@@ -63,10 +63,10 @@ cpdef dict symbol_rows(list states)
 
 cpdef tuple _fix_outputs(tuple steps)
 
-cpdef str _close_array(bytearray buf, long count)
-
 @cython.locals(r=Run, rows=list)
 cpdef list run_rows(list runs, double offset, object routes)
+
+cpdef _write_data_ready(JsonWriter out, object seq, long long received_us, object e)
 
 
 cdef class JournalLog:
@@ -75,17 +75,19 @@ cdef class JournalLog:
     cdef public object on_signal
     cdef public long changes
     cdef public long signal_at
-    cdef public bytearray buf
+    cdef public JsonWriter out
     cdef public long count
     cdef public object first_seq
     cdef public double first_at
     cdef public double last_at
 
-    @cython.locals(at=double)
+    @cython.locals(at=double, out=JsonWriter, mark=Py_ssize_t)
     cpdef object add(self, object kind, object event, double now)
     cpdef object add_raw(self, object kind, object symbol, object payload, double at)
-    @cython.locals(buf=bytearray, mark=Py_ssize_t)
+    @cython.locals(out=JsonWriter, mark=Py_ssize_t)
     cpdef object _append(self, tuple record, double at)
+    cpdef object _count(self, object seq, double at)
     @cython.locals(n=long)
     cpdef note(self)
+    @cython.locals(out=JsonWriter)
     cpdef tuple take(self)

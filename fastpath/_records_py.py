@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from engine.events import DataReady
 from engine.fsm import RunState, StepState
 from fastpath import jsonw as _jsonw
 from fastpath.symbols import Phase, SymbolStatus
@@ -26,7 +27,6 @@ __all__ = [
 
 _encoder = msgspec.json.Encoder()
 _encode = _encoder.encode
-_encode_into = _encoder.encode_into
 _STEP_PENDING = StepState.PENDING
 _STEP_COMPLETED = StepState.COMPLETED
 _STEP_RUNNING = StepState.RUNNING
@@ -311,16 +311,6 @@ def _write_symbol(out: Any, s: Any) -> None:
         out.raw(b'}],')
 
 
-def _close_array(buf: bytearray, count: int) -> str:
-    """``buf`` -- ``[`` then ``count`` JSON values, each followed by a comma -- as one JSON
-    array."""
-    if count:
-        buf[-1] = 0x5D  # the last comma becomes the closing bracket
-    else:
-        buf += b"]"
-    return buf.decode()
-
-
 class FinishedRuns:
     """The records of the runs completed since the last commit, made when each run ends.
 
@@ -456,7 +446,8 @@ class JournalLog:
         self.on_signal = on_signal
         self.changes = 0
         self.signal_at = 1
-        self.buf = bytearray(b"[")
+        self.out = _jsonw.JsonWriter(1 << 16)
+        self.out.byte(0x5B)
         self.count = 0
         self.first_seq = 0
         self.first_at = 0.0
@@ -464,9 +455,20 @@ class JournalLog:
 
     def add(self, kind: str, event: Any, now: float) -> int:
         """Journal ``event`` (a tagged msgspec struct: its JSON names its type and symbol)
-        accepted at engine time ``now``; returns its seq."""
+        accepted at engine time ``now``; returns its seq. A ``DATA_READY`` -- nearly every
+        event -- is written field by field, as msgspec would (:func:`_write_data_ready`)."""
         at = now + self.offset
-        return self._append((self.seq + 1, int(at * 1e6 + 0.5), event), at)
+        seq = self.seq + 1
+        if type(event) is DataReady:
+            out = self.out
+            mark = len(out)
+            try:
+                _write_data_ready(out, seq, _us(at * 1e6 + 0.5), event)
+            except _UNWRITABLE:
+                out.truncate(mark)
+            else:
+                return self._count(seq, at)
+        return self._append((seq, int(at * 1e6 + 0.5), event), at)
 
     def add_raw(self, kind: str, symbol: str, payload: bytes, at: float) -> int:
         """Journal an event given as its JSON text (stored as it is) received at wall time
@@ -477,15 +479,18 @@ class JournalLog:
 
     def _append(self, record: tuple[Any, ...], at: float) -> int:
         """Encode ``record`` (its seq first) and count it."""
-        seq: int = record[0]
-        buf = self.buf
-        mark = len(buf)
+        out = self.out
+        mark = len(out)
         try:
-            _encode_into(record, buf, -1)
+            out.value(record)
         except BaseException:
-            del buf[mark:]  # nothing half-written is left for the commit
+            out.truncate(mark)  # nothing half-written is left for the commit
             raise
-        buf += b","
+        out.byte(_COMMA)
+        return self._count(record[0], at)
+
+    def _count(self, seq: int, at: float) -> int:
+        """Count the record of ``seq``, just written."""
         self.seq = seq
         if self.count == 0:
             self.first_seq = seq
@@ -505,13 +510,50 @@ class JournalLog:
     def take(self) -> tuple[int, int, int, float, float, str]:
         """The journal so far -- (count, first_seq, last_seq, first_at, last_at, the records as
         one JSON array) -- and a fresh start, the change count included."""
-        taken = (self.count, self.first_seq, self.seq, self.first_at, self.last_at,
-                 _close_array(self.buf, self.count))
-        self.buf = bytearray(b"[")
+        out = self.out
+        out.close(0x5D)
+        taken = (self.count, self.first_seq, self.seq, self.first_at, self.last_at, out.take())
+        out.byte(0x5B)  # the writer and its buffer are kept for the next commit's records
         self.count = 0
         self.changes = 0
         self.signal_at = 1
         return taken
+
+
+def _write_data_ready(out: Any, seq: int, received_us: int, e: Any) -> None:
+    """The journal record ``[seq, received_us, event]`` of DATA_READY ``e`` and a comma,
+    written piece by piece: the event's fields in msgspec's order, its tag first."""
+    out.byte(0x5B)
+    out.integer(seq)
+    out.byte(_COMMA)
+    out.integer(received_us)
+    out.raw(b',{"type":"DATA_READY","symbol":')
+    out.text(e.symbol)
+    out.raw(b',"ts":')
+    out.real(e.ts)
+    out.raw(b',"price":')
+    out.real(e.price)
+    out.raw(b',"volume":')
+    out.real(e.volume)
+    bid = e.bid
+    if bid is None:
+        out.raw(b',"bid":null')
+    else:
+        out.raw(b',"bid":')
+        out.real(bid)
+    ask = e.ask
+    if ask is None:
+        out.raw(b',"ask":null')
+    else:
+        out.raw(b',"ask":')
+        out.real(ask)
+    priority = e.priority
+    if priority is None:
+        out.raw(b',"priority":null}],')
+    else:
+        out.raw(b',"priority":')
+        out.integer(priority)
+        out.raw(b'}],')
 
 
 def run_rows(

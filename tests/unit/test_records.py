@@ -1,5 +1,6 @@
 """Storage records written piece by piece (``fastpath.records`` on the JSON writer) read back
-as the records msgspec encodes: a commit's symbol batch, a block of completed runs."""
+as the records msgspec encodes: a commit's symbol batch, a block of completed runs, a block of
+the journal."""
 
 from __future__ import annotations
 
@@ -10,12 +11,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.config import loads_config
-from engine.events import Tick
+from engine.events import DataReady, HighPriorityArrived, Tick
 from engine.fsm import RunState, StepState
 from engine.runs import Run
 from engine.symbols import SymbolState, SymbolTable
 from engine.workflow import compile_workflows
-from fastpath.records import FinishedRuns, completed_record, symbol_batch, symbol_rows
+from fastpath.records import (
+    FinishedRuns,
+    JournalLog,
+    completed_record,
+    symbol_batch,
+    symbol_rows,
+)
 
 _decode = msgspec.json.decode
 _encode = msgspec.json.encode
@@ -120,3 +127,35 @@ def test_a_block_of_completed_runs_reads_back_as_their_records(
     assert finished.count == len(made)
     if made:
         assert finished.finished_at == max(r[6] for r in expected) / 1e6
+
+
+events = st.builds(
+    DataReady,
+    symbol=names,
+    ts=st.floats(0, 4e9) | st.integers(0, 4 * 10**15).map(lambda v: v / 10**6),
+    price=st.floats(1e-9, 1e12) | st.integers(1, 10**12).map(lambda v: v / 100),
+    volume=reals.map(abs),
+    bid=st.none() | st.floats(1e-9, 1e12),
+    ask=st.none() | st.floats(1e-9, 1e12),
+    priority=st.none() | priorities,
+)
+
+
+@given(st.lists(events, max_size=6), st.sampled_from([0.0, 1.7e9, 1e16]))
+def test_a_journal_block_reads_back_as_its_records(
+    accepted: list[DataReady], offset: float
+) -> None:
+    journal = JournalLog(41, lambda n: None)
+    journal.offset = offset
+    expected = []
+    for i, event in enumerate(accepted):
+        now = 100.0 + i / 1024
+        assert journal.add("DATA_READY", event, now) == 42 + i
+        expected.append((42 + i, int((now + offset) * 1e6 + 0.5), event))
+    other = HighPriorityArrived(symbol="AAPL", priority=0)
+    journal.add("HIGH_PRIORITY_ARRIVED", other, 200.0)
+    expected.append((42 + len(accepted), int((200.0 + offset) * 1e6 + 0.5), other))
+    count, first, last, _, _, block = journal.take()
+    assert (count, first, last) == (len(expected), 42, 42 + len(accepted))
+    assert _decode(block) == _decode(_encode(expected))
+    assert journal.take()[5] == "[]"  # and it starts afresh
