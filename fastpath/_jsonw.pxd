@@ -6,6 +6,7 @@ cdef class JsonWriter:
     cdef char* data
     cdef Py_ssize_t size
     cdef Py_ssize_t cap
+    cdef bint utf8  # something not ASCII was written since the last take()
 
     cdef int _reserve(self, Py_ssize_t n) except -1
     cpdef void raw(self, bytes piece) except *

@@ -13,6 +13,7 @@ else goes through msgspec, as before.
 
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.math cimport signbit
+from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
 
@@ -24,8 +25,18 @@ cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object)
     const unsigned char* PyUnicode_1BYTE_DATA(object)
     Py_ssize_t PyUnicode_GET_LENGTH(object)
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+    void* PyUnicode_DATA(object)
     char* PyBytes_AS_STRING(object)
     Py_ssize_t PyBytes_GET_SIZE(object)
+
+cdef extern from *:
+    int __builtin_clzll(unsigned long long)  # GCC and clang: leading zero bits (not of 0)
+
+# 10**0 .. 10**19, to count an integer's digits from its bit length (_digits)
+cdef unsigned long long _POW10[20]
+for _i in range(20):
+    _POW10[_i] = 10 ** _i
 
 # 2**53: below it every integer is a double, so the check in real() is exact.
 cdef double _EXACT = 9007199254740992.0
@@ -34,6 +45,49 @@ cdef const char* _PAIRS = (
     b"0001020304050607080910111213141516171819202122232425262728293031323334353637383940414243444546474849"
     b"5051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899"
 )
+
+
+cdef inline uint64_t _copy(char* dst, const char* src, Py_ssize_t n) noexcept:
+    # Most pieces are a few bytes (punctuation, a key, a name): copied in 8-byte words (a
+    # fixed-size memcpy is one load and one store), the last word overlapping the one before,
+    # rather than through a call into libc or byte by byte. Returns the copied bytes' high
+    # bits, OR-ed: nonzero if any is not ASCII.
+    cdef uint64_t word, high = 0
+    cdef uint32_t half
+    cdef Py_ssize_t i = 0
+    if n >= 8:
+        while i + 8 <= n:
+            memcpy(&word, src + i, 8)
+            memcpy(dst + i, &word, 8)
+            high |= word
+            i += 8
+        if i < n:
+            memcpy(&word, src + n - 8, 8)
+            memcpy(dst + n - 8, &word, 8)
+            high |= word
+    elif n >= 4:
+        memcpy(&half, src, 4)
+        memcpy(dst, &half, 4)
+        high = half
+        memcpy(&half, src + n - 4, 4)
+        memcpy(dst + n - 4, &half, 4)
+        high |= half
+    else:
+        while i < n:
+            dst[i] = src[i]
+            high |= <unsigned char>src[i]
+            i += 1
+    return high & 0x8080808080808080ULL
+
+
+cdef inline int _digits(unsigned long long u) noexcept:
+    # log10 from log2: bits * 1233 / 4096 (1233 / 4096 ~ log10(2)), one short for some; the
+    # table settles it.
+    cdef int guess
+    if u < 10:
+        return 1
+    guess = ((64 - __builtin_clzll(u)) * 1233) >> 12
+    return guess + (u >= _POW10[guess])
 
 
 cdef class JsonWriter:
@@ -47,6 +101,7 @@ cdef class JsonWriter:
             raise MemoryError()
         self.cap = capacity
         self.size = 0
+        self.utf8 = False
 
     def __dealloc__(self):
         free(self.data)
@@ -73,7 +128,8 @@ cdef class JsonWriter:
         cdef Py_ssize_t n = PyBytes_GET_SIZE(piece)
         if self.size + n > self.cap:
             self._reserve(n)
-        memcpy(self.data + self.size, PyBytes_AS_STRING(piece), n)
+        if _copy(self.data + self.size, PyBytes_AS_STRING(piece), n):
+            self.utf8 = True
         self.size += n
 
     cpdef void byte(self, int c) except *:
@@ -85,39 +141,40 @@ cdef class JsonWriter:
 
     cpdef void null(self) except *:
         self._reserve(4)
-        memcpy(self.data + self.size, b"null", 4)
+        _copy(self.data + self.size, b"null", 4)
         self.size += 4
 
     cpdef void integer(self, long long v) except *:
-        cdef char digits[24]
-        cdef int n = 24  # digits[n:] is the number, written right to left
+        cdef int n
         cdef unsigned long long u
         cdef unsigned int pair
+        cdef char* end
         if v < 0:
             u = <unsigned long long>(-(v + 1)) + 1  # LLONG_MIN too
         else:
             u = <unsigned long long>v
-        while u >= 100:
-            pair = <unsigned int>(u % 100) * 2
-            u //= 100
-            n -= 2
-            digits[n] = _PAIRS[pair]
-            digits[n + 1] = _PAIRS[pair + 1]
-        if u >= 10:
-            pair = <unsigned int>u * 2
-            n -= 2
-            digits[n] = _PAIRS[pair]
-            digits[n + 1] = _PAIRS[pair + 1]
-        else:
-            n -= 1
-            digits[n] = <char>(48 + u)
-        if self.size + 25 > self.cap:
-            self._reserve(25)
+        n = _digits(u)
+        if self.size + n + 1 > self.cap:
+            self._reserve(n + 1)
         if v < 0:
             self.data[self.size] = b"-"
             self.size += 1
-        memcpy(self.data + self.size, digits + n, 24 - n)
-        self.size += 24 - n
+        end = self.data + self.size + n  # the digits go in place, right to left, two at a time
+        self.size += n
+        while u >= 100:
+            pair = <unsigned int>(u % 100) * 2
+            u //= 100
+            end -= 2
+            end[0] = _PAIRS[pair]
+            end[1] = _PAIRS[pair + 1]
+        if u >= 10:
+            pair = <unsigned int>u * 2
+            end -= 2
+            end[0] = _PAIRS[pair]
+            end[1] = _PAIRS[pair + 1]
+        else:
+            end -= 1
+            end[0] = <char>(48 + u)
 
     cpdef void real(self, double x) except *:
         """Append ``x`` exactly. When ``x`` is ``v / 10**6`` for an integer ``v`` below 2**53
@@ -173,7 +230,7 @@ cdef class JsonWriter:
                 if self.size + n + 2 > self.cap:
                     self._reserve(n + 2)
                 self.data[self.size] = b'"'
-                memcpy(self.data + self.size + 1, p, n)
+                _copy(self.data + self.size + 1, <const char*>p, n)  # ASCII: checked above
                 self.data[self.size + n + 1] = b'"'
                 self.size += n + 2
                 return
@@ -198,8 +255,14 @@ cdef class JsonWriter:
 
     cpdef str take(self):
         """What was written, as text; the writer starts empty again (its buffer is kept)."""
-        cdef str out = PyUnicode_DecodeUTF8(self.data, self.size, NULL)
+        cdef str out
+        if self.utf8:
+            out = PyUnicode_DecodeUTF8(self.data, self.size, NULL)
+        else:  # all ASCII, as it nearly always is: copied, not decoded
+            out = PyUnicode_New(self.size, 127)
+            memcpy(PyUnicode_DATA(out), self.data, self.size)
         self.size = 0
+        self.utf8 = False
         if self.cap > (1 << 22):
             # A burst made it large: give the memory back instead of keeping it for good.
             free(self.data)

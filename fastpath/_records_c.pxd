@@ -12,6 +12,7 @@ cdef int _COMMA
 cdef JsonWriter _SYMBOLS_OUT
 cdef object _IDLE, _DATA_READY, _COMPLETED, _PENDING, _PROCESSING
 cdef double _US_LIMIT
+cdef object _astuple
 
 
 cpdef long long _us(double x) except? -1
@@ -36,7 +37,7 @@ cdef class FinishedRuns:
                ended="long long", us="long long")
 cpdef long long _write_completed(JsonWriter out, object r, double offset) except? -1
 
-@cython.locals(s=SymbolState, at=double, us="long long")
+@cython.locals(s=SymbolState, at=double, us="long long", f=tuple)
 cpdef _write_symbol(JsonWriter out, object s)
 
 @cython.locals(out=JsonWriter, mark=Py_ssize_t)
@@ -66,6 +67,7 @@ cpdef tuple _fix_outputs(tuple steps)
 @cython.locals(r=Run, rows=list)
 cpdef list run_rows(list runs, double offset, object routes)
 
+@cython.locals(f=tuple)
 cpdef _write_data_ready(JsonWriter out, object seq, long long received_us, object e)
 
 

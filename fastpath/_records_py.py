@@ -38,6 +38,9 @@ _UNENCODABLE = (TypeError, msgspec.EncodeError, UnicodeError)
 # cut off and written whole by msgspec instead, which also says what cannot be encoded at all.
 _UNWRITABLE = (TypeError, OverflowError, msgspec.EncodeError, UnicodeError)
 _COMMA = 0x2C
+# A msgspec struct's fields in one call: reading them one by one from compiled code costs a
+# generic attribute lookup each (the interpreter's own specialisations do not apply there).
+_astuple = msgspec.structs.astuple
 _US_LIMIT = 9.2e18  # microseconds within a C long long
 
 
@@ -288,21 +291,22 @@ def _write_symbol(out: Any, s: Any) -> None:
     if tick is None:
         out.raw(b'null],')
         return
+    f = _astuple(tick)  # symbol, ts, price, volume, bid, ask
     out.raw(b'{"symbol":')
-    out.text(tick.symbol)
+    out.text(f[0])
     out.raw(b',"ts":')
-    out.real(tick.ts)
+    out.real(f[1])
     out.raw(b',"price":')
-    out.real(tick.price)
+    out.real(f[2])
     out.raw(b',"volume":')
-    out.real(tick.volume)
-    bid = tick.bid
+    out.real(f[3])
+    bid = f[4]
     if bid is None:
         out.raw(b',"bid":null')
     else:
         out.raw(b',"bid":')
         out.real(bid)
-    ask = tick.ask
+    ask = f[5]
     if ask is None:
         out.raw(b',"ask":null}],')
     else:
@@ -322,7 +326,9 @@ class FinishedRuns:
     """
 
     def __init__(self) -> None:
-        self.out = _jsonw.JsonWriter(1 << 16)  # the block so far: records, each then a comma
+        # The block so far: records, each then a comma. Sized like the last block taken, so
+        # that under steady load it is not grown (and copied) again and again.
+        self.out = _jsonw.JsonWriter(_block_hint[0])
         self.out.byte(0x5B)
         self.count = 0
         self.unrow: list[int] = []  # ids of runs whose earlier in-flight row must go
@@ -360,7 +366,11 @@ class FinishedRuns:
         """The records as one JSON array."""
         out = self.out
         out.close(0x5D)
+        _block_hint[0] = min(max(len(out) + (len(out) >> 2), 4096), 1 << 22)
         return out.take()
+
+
+_block_hint = [1 << 16]  # the capacity a new FinishedRuns starts with (FinishedRuns.block)
 
 
 def _write_completed(out: Any, r: Any, offset: float) -> int:
@@ -527,27 +537,28 @@ def _write_data_ready(out: Any, seq: int, received_us: int, e: Any) -> None:
     out.integer(seq)
     out.byte(_COMMA)
     out.integer(received_us)
+    f = _astuple(e)  # symbol, ts, price, volume, bid, ask, priority
     out.raw(b',{"type":"DATA_READY","symbol":')
-    out.text(e.symbol)
+    out.text(f[0])
     out.raw(b',"ts":')
-    out.real(e.ts)
+    out.real(f[1])
     out.raw(b',"price":')
-    out.real(e.price)
+    out.real(f[2])
     out.raw(b',"volume":')
-    out.real(e.volume)
-    bid = e.bid
+    out.real(f[3])
+    bid = f[4]
     if bid is None:
         out.raw(b',"bid":null')
     else:
         out.raw(b',"bid":')
         out.real(bid)
-    ask = e.ask
+    ask = f[5]
     if ask is None:
         out.raw(b',"ask":null')
     else:
         out.raw(b',"ask":')
         out.real(ask)
-    priority = e.priority
+    priority = f[6]
     if priority is None:
         out.raw(b',"priority":null}],')
     else:

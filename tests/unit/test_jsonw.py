@@ -161,3 +161,20 @@ def test_both_writers_write_the_same_bytes(values: list[object]) -> None:
             w.byte(ord(","))
         outs.append(w.take())
     assert outs[0] == outs[1]
+
+
+@pytest.mark.parametrize("at", range(0, 20))
+def test_text_that_is_not_ascii_comes_back_whole_wherever_it_falls(
+    jsonw_module: ModuleType, at: int
+) -> None:
+    """The writer hands back ASCII without decoding it; one byte that is not ASCII, anywhere
+    in a piece of any length, must send it through the UTF-8 decoder instead."""
+    w = jsonw_module.JsonWriter()
+    w.raw(b'"' + b"a" * at + "\u00e9".encode() + b"b" * (19 - at) + b'"')
+    w.byte(ord(","))
+    w.text("\u6771" * (at + 1))
+    assert w.take() == '"' + "a" * at + "\u00e9" + "b" * (19 - at) + '",' + (
+        '"' + "\u6771" * (at + 1) + '"'
+    )
+    w.raw(b'"plain"')
+    assert w.take() == '"plain"'  # and the next take is ASCII again
