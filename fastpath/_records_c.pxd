@@ -15,7 +15,7 @@ cdef double _US_LIMIT
 cdef object _astuple
 
 
-cpdef long long _us(double x) except? -1
+cdef long long _us(double x) except? -1
 
 
 cdef class FinishedRuns:

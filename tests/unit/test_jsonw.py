@@ -178,3 +178,12 @@ def test_text_that_is_not_ascii_comes_back_whole_wherever_it_falls(
     )
     w.raw(b'"plain"')
     assert w.take() == '"plain"'  # and the next take is ASCII again
+
+
+def test_none_is_refused_where_bytes_or_text_are_expected(jsonw_module: ModuleType) -> None:
+    w = jsonw_module.JsonWriter()
+    with pytest.raises(TypeError, match="expected bytes, got NoneType"):
+        w.raw(None)
+    with pytest.raises(TypeError, match="expected str, got NoneType"):
+        w.text(None)
+    assert w.take() == ""
