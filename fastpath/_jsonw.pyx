@@ -102,7 +102,6 @@ cdef class JsonWriter:
         self.cap = capacity
         self.size = 0
         self.utf8 = False
-        self.failed = False
 
     def __dealloc__(self):
         free(self.data)
@@ -110,50 +109,46 @@ cdef class JsonWriter:
     def __len__(self):
         return self.size
 
-    cdef bint _room(self, Py_ssize_t n) noexcept:
-        """Whether ``n`` more bytes fit, growing the buffer if need be; False (and ``failed``
-        set) when memory runs out."""
+    cdef int _reserve(self, Py_ssize_t n) except -1:
         cdef Py_ssize_t cap = self.cap
         cdef char* grown
         if self.size + n <= cap:
-            return True
-        if self.failed:
-            return False
+            return 0
         while cap < self.size + n:
             cap *= 2
         grown = <char*>realloc(self.data, cap)
         if grown is NULL:
-            self.failed = True
-            return False
+            raise MemoryError()
         self.data = grown
         self.cap = cap
-        return True
+        return 0
 
     cpdef void raw(self, bytes piece) except *:
         """Append ``piece``, JSON already."""
         if piece is None:
             raise TypeError("expected bytes, got NoneType")
         cdef Py_ssize_t n = PyBytes_GET_SIZE(piece)
-        if self.size + n > self.cap and not self._room(n):
-            return
+        if self.size + n > self.cap:
+            self._reserve(n)
         if _copy(self.data + self.size, PyBytes_AS_STRING(piece), n):
             self.utf8 = True
         self.size += n
 
-    cpdef void byte(self, int c) noexcept:
+    cpdef void byte(self, int c) except *:
         """Append one ASCII character (punctuation)."""
-        if self.size >= self.cap and not self._room(1):
-            return
+        if not 0 <= c < 128:
+            raise ValueError(f"not an ASCII character: {c}")
+        if self.size >= self.cap:
+            self._reserve(1)
         self.data[self.size] = <char>c
         self.size += 1
 
-    cpdef void null(self) noexcept:
-        if not self._room(4):
-            return
+    cpdef void null(self) except *:
+        self._reserve(4)
         _copy(self.data + self.size, b"null", 4)
         self.size += 4
 
-    cpdef void integer(self, long long v) noexcept:
+    cpdef void integer(self, long long v) except *:
         cdef int n
         cdef unsigned long long u
         cdef unsigned int pair
@@ -163,8 +158,8 @@ cdef class JsonWriter:
         else:
             u = <unsigned long long>v
         n = _digits(u)
-        if self.size + n + 1 > self.cap and not self._room(n + 1):
-            return
+        if self.size + n + 1 > self.cap:
+            self._reserve(n + 1)
         if v < 0:
             self.data[self.size] = b"-"
             self.size += 1
@@ -203,8 +198,7 @@ cdef class JsonWriter:
                 whole = <unsigned long long>v // 1000000
                 frac = <unsigned long long>v % 1000000
                 self.integer(<long long>whole)
-                if not self._room(7):
-                    return
+                self._reserve(7)
                 self.data[self.size] = b"."
                 self.size += 1
                 if frac == 0:
@@ -239,8 +233,8 @@ cdef class JsonWriter:
                 if c < 32 or c == 34 or c == 92:
                     break
             else:
-                if self.size + n + 2 > self.cap and not self._room(n + 2):
-                    return
+                if self.size + n + 2 > self.cap:
+                    self._reserve(n + 2)
                 self.data[self.size] = b'"'
                 _copy(self.data + self.size + 1, <const char*>p, n)  # ASCII: checked above
                 self.data[self.size + n + 1] = b'"'
@@ -252,15 +246,17 @@ cdef class JsonWriter:
         """Append ``o`` encoded by msgspec (any value it can encode)."""
         self.raw(_encode(o))
 
-    cpdef void close(self, int bracket) noexcept:
+    cpdef void close(self, int bracket) except *:
         """End an array or object whose every member is followed by a comma: the last comma
         becomes ``bracket`` (appended if there is no member)."""
+        if not 0 <= bracket < 128:
+            raise ValueError(f"not an ASCII character: {bracket}")
         if self.size and self.data[self.size - 1] == b",":
             self.data[self.size - 1] = <char>bracket
         else:
             self.byte(bracket)
 
-    cpdef void truncate(self, Py_ssize_t size) noexcept:
+    cpdef void truncate(self, Py_ssize_t size) except *:
         """Drop what was written after ``size`` bytes (a record that failed half-way)."""
         if 0 <= size < self.size:
             self.size = size
@@ -268,10 +264,7 @@ cdef class JsonWriter:
     cpdef str take(self):
         """What was written, as text; the writer starts empty again (its buffer is kept)."""
         cdef str out
-        if self.failed:
-            self.size = 0
-            self.failed = False
-            raise MemoryError("out of memory while writing JSON: the records are incomplete")
+        cdef char* smaller
         if self.utf8:
             out = PyUnicode_DecodeUTF8(self.data, self.size, NULL)
         else:  # all ASCII, as it nearly always is: copied, not decoded
@@ -279,12 +272,11 @@ cdef class JsonWriter:
             memcpy(PyUnicode_DATA(out), self.data, self.size)
         self.size = 0
         self.utf8 = False
-        self.failed = False
         if self.cap > (1 << 22):
             # A burst made it large: give the memory back instead of keeping it for good.
-            free(self.data)
-            self.data = <char*>malloc(4096)
-            if self.data is NULL:
-                raise MemoryError()
-            self.cap = 4096
+            smaller = <char*>malloc(4096)
+            if smaller is not NULL:
+                free(self.data)
+                self.data = smaller
+                self.cap = 4096
         return out

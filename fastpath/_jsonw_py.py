@@ -37,6 +37,8 @@ class JsonWriter:
 
     def byte(self, c: int) -> None:
         """Append one ASCII character (punctuation)."""
+        if not 0 <= c < 128:
+            raise ValueError(f"not an ASCII character: {c}")
         self._buf.append(c)
 
     def null(self) -> None:
@@ -50,6 +52,7 @@ class JsonWriter:
     def real(self, x: float) -> None:
         """Append ``x`` exactly: an integer count of millionths with a decimal point when that
         reads back as ``x`` (see the compiled module), else as msgspec prints it."""
+        x = float(x)  # as the compiled writer takes it: a C double
         y = x * 1e6
         if -_EXACT < y < _EXACT and not (x == 0.0 and math.copysign(1.0, x) < 0):
             v = int(y + 0.5) if y >= 0 else int(y - 0.5)
@@ -74,6 +77,8 @@ class JsonWriter:
     def close(self, bracket: int) -> None:
         """End an array or object whose every member is followed by a comma: the last comma
         becomes ``bracket`` (appended if there is no member)."""
+        if not 0 <= bracket < 128:
+            raise ValueError(f"not an ASCII character: {bracket}")
         buf = self._buf
         if buf and buf[-1] == 0x2C:
             buf[-1] = bracket

@@ -15,6 +15,9 @@ cdef double _US_LIMIT
 cdef object _astuple
 
 
+cpdef _number(JsonWriter out, object x)
+
+
 cdef long long _us(double x) except? -1
 
 
@@ -26,8 +29,7 @@ cdef class FinishedRuns:
     cdef public object last_id
     cdef public double finished_at
 
-    @cython.locals(record=tuple, out=JsonWriter, mark=Py_ssize_t, ended="long long",
-                   finished=double)
+    @cython.locals(record=tuple, out=JsonWriter, mark=Py_ssize_t, finished=double)
     cpdef add(self, Run r, double offset)
     @cython.locals(out=JsonWriter)
     cpdef str block(self)

@@ -52,6 +52,18 @@ def _us(x: float) -> int:
     return int(x)
 
 
+def _number(out: Any, x: Any) -> None:
+    """A record's integer or float field, written as msgspec would write that value: the
+    writer's fast paths take an int as an int and a float as a float (a field built by hand
+    with the other type, or with anything else, goes through msgspec)."""
+    if type(x) is int:
+        out.integer(x)  # OverflowError beyond a C long long: the record goes whole
+    elif type(x) is float:
+        out.real(x)
+    else:
+        out.value(x)
+
+
 def clean_text(value: str | None) -> str | None:
     """A free-text column (an error, from any exception a strategy raises): a NUL is spelled
     out (SQLite's text functions end a string there), and so is a lone surrogate (it cannot be
@@ -244,8 +256,10 @@ def symbol_batch(states: list[Any]) -> str:
         mark = len(out)
         try:
             _write_symbol(out, s)
-        except _UNWRITABLE:
+        except BaseException as exc:
             out.truncate(mark)
+            if not isinstance(exc, _UNWRITABLE):
+                raise
             out.text(s.key)
             out.byte(0x3A)
             out.value(symbol_record(s))
@@ -277,7 +291,7 @@ def _write_symbol(out: Any, s: Any) -> None:
         out.raw(b'"processing",')
     else:
         raise TypeError(f"status {status!r}: written whole")  # failed: it has an error
-    out.integer(s.priority)
+    _number(out, s.priority)
     processed = s.last_processed
     if processed is None:
         out.raw(b',null,null,')
@@ -295,23 +309,23 @@ def _write_symbol(out: Any, s: Any) -> None:
     out.raw(b'{"symbol":')
     out.text(f[0])
     out.raw(b',"ts":')
-    out.real(f[1])
+    _number(out, f[1])
     out.raw(b',"price":')
-    out.real(f[2])
+    _number(out, f[2])
     out.raw(b',"volume":')
-    out.real(f[3])
+    _number(out, f[3])
     bid = f[4]
     if bid is None:
         out.raw(b',"bid":null')
     else:
         out.raw(b',"bid":')
-        out.real(bid)
+        _number(out, bid)
     ask = f[5]
     if ask is None:
         out.raw(b',"ask":null}],')
     else:
         out.raw(b',"ask":')
-        out.real(ask)
+        _number(out, ask)
         out.raw(b'}],')
 
 
@@ -340,23 +354,24 @@ class FinishedRuns:
         out = self.out
         mark = len(out)
         try:
-            ended = _write_completed(out, r, offset)
-        except _UNWRITABLE:
-            out.truncate(mark)  # what the attempt left: the record goes whole through msgspec
-            record = completed_record(r, offset)
+            finished = _write_completed(out, r, offset) / 1e6
+        except BaseException as exc:
+            out.truncate(mark)  # what the attempt left
+            if not isinstance(exc, _UNWRITABLE):
+                raise
+            record = completed_record(r, offset)  # the record goes whole through msgspec
             try:
                 out.value(record)
             except _UNENCODABLE:
                 out.value((*record[:7], _fix_outputs(record[7]), *record[8:]))
             out.byte(_COMMA)
-            ended = record[6]
+            finished = record[6] / 1e6
         self.count += 1
         rid = r.id
         if self.first_id == 0 or rid < self.first_id:
             self.first_id = rid
         if rid > self.last_id:
             self.last_id = rid
-        finished: float = ended / 1e6
         if finished > self.finished_at:
             self.finished_at = finished
         if r.stored:
@@ -388,15 +403,15 @@ def _write_completed(out: Any, r: Any, offset: float) -> int:
     at = (trigger_at if finished is None else finished) + offset
     ended = _us(at * 1e6 + 0.5)
     out.byte(0x5B)
-    out.integer(r.id)
+    _number(out, r.id)
     out.byte(_COMMA)
     out.text(r.workflow.name)
     out.byte(_COMMA)
     out.text(r.symbol.name)
     out.byte(_COMMA)
-    out.integer(r.priority)
+    _number(out, r.priority)
     out.byte(_COMMA)
-    out.real(r.tick.ts)
+    _number(out, r.tick.ts)
     out.byte(_COMMA)
     out.integer(created)
     out.byte(_COMMA)
@@ -474,8 +489,10 @@ class JournalLog:
             mark = len(out)
             try:
                 _write_data_ready(out, seq, _us(at * 1e6 + 0.5), event)
-            except _UNWRITABLE:
-                out.truncate(mark)
+            except BaseException as exc:
+                out.truncate(mark)  # nothing half-written is left for the commit
+                if not isinstance(exc, _UNWRITABLE):
+                    raise
             else:
                 return self._count(seq, at)
         return self._append((seq, int(at * 1e6 + 0.5), event), at)
@@ -534,36 +551,36 @@ def _write_data_ready(out: Any, seq: int, received_us: int, e: Any) -> None:
     """The journal record ``[seq, received_us, event]`` of DATA_READY ``e`` and a comma,
     written piece by piece: the event's fields in msgspec's order, its tag first."""
     out.byte(0x5B)
-    out.integer(seq)
+    _number(out, seq)
     out.byte(_COMMA)
     out.integer(received_us)
     f = _astuple(e)  # symbol, ts, price, volume, bid, ask, priority
     out.raw(b',{"type":"DATA_READY","symbol":')
     out.text(f[0])
     out.raw(b',"ts":')
-    out.real(f[1])
+    _number(out, f[1])
     out.raw(b',"price":')
-    out.real(f[2])
+    _number(out, f[2])
     out.raw(b',"volume":')
-    out.real(f[3])
+    _number(out, f[3])
     bid = f[4]
     if bid is None:
         out.raw(b',"bid":null')
     else:
         out.raw(b',"bid":')
-        out.real(bid)
+        _number(out, bid)
     ask = f[5]
     if ask is None:
         out.raw(b',"ask":null')
     else:
         out.raw(b',"ask":')
-        out.real(ask)
+        _number(out, ask)
     priority = f[6]
     if priority is None:
         out.raw(b',"priority":null}],')
     else:
         out.raw(b',"priority":')
-        out.integer(priority)
+        _number(out, priority)
         out.raw(b'}],')
 
 

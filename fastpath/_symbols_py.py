@@ -81,7 +81,7 @@ class SymbolState:
         self.last_error: str | None = None
         self.runs: set[Any] = set()  # its live runs (pending, running, or with a follow-up)
         self.logged = False  # in its table's change log (SymbolTable.take_changed)
-        self.key = f"{id}:{name}"  # its key in storage's batches (fastpath.records.symbol_rows)
+        self.key = f"{id}:{name}"  # its key in storage's batches (fastpath.records.symbol_batch)
 
     @property
     def active_runs(self) -> int:

@@ -187,3 +187,13 @@ def test_none_is_refused_where_bytes_or_text_are_expected(jsonw_module: ModuleTy
     with pytest.raises(TypeError, match="expected str, got NoneType"):
         w.text(None)
     assert w.take() == ""
+
+
+@pytest.mark.parametrize("c", [-1, 0xE9, 300])
+def test_punctuation_must_be_ascii(jsonw_module: ModuleType, c: int) -> None:
+    w = jsonw_module.JsonWriter()
+    with pytest.raises(ValueError, match="not an ASCII character"):
+        w.byte(c)
+    with pytest.raises(ValueError, match="not an ASCII character"):
+        w.close(c)
+    assert w.take() == ""
