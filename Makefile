@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install system-deps build test test-pure bench bench-heap bench-engine lint run clean
+.PHONY: install system-deps build test test-pure bench bench-heap bench-engine bench-storage bench-instructions lint run clean
 
 # A venv with tickflow installed editable (which compiles fastpath) plus the dev tools.
 $(STAMP): pyproject.toml setup.py
@@ -58,6 +58,14 @@ bench-engine: build
 	$(BIN)/python -m pytest benchmarks/test_bench_engine.py -q --benchmark-json=.benchmarks/engine-drain.json
 	$(BIN)/python -m benchmarks.engine_load
 
+# Storage on vs off: writer throughput, drain and steady runs/s, one run (~50 s).
+bench-storage: build
+	$(BIN)/python -m benchmarks.bench_storage --rounds 9 --duration 2
+
+# The event loop's instructions per run, storage off and on (callgrind: needs valgrind, ~2 min).
+bench-instructions: build
+	$(BIN)/python -m benchmarks.loop_instructions
+
 bench: bench-heap bench-engine
 
 lint: $(STAMP)
@@ -68,4 +76,4 @@ run: build
 	$(BIN)/tickflow run
 
 clean:
-	rm -rf build dist *.egg-info fastpath/_heap.c fastpath/*.so .benchmarks
+	rm -rf build dist *.egg-info fastpath/*.c fastpath/*.so .benchmarks
