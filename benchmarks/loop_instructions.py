@@ -26,31 +26,15 @@ from pathlib import Path
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
-async def _drain(runs: int, db: Path | None) -> None:
-    from benchmarks.engine_load import engine_toml, mixed_events
-    from engine.config import loads_config
-    from engine.engine import Engine
-
-    toml = engine_toml()
-    if db is not None:
-        toml += f'\n[storage]\npath = "{db}"\n'
-    engine = Engine(loads_config(toml), sources=[], persist=db is not None)
-    events = mixed_events(runs)
-    async with engine.session():
-        for event in events:
-            engine.submit_nowait(event)
-        await engine.wait_idle()
-        if engine.persistence is not None and engine.persistence.writer is not None:
-            await engine.persistence.writer.flush()
-
-
 def _child(storage: bool, runs: int) -> None:
     import uvloop
+
+    from benchmarks.bench_storage import drain
 
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "loop.db" if storage else None
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(_drain(runs, db))
+            runner.run(drain(runs, db))
 
 
 def _count(storage: bool, runs: int) -> int:

@@ -69,6 +69,8 @@ cpdef tuple _fix_outputs(tuple steps)
 @cython.locals(r=Run, rows=list)
 cpdef list run_rows(list runs, double offset, object routes)
 
+cpdef _write_tick(JsonWriter out, tuple f)
+
 @cython.locals(f=tuple)
 cpdef _write_data_ready(JsonWriter out, object seq, long long received_us, object e)
 

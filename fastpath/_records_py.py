@@ -305,8 +305,15 @@ def _write_symbol(out: Any, s: Any) -> None:
     if tick is None:
         out.raw(b'null],')
         return
-    f = _astuple(tick)  # symbol, ts, price, volume, bid, ask
-    out.raw(b'{"symbol":')
+    out.byte(0x7B)
+    _write_tick(out, _astuple(tick))
+    out.raw(b'}],')
+
+
+def _write_tick(out: Any, f: tuple[Any, ...]) -> None:
+    """A tick's fields, ``"symbol":...`` to ``"ask":...``, from ``f`` -- a Tick's fields, or
+    a DATA_READY's (the same six first, in the same order)."""
+    out.raw(b'"symbol":')
     out.text(f[0])
     out.raw(b',"ts":')
     _number(out, f[1])
@@ -322,11 +329,10 @@ def _write_symbol(out: Any, s: Any) -> None:
         _number(out, bid)
     ask = f[5]
     if ask is None:
-        out.raw(b',"ask":null}],')
+        out.raw(b',"ask":null')
     else:
         out.raw(b',"ask":')
         _number(out, ask)
-        out.raw(b'}],')
 
 
 class FinishedRuns:
@@ -555,26 +561,8 @@ def _write_data_ready(out: Any, seq: int, received_us: int, e: Any) -> None:
     out.byte(_COMMA)
     out.integer(received_us)
     f = _astuple(e)  # symbol, ts, price, volume, bid, ask, priority
-    out.raw(b',{"type":"DATA_READY","symbol":')
-    out.text(f[0])
-    out.raw(b',"ts":')
-    _number(out, f[1])
-    out.raw(b',"price":')
-    _number(out, f[2])
-    out.raw(b',"volume":')
-    _number(out, f[3])
-    bid = f[4]
-    if bid is None:
-        out.raw(b',"bid":null')
-    else:
-        out.raw(b',"bid":')
-        _number(out, bid)
-    ask = f[5]
-    if ask is None:
-        out.raw(b',"ask":null')
-    else:
-        out.raw(b',"ask":')
-        _number(out, ask)
+    out.raw(b',{"type":"DATA_READY",')
+    _write_tick(out, f)
     priority = f[6]
     if priority is None:
         out.raw(b',"priority":null}],')
