@@ -36,8 +36,11 @@ cdef class FinishedRuns:
 
 
 @cython.locals(r=Run, st=StepRun, trigger_at=double, at=double, created="long long",
-               ended="long long", us="long long")
+               ended="long long")
 cpdef long long _write_completed(JsonWriter out, object r, double offset) except? -1
+
+@cython.locals(at=double)
+cpdef _after(JsonWriter out, object when, double trigger_at)
 
 @cython.locals(s=SymbolState, at=double, us="long long", f=tuple)
 cpdef _write_symbol(JsonWriter out, object s)
@@ -70,6 +73,8 @@ cpdef tuple _fix_outputs(tuple steps)
 cpdef list run_rows(list runs, double offset, object routes)
 
 cpdef _write_tick(JsonWriter out, tuple f)
+
+cpdef _optional(JsonWriter out, bytes key, object x)
 
 @cython.locals(f=tuple)
 cpdef _write_data_ready(JsonWriter out, object seq, long long received_us, object e)

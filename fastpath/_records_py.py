@@ -321,18 +321,17 @@ def _write_tick(out: Any, f: tuple[Any, ...]) -> None:
     _number(out, f[2])
     out.raw(b',"volume":')
     _number(out, f[3])
-    bid = f[4]
-    if bid is None:
-        out.raw(b',"bid":null')
+    _optional(out, b',"bid":', f[4])
+    _optional(out, b',"ask":', f[5])
+
+
+def _optional(out: Any, key: bytes, x: Any) -> None:
+    """``key`` (a comma, the field's name and a colon), then ``x``: a number or null."""
+    out.raw(key)
+    if x is None:
+        out.null()
     else:
-        out.raw(b',"bid":')
-        _number(out, bid)
-    ask = f[5]
-    if ask is None:
-        out.raw(b',"ask":null')
-    else:
-        out.raw(b',"ask":')
-        _number(out, ask)
+        _number(out, x)
 
 
 class FinishedRuns:
@@ -434,26 +433,22 @@ def _write_completed(out: Any, r: Any, offset: float) -> int:
             raise TypeError("an unusual step: written whole")
         out.byte(0x5B)
         out.text(st.spec.name)
-        started = st.started_at
-        if started is None:
-            out.raw(b',null')
-        else:
-            at = started
-            us = _us((at - trigger_at) * 1e6)
-            out.byte(_COMMA)
-            out.integer(us)
-        done = st.finished_at
-        if done is None:
-            out.raw(b',null],')
-        else:
-            at = done
-            us = _us((at - trigger_at) * 1e6)
-            out.byte(_COMMA)
-            out.integer(us)
-            out.raw(b'],')
+        _after(out, st.started_at, trigger_at)
+        _after(out, st.finished_at, trigger_at)
+        out.raw(b'],')
     out.close(0x5D)
     out.raw(b'],')
     return ended
+
+
+def _after(out: Any, when: float | None, trigger_at: float) -> None:
+    """A comma, then ``when`` as integer microseconds after ``trigger_at`` (or null)."""
+    out.byte(_COMMA)
+    if when is None:
+        out.null()
+    else:
+        at = when
+        out.integer(_us((at - trigger_at) * 1e6))
 
 
 class JournalLog:
@@ -563,13 +558,8 @@ def _write_data_ready(out: Any, seq: int, received_us: int, e: Any) -> None:
     f = _astuple(e)  # symbol, ts, price, volume, bid, ask, priority
     out.raw(b',{"type":"DATA_READY",')
     _write_tick(out, f)
-    priority = f[6]
-    if priority is None:
-        out.raw(b',"priority":null}],')
-    else:
-        out.raw(b',"priority":')
-        _number(out, priority)
-        out.raw(b'}],')
+    _optional(out, b',"priority":', f[6])
+    out.raw(b'}],')
 
 
 def run_rows(
