@@ -64,9 +64,6 @@ cpdef object run_record(object r, double offset, object routes)
 @cython.locals(r=Run, trigger_at=double, at=double)
 cpdef tuple completed_record(object r, double offset)
 
-@cython.locals(s=SymbolState)
-cpdef dict symbol_rows(list states)
-
 cpdef tuple _fix_outputs(tuple steps)
 
 @cython.locals(r=Run, rows=list)

@@ -22,7 +22,7 @@ from fastpath.symbols import Phase, SymbolStatus
 
 __all__ = [
     "FinishedRuns", "JournalLog", "clean_text", "completed_record", "run_record", "run_rows",
-    "steps_json", "symbol_batch", "symbol_record", "symbol_rows",
+    "steps_json", "symbol_batch", "symbol_record",
 ]
 
 _encoder = msgspec.json.Encoder()
@@ -231,11 +231,6 @@ def completed_record(r: Any, offset: float) -> tuple[Any, ...]:
             steps, outcome, None if error is None else clean_text(error))
 
 
-def symbol_rows(states: list[Any]) -> dict[str, Any]:
-    """The records of ``states``, keyed ``"id:name"``."""
-    return {s.key: symbol_record(s) for s in states}
-
-
 # The batch's writer, kept: its buffer is reused from one commit to the next instead of being
 # allocated (and faulted in) afresh. A batch is written and taken in one call, on the loop.
 _SYMBOLS_OUT = _jsonw.JsonWriter(1 << 16)
@@ -247,8 +242,8 @@ _PROCESSING = SymbolStatus.PROCESSING
 
 
 def symbol_batch(states: list[Any]) -> str:
-    """The records of ``states`` as one JSON object keyed ``"id:name"``: :func:`symbol_rows`
-    encoded, written straight out (:func:`_write_symbol`)."""
+    """The records of ``states`` (:func:`symbol_record`) as one JSON object keyed
+    ``"id:name"``, written straight out (:func:`_write_symbol`)."""
     out = _SYMBOLS_OUT
     out.truncate(0)  # what an interrupted call left
     out.byte(0x7B)

@@ -25,7 +25,6 @@ __all__ = [
     "steps_json",
     "symbol_batch",
     "symbol_record",
-    "symbol_rows",
 ]
 
 _impl, RECORDS_IMPLEMENTATION = choose(
@@ -44,7 +43,6 @@ if TYPE_CHECKING:  # the twin's types; the same names at run time, from the chos
         steps_json,
         symbol_batch,
         symbol_record,
-        symbol_rows,
     )
 else:
     globals().update({n: getattr(_impl, n) for n in __all__ if not n.endswith("IMPLEMENTATION")})

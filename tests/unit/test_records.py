@@ -22,7 +22,7 @@ from fastpath.records import (
     JournalLog,
     completed_record,
     symbol_batch,
-    symbol_rows,
+    symbol_record,
 )
 
 _decode = msgspec.json.decode
@@ -90,7 +90,7 @@ def test_a_symbol_batch_reads_back_as_the_symbols_records(
         elif fate == "failed":
             table.mark_failed(state, f"boom \x00 {name}", when)
         states.append(state)
-    _same(symbol_batch(states), _encode(symbol_rows(states)))
+    _same(symbol_batch(states), _encode({s.key: symbol_record(s) for s in states}))
 
 
 def _run(wf: Any, run_id: int, spec: dict[str, Any]) -> Run:
