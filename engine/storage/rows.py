@@ -1,23 +1,27 @@
-"""The rows of one commit: built from live objects, sent as a few statements.
+"""The rows of one commit: built from live objects, sent as one statement.
 
 Split from :mod:`engine.storage.writer`, which decides *when* to commit; this module decides
 *what* a commit writes and how the rows travel. The records themselves are built by
 :mod:`fastpath.records` (compiled).
 
 How rows travel, and why (measured; docs/storage.md, "Cost"): whatever the SQLite thread does
-while holding the GIL is taken from the event loop, and binding parameters holds it -- about a
-tenth of a microsecond per value, two dozen values per run with a row per run and symbol. So:
+while holding the GIL is taken from the event loop, and so is every hand-over of the GIL
+between the two. So a commit is ONE statement, ``INSERT INTO commits``, whose trigger
+(schema v5) writes everything, as SQLite's own transaction:
 
-* completed runs (nearly all runs) go as ONE JSON array per commit, stored as it is
+* completed runs (nearly all runs) as ONE JSON array per commit, stored as it is
   (`run_blocks`): nothing to bind or expand per run. Their records are made as they end
   (:class:`fastpath.records.FinishedRuns`), so finished runs are freed at once;
 * accepted events likewise (`journal_blocks`);
-* changed symbols go as one JSON object, keyed "id:name", expanded by ``json_each`` inside an
+* changed symbols as one JSON object, keyed "id:name", expanded by ``json_each`` inside an
   upsert, each symbol's record stored as the JSON text it comes out as (`symbol_rows`): parsing
   it again column by column cost the SQLite thread ~7 us a symbol (SQLite 3.40 has no parse
-  cache), most of its time under load;
-* the few runs that need a row of their own (in flight with progress, failed, cancelled) are
-  bound as a multi-row statement.
+  cache);
+* the few runs that need a row of their own (in flight with progress, failed, cancelled) as
+  one JSON array of rows, expanded likewise.
+
+Orders, fills and positions -- a few per commit at most -- follow as statements of their own,
+in the same explicit transaction (:attr:`Rows.single` is then false).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from ..symbols import SymbolState
 if TYPE_CHECKING:
     from strategies.broker import PaperBroker
 
-__all__ = ["CHUNKS", "JOURNAL_SQL", "Journal", "Rows", "Table"]
+__all__ = ["COMMIT_SQL", "Journal", "Rows"]
 
 _encode = msgspec.json.Encoder().encode
 
@@ -52,64 +56,8 @@ class Journal(NamedTuple):
     events: str  # the records, as one JSON array
 
 
-# A multi-row statement's row count is padded up to one of a few sizes (padding rows are all
-# NULL and filtered out), so each table keeps a few prepared statements in the connection's
-# cache.
-CHUNKS = (8, 64, 512)
-
-
-class Table:
-    """One table's multi-row INSERT (or upsert), for each padded size in :data:`CHUNKS`."""
-
-    __slots__ = ("columns", "sql")
-
-    def __init__(self, insert: str, columns: int, tail: str = "") -> None:
-        self.columns = columns
-        one = "(" + ",".join("?" * columns) + ")"
-        self.sql = {
-            n: f"{insert} SELECT * FROM (VALUES {','.join([one] * n)}) "
-               f"WHERE column1 IS NOT NULL {tail}"
-            for n in CHUNKS
-        }
-
-    def statements(self, flat: list[Any]) -> list[tuple[str, list[Any]]]:
-        """The statements writing ``flat`` (the rows' values, one row after another)."""
-        out = []
-        columns = self.columns
-        step = CHUNKS[-1] * columns
-        for first in range(0, len(flat), step):
-            params = flat[first:first + step]
-            rows = len(params) // columns
-            size = next(n for n in CHUNKS if n >= rows)
-            if size > rows:
-                params.extend([None] * ((size - rows) * columns))
-            out.append((self.sql[size], params))
-        return out
-
-
-JOURNAL_SQL = (
-    "INSERT INTO journal_blocks (first_seq, last_seq, first_at, last_at, events) "
-    "VALUES (?, ?, ?, ?, ?)"
-)
-_RUN_BLOCK_SQL = (
-    "INSERT INTO run_blocks (first_id, last_id, finished_at, runs, records) VALUES (?, ?, ?, ?, ?)"
-)
-_UNROW_SQL = "DELETE FROM run_rows WHERE id IN (SELECT value FROM json_each(?))"
-# The batch is a JSON object keyed "id:name" (the id's digits end at the first colon): each
-# record goes in as the text json_each hands out, never parsed again column by column.
-_SYMBOLS_SQL = (
-    "INSERT INTO symbol_rows (id, name, record, updated_at) "
-    "SELECT CAST(key AS INTEGER), substr(key, instr(key, ':') + 1), value, ?2 "
-    "FROM json_each(?1) WHERE true "
-    "ON CONFLICT (id) DO UPDATE SET record = excluded.record, updated_at = excluded.updated_at"
-)
-RUNS = Table(
-    "INSERT INTO run_rows (id, workflow, symbol, state, outcome, priority, tick, tick_ts, "
-    "created_at, finished_at, error, steps)", 12,
-    "ON CONFLICT (id) DO UPDATE SET state=excluded.state, outcome=excluded.outcome, "
-    "priority=excluded.priority, tick=excluded.tick, tick_ts=excluded.tick_ts, "
-    "finished_at=excluded.finished_at, error=excluded.error, steps=excluded.steps",
-)
+# The columns of the view `commits` (engine/storage/schema.py, v5), in order.
+COMMIT_SQL = "INSERT INTO commits VALUES (" + ",".join("?" * 16) + ")"
 
 
 class Rows:
@@ -121,6 +69,7 @@ class Rows:
 
     __slots__ = (
         "accounts",
+        "commit",
         "fills",
         "finished",
         "now",
@@ -129,7 +78,6 @@ class Rows:
         "positions",
         "routes",
         "runs",
-        "statements",
         "symbols",
     )
 
@@ -149,7 +97,7 @@ class Rows:
         self.fills: list[tuple[Any, ...]] = []
         self.positions: list[tuple[Any, ...]] = []
         self.accounts: list[tuple[Any, ...]] = []
-        self.statements: list[tuple[str, Any]] = []
+        self.commit: tuple[Any, ...] = ()  # the parameters of COMMIT_SQL (encode)
 
     def add_symbols(self, states: list[SymbolState]) -> None:
         if states:
@@ -184,37 +132,35 @@ class Rows:
             (1, snap.cash, snap.fees_paid, snap.orders, snap.fills, snap.duplicates, self.now)
         )
 
-    def encode(self, journal: Journal) -> None:
-        """Encode and bind the rows now, on the loop, before the transaction opens: what is
-        written is the objects' state at this instant (a later change to an output does not
-        leak in), and an encoding error cannot leave a transaction open."""
-        statements: list[tuple[str, Any]] = []
+    def encode(self, journal: Journal, max_run_id: int | None = None) -> None:
+        """Encode the rows now, on the loop, before the transaction opens: what is written is
+        the objects' state at this instant (a later change to an output does not leak in),
+        and an encoding error cannot leave a transaction open. ``max_run_id``: the highest run
+        id handed out (kept in `meta` with the highest journal seq; ids are never reused)."""
+        events: tuple[Any, ...] = (None,) * 5
         if journal.records:
-            statements.append((JOURNAL_SQL, (
-                journal.first_seq, journal.last_seq, journal.first_at, journal.last_at,
-                journal.events,
-            )))
-        if self.symbols:
-            statements.append((_SYMBOLS_SQL, (self.symbols, self.now)))
+            events = (journal.first_seq, journal.last_seq, journal.first_at, journal.last_at,
+                      journal.events)
+        block: tuple[Any, ...] = (None,) * 6
         finished = self.finished
         if finished is not None and finished.count:
-            statements.append((_RUN_BLOCK_SQL, (
-                finished.first_id, finished.last_id, finished.finished_at,
-                finished.count, finished.block(),
-            )))
-            if finished.unrow:
-                statements.append((_UNROW_SQL, (_encode(finished.unrow).decode(),)))
-        if self.runs:
-            flat: list[Any] = []
-            for row in self.runs:
-                flat.extend(row[:11])
-                flat.append(steps_json(row[11]))
-            statements += RUNS.statements(flat)
-        self.statements = statements
+            block = (finished.first_id, finished.last_id, finished.finished_at, finished.count,
+                     finished.block(),
+                     _encode(finished.unrow).decode() if finished.unrow else None)
+        self.commit = (
+            *events, self.symbols or None, self.now, *block,
+            _runs_json(self.runs) if self.runs else None,
+            max_run_id or None, journal.last_seq if journal.records else None,
+        )
+
+    @property
+    def single(self) -> bool:
+        """Whether the commit is the one statement (:data:`COMMIT_SQL`) and nothing else."""
+        return not (self.orders or self.fills or self.positions or self.accounts)
 
     async def write(self, conn: aiosqlite.Connection) -> None:
-        for sql, params in self.statements:
-            await conn.execute(sql, params)
+        """The whole commit, inside a transaction the caller opened."""
+        await conn.execute(COMMIT_SQL, self.commit)
         if self.orders:
             # A retried order returns its original fill: the first record stands.
             await conn.executemany(
@@ -239,3 +185,12 @@ class Rows:
                 "updated_at=excluded.updated_at",
                 self.accounts,
             )
+
+
+def _runs_json(rows: list[tuple[Any, ...]]) -> str:
+    """The rows of `run_rows` (:func:`fastpath.records.run_record`) as one JSON array, the
+    encoded tick and steps of each embedded as they are."""
+    raw = msgspec.Raw
+    return _encode([
+        (*row[:6], raw(row[6]), *row[7:11], raw(steps_json(row[11]))) for row in rows
+    ]).decode()

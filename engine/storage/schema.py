@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __all__ = ["MIGRATIONS", "PRAGMAS", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # v1: the first release of the schema.
 _V1 = """
@@ -254,7 +254,57 @@ CREATE VIEW journal (seq, received_at, type, symbol, payload) AS
     FROM journal_blocks b, json_each(b.events) e
 """
 
-MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
+# v5: a commit is one statement. The writer inserts one row into the view `commits`; its
+# trigger writes the journal block, the changed symbols, the completed runs' block, the rows of
+# runs in flight and the high-water marks, and SQLite runs it as its own transaction. The SQLite
+# thread then needs the GIL twice per commit (to take the statement, to hand back the result)
+# instead of around every statement of a dozen: each time, it waits for the event loop to
+# let go of it, and the loop waits for it in turn (docs/storage.md, "Cost"). The view reads as
+# empty: it is only written.
+_V5 = """
+CREATE VIEW commits (first_seq, last_seq, first_at, last_at, events, symbols, at, first_id,
+                     last_id, finished_at, runs, records, unrow, run_rows, max_run_id, max_seq)
+    AS SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+              NULL, NULL, NULL
+    WHERE 0;
+CREATE TRIGGER commits_insert INSTEAD OF INSERT ON commits BEGIN
+    INSERT INTO journal_blocks (first_seq, last_seq, first_at, last_at, events)
+        SELECT NEW.first_seq, NEW.last_seq, NEW.first_at, NEW.last_at, NEW.events
+        WHERE NEW.events IS NOT NULL;
+    -- The batch is a JSON object keyed "id:name" (the id's digits end at the first colon):
+    -- each record goes in as the text json_each hands out, never parsed column by column.
+    INSERT INTO symbol_rows (id, name, record, updated_at)
+        SELECT CAST(key AS INTEGER), substr(key, instr(key, ':') + 1), value, NEW.at
+        FROM json_each(NEW.symbols) WHERE true
+        ON CONFLICT (id) DO UPDATE SET record = excluded.record, updated_at = excluded.updated_at;
+    INSERT INTO run_blocks (first_id, last_id, finished_at, runs, records)
+        SELECT NEW.first_id, NEW.last_id, NEW.finished_at, NEW.runs, NEW.records
+        WHERE NEW.records IS NOT NULL;
+    DELETE FROM run_rows WHERE id IN (SELECT value FROM json_each(NEW.unrow));
+    -- One JSON array per run (fastpath/_records_py.py, run_record); its tick and steps are
+    -- stored as the JSON text they are. A tick_ts of null is msgspec's spelling of +inf (the
+    -- only non-finite value a DATA_READY's ts >= 0 admits).
+    INSERT INTO run_rows (id, workflow, symbol, state, outcome, priority, tick, tick_ts,
+                          created_at, finished_at, error, steps)
+        SELECT r.value->>0, r.value->>1, r.value->>2, r.value->>3, r.value->>4, r.value->>5,
+               CAST(r.value->6 AS BLOB), IFNULL(r.value->>7, 9e999), r.value->>8, r.value->>9,
+               r.value->>10, r.value->11
+        FROM json_each(NEW.run_rows) r WHERE true
+        ON CONFLICT (id) DO UPDATE SET state = excluded.state, outcome = excluded.outcome,
+            priority = excluded.priority, tick = excluded.tick, tick_ts = excluded.tick_ts,
+            finished_at = excluded.finished_at, error = excluded.error, steps = excluded.steps;
+    INSERT INTO meta (key, value)
+        SELECT 'max_run_id', NEW.max_run_id WHERE NEW.max_run_id IS NOT NULL
+        ON CONFLICT (key) DO UPDATE
+        SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER));
+    INSERT INTO meta (key, value)
+        SELECT 'max_seq', NEW.max_seq WHERE NEW.max_seq IS NOT NULL
+        ON CONFLICT (key) DO UPDATE
+        SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER));
+END
+"""
+
+MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5}
 
 # WAL lets `tickflow status` read while the daemon writes. synchronous=NORMAL in WAL mode makes
 # every commit durable against a process crash (kill -9) -- the WAL frames are in the OS before

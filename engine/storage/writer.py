@@ -30,7 +30,7 @@ from fastpath.records import JournalLog
 
 from ..errors import StorageError
 from ..symbols import SymbolTable
-from .rows import Journal, Rows
+from .rows import COMMIT_SQL, Journal, Rows
 
 if TYPE_CHECKING:
     from fastpath.flow import CoordinatorCore
@@ -255,18 +255,13 @@ class StorageWriter:
             rows.order(outcome, run_id)
         if orders:
             rows.account(self.broker, positions)
-        rows.encode(journal)
         # Run ids and journal seqs are never reused, even once retention has pruned every row
         # that carried them: a reused run id would reuse its order steps' client order ids. So
         # every run id handed out so far counts, its run stored or not (one that crashed before
         # it was stored must not lend its id to another after a restart).
-        high = []
-        if source is not None and source.last_run_id:
-            high.append(("max_run_id", source.last_run_id))
-        if journal.records:
-            high.append(("max_seq", journal.last_seq))
+        rows.encode(journal, None if source is None else source.last_run_id)
         started = time.perf_counter()
-        transaction = asyncio.ensure_future(self._transaction(rows, dropped, high, now))
+        transaction = asyncio.ensure_future(self._transaction(rows, dropped, now))
         switch = _GilSwitch(
             asyncio.get_running_loop(), self.gil_switch_s, self.gil_switch_after_s
         )
@@ -283,15 +278,14 @@ class StorageWriter:
             raise
         self._committed(journal, count, started)
 
-    async def _transaction(
-        self,
-        rows: Rows,
-        dropped: list[int],
-        high: list[tuple[str, int]],
-        now: float,
-    ) -> None:
+    async def _transaction(self, rows: Rows, dropped: list[int], now: float) -> None:
         conn = self.conn
         try:
+            if rows.single and not dropped:
+                # The common commit: one statement, run by SQLite as its own transaction (the
+                # connection is in autocommit mode), all of it without the GIL.
+                await conn.execute(COMMIT_SQL, rows.commit)
+                return
             await conn.execute("BEGIN IMMEDIATE")
             await rows.write(conn)
             if dropped:
@@ -300,15 +294,9 @@ class StorageWriter:
                     "error='workflow no longer configured' WHERE id=?",
                     [(now, run_id) for run_id in dropped],
                 )
-            if high:
-                await conn.executemany(
-                    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
-                    "SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
-                    high,
-                )
             await conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(sqlite3.Error):  # none is open after a lone statement
                 await conn.execute("ROLLBACK")
             # Its records are gone with it: committing later batches on top would leave a hole
             # (later state without the runs, orders or fills that led to it). Stop writing.
@@ -403,7 +391,7 @@ class _GilSwitch:
     ``after`` (2 ms; at light load a commit takes about 1 ms, so one still going is being
     starved), until it ends.
 
-    The SQLite thread needs the GIL between statements (to take the next request, to bind its
+    The SQLite thread needs the GIL around each statement (to take the request, to bind its
     parameters, to report back), and a thread waiting for the GIL only gets it from a busy
     event loop when the interpreter forces a switch: after 5 ms by default. A commit of a dozen
     statements then took longer than the burst of work waiting for it, and under sustained load

@@ -142,3 +142,17 @@ def test_full_load_run_at_toy_size_writes_a_report(
     assert "tickflow" in capsys.readouterr().out
     assert engine_report.main([str(out), "--json"]) == 0
     assert set(orjson.loads(capsys.readouterr().out)) == {"meta", "summary", "ratios", "targets"}
+
+
+def test_storage_benchmark_at_toy_size_pairs_each_round() -> None:
+    """Every figure of ``bench_storage`` is made, and the paired ratios are the rounds' own
+    on/off ratios (what the README reports), bracketing their median."""
+    from benchmarks import bench_storage
+
+    result = bench_storage.run(rounds=2, runs=300, records=2_000, duration_s=0.2)
+    assert result["writer"]["records_per_s"] > 0
+    assert result["writer"]["commits"] >= 1
+    for name in ("drain", "steady"):
+        paired = result["paired_ratios"][name]
+        assert 0 < paired["min"] <= paired["median"] <= paired["max"]
+    assert result["steady_runs_per_s"]["commits_while_saturated"] >= 1
