@@ -9,13 +9,13 @@ cdef class JsonWriter:
     cdef bint utf8  # something not ASCII was written since the last take()
 
     cdef int _reserve(self, Py_ssize_t n) except -1
-    cpdef void raw(self, bytes piece) except *
-    cpdef void byte(self, int c) except *
-    cpdef void null(self) except *
-    cpdef void integer(self, long long v) except *
-    cpdef void real(self, double x) except *
-    cpdef void text(self, str s) except *
-    cpdef void value(self, object o) except *
-    cpdef void close(self, int bracket) except *
-    cpdef void truncate(self, Py_ssize_t size) except *
+    cpdef int raw(self, bytes piece) except -1
+    cpdef int byte(self, int c) except -1
+    cpdef int null(self) except -1
+    cpdef int integer(self, long long v) except -1
+    cpdef int real(self, double x) except -1
+    cpdef int text(self, str s) except -1
+    cpdef int value(self, object o) except -1
+    cpdef int close(self, int bracket) except -1
+    cpdef int truncate(self, Py_ssize_t size) except -1
     cpdef str take(self)

@@ -1,4 +1,6 @@
-# Type stub for the compiled JSON writer; the pure-Python twin has the same API.
+# Type stub for the compiled JSON writer; the pure-Python twin has the same API. (Called from
+# Python, the compiled writer's methods return 0, not None: in C they return a status, so that
+# the record builders learn of an error without asking the interpreter after every call.)
 from typing import Any
 
 class JsonWriter:

@@ -15,7 +15,7 @@ cdef double _US_LIMIT
 cdef object _astuple
 
 
-cpdef _number(JsonWriter out, object x)
+cpdef int _number(JsonWriter out, object x) except -1
 
 
 cdef long long _us(double x) except? -1
@@ -40,10 +40,10 @@ cdef class FinishedRuns:
 cpdef long long _write_completed(JsonWriter out, object r, double offset) except? -1
 
 @cython.locals(at=double)
-cpdef _after(JsonWriter out, object when, double trigger_at)
+cpdef int _after(JsonWriter out, object when, double trigger_at) except -1
 
 @cython.locals(s=SymbolState, at=double, us="long long", f=tuple)
-cpdef _write_symbol(JsonWriter out, object s)
+cpdef int _write_symbol(JsonWriter out, object s) except -1
 
 @cython.locals(out=JsonWriter, mark=Py_ssize_t)
 cpdef str symbol_batch(list states)
@@ -69,12 +69,12 @@ cpdef tuple _fix_outputs(tuple steps)
 @cython.locals(r=Run, rows=list)
 cpdef list run_rows(list runs, double offset, object routes)
 
-cpdef _write_tick(JsonWriter out, tuple f)
+cpdef int _write_tick(JsonWriter out, tuple f) except -1
 
-cpdef _optional(JsonWriter out, bytes key, object x)
+cpdef int _optional(JsonWriter out, bytes key, object x) except -1
 
 @cython.locals(f=tuple)
-cpdef _write_data_ready(JsonWriter out, object seq, long long received_us, object e)
+cpdef int _write_data_ready(JsonWriter out, object seq, long long received_us, object e) except -1
 
 
 cdef class JournalLog:

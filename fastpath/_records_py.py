@@ -299,10 +299,10 @@ def _write_symbol(out: Any, s: Any) -> None:
     tick = s.last_tick
     if tick is None:
         out.raw(b'null],')
-        return
-    out.byte(0x7B)
-    _write_tick(out, _astuple(tick))
-    out.raw(b'}],')
+    else:
+        out.byte(0x7B)
+        _write_tick(out, _astuple(tick))
+        out.raw(b'}],')
 
 
 def _write_tick(out: Any, f: tuple[Any, ...]) -> None:
