@@ -245,6 +245,7 @@ class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     path: str = ""
     synchronous: Literal["normal", "full", "extra"] = "normal"
     commit_interval_ms: PositiveFloat = 2.0
+    commit_gather_max_ms: PositiveFloat = 20.0
     batch_max: PositiveInt = 5000
     backlog_max: PositiveInt = 50_000
     retention_hours: PositiveFloat = 24.0

@@ -71,6 +71,7 @@ class Persistence:
             mono=self.engine.clock.now,
             next_seq=loaded.next_seq,
             commit_interval_s=s.commit_interval_ms / 1000.0,
+            gather_max_s=s.commit_gather_max_ms / 1000.0,
             batch_max=s.batch_max,
             backlog_max=s.backlog_max,
             retention_s=s.retention_hours * 3600.0,

@@ -764,3 +764,16 @@ def test_a_run_row_with_an_infinite_tick_ts_is_stored_as_infinite(tmp_path: Path
         (1, "pending", float("inf")),
     ]
     conn.close()
+
+
+def test_under_load_a_batch_gathers_as_long_as_the_last_commit_took_within_bounds() -> None:
+    """At light load a batch gathers for ``commit_interval``; once commits take longer, for as
+    long as the last one took (fewer, larger commits), never longer than ``gather_max``."""
+    writer = _writer(None, PaperBroker(), commit_interval_s=0.002, gather_max_s=0.02)
+    for last, gather in ((0.0, 0.002), (0.001, 0.002), (0.007, 0.007), (0.5, 0.02)):
+        writer.last_commit_s = last
+        assert writer.gather_s() == gather
+    # A bound below the interval is the interval: the adaptive gather is then off.
+    fixed = _writer(None, PaperBroker(), commit_interval_s=0.005, gather_max_s=0.001)
+    fixed.last_commit_s = 0.5
+    assert fixed.gather_s() == 0.005
