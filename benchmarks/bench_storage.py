@@ -177,6 +177,8 @@ def run(rounds: int, runs: int, records: int, duration_s: float = 1.0) -> dict[s
                               "commits_while_saturated": statistics.median(steady_commits)},
         "steady_ratio_on_vs_off": statistics.median(steady_on) / statistics.median(steady_off),
         "paired_ratios": {"drain": _paired(on, off), "steady": _paired(steady_on, steady_off)},
+        "rounds_runs_per_s": {"drain": {"off": off, "on": on},
+                              "steady": {"off": steady_off, "on": steady_on}},
         "rounds": rounds,
         "runs_per_round": runs,
     }

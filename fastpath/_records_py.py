@@ -33,7 +33,8 @@ _STEP_RUNNING = StepState.RUNNING
 _RUN_COMPLETED = RunState.COMPLETED
 _TERMINAL_STEP = frozenset(s for s in StepState if s.terminal)
 _TERMINAL_RUN = frozenset(s for s in RunState if s.terminal)
-_UNENCODABLE = (TypeError, msgspec.EncodeError, UnicodeError)
+# (RecursionError: an output nested deeper than msgspec goes.)
+_UNENCODABLE = (TypeError, msgspec.EncodeError, UnicodeError, RecursionError)
 # What a record written piece by piece may meet (an integer beyond a C long long, say): it is
 # cut off and written whole by msgspec instead, which also says what cannot be encoded at all.
 _UNWRITABLE = (TypeError, OverflowError, msgspec.EncodeError, UnicodeError)

@@ -282,8 +282,9 @@ CREATE TRIGGER commits_insert INSTEAD OF INSERT ON commits BEGIN
         WHERE NEW.records IS NOT NULL;
     DELETE FROM run_rows WHERE id IN (SELECT value FROM json_each(NEW.unrow));
     -- One JSON array per run (fastpath/_records_py.py, run_record); its tick and steps are
-    -- stored as the JSON text they are. A tick_ts of null is msgspec's spelling of +inf (the
-    -- only non-finite value a DATA_READY's ts >= 0 admits).
+    -- stored as the JSON text they are. A tick_ts of null is a non-finite ts, which msgspec
+    -- writes as null: intake admits only finite ts >= 0, so only a source built in Python
+    -- can hand one over; it is stored as +inf rather than fail the commit.
     INSERT INTO run_rows (id, workflow, symbol, state, outcome, priority, tick, tick_ts,
                           created_at, finished_at, error, steps)
         SELECT r.value->>0, r.value->>1, r.value->>2, r.value->>3, r.value->>4, r.value->>5,

@@ -76,6 +76,7 @@ class StorageWriter:
         self.mono = mono  # the engine's clock: runs and steps carry its instants
         self.commit_interval_s = commit_interval_s
         self.gather_max_s = max(gather_max_s, commit_interval_s)
+        self._loaded = False  # changes arrived while the last commit was being written
         self.batch_max = batch_max
         self.backlog_max = backlog_max
         self.retention_s = retention_s
@@ -195,6 +196,7 @@ class StorageWriter:
         (Cancelling it could cut a transaction in half.)"""
         self._stop = True
         self._wake.set()
+        self._full.set()  # a batch gathering now stops gathering
 
     async def run_forever(self) -> None:
         """The writer task (owned by the engine's task group); errors propagate to it."""
@@ -208,6 +210,9 @@ class StorageWriter:
                     async with asyncio.timeout(self.gather_s()):
                         await self._full.wait()
             await self.commit()
+            # Changes that arrived while it was being written (they set the wake-up the commit
+            # cleared) mean the writer is committing back to back: under load.
+            self._loaded = self._wake.is_set()
             if time.monotonic() >= next_prune:
                 await self.prune()
                 next_prune = time.monotonic() + self.prune_interval_s
@@ -215,17 +220,20 @@ class StorageWriter:
 
     def gather_s(self) -> float:
         """How long the next batch gathers before its commit: ``commit_interval_s``, or under
-        load as long as the last commit took, up to ``gather_max_s``.
+        load -- when changes arrived while the last commit was being written -- as long as
+        that commit took, up to ``gather_max_s``.
 
         Each commit costs the event loop something whatever its size -- taking the logs,
         writing every symbol that changed since the last one (a symbol whose run spans two
         commits is written twice), handing the statement to the SQLite thread and taking the
         result back -- so under load fewer, larger commits leave the loop more time for runs.
         Gathering as long as the last commit took keeps the SQLite thread busy at most about
-        half the time; at light load a commit takes about a millisecond and nothing changes.
-        An event then waits for its commit at most about three commits' time."""
+        half the time, and an event then waits for its commit at most about three commits'
+        time. Not at light load, slow commits or not (``synchronous = "full"``, a slow disk):
+        an event that arrives while nothing is being written is committed after
+        ``commit_interval_s``."""
         last = self.last_commit_s
-        if last <= self.commit_interval_s:
+        if not self._loaded or last <= self.commit_interval_s:
             return self.commit_interval_s
         return min(last, self.gather_max_s)
 

@@ -72,6 +72,22 @@ def test_integer_prints_every_long_long(jsonw_module: ModuleType, v: int) -> Non
     assert _one(jsonw_module, "integer", v) == str(v)
 
 
+@pytest.mark.parametrize(
+    "v",
+    [
+        0, 1, -1, 9, 10, 99, 100, 101, 12345678, 10**8 - 1, 10**8, 10**8 + 1, -(10**8),
+        10**9 + 7, 10**16 - 1, 10**16, 10**16 + 1, 1_779_000_000_123_456, 10**18,
+        -(10**18) - 1, 2**63 - 1, -(2**63), -(2**63) + 1,
+    ],
+)
+def test_integer_prints_the_edges_of_its_eight_digit_groups(
+    jsonw_module: ModuleType, v: int
+) -> None:
+    """The compiled writer prints eight digits at a time, the group's leading zeros kept:
+    the values where a group begins, ends or is all zeros, and the ends of a long long."""
+    assert _one(jsonw_module, "integer", v) == str(v)
+
+
 def test_integer_beyond_a_long_long_is_refused(jsonw_module: ModuleType) -> None:
     with pytest.raises(OverflowError, match="too large"):
         _one(jsonw_module, "integer", 2**63)

@@ -770,10 +770,143 @@ def test_under_load_a_batch_gathers_as_long_as_the_last_commit_took_within_bound
     """At light load a batch gathers for ``commit_interval``; once commits take longer, for as
     long as the last one took (fewer, larger commits), never longer than ``gather_max``."""
     writer = _writer(None, PaperBroker(), commit_interval_s=0.002, gather_max_s=0.02)
+    writer._loaded = True  # changes arrived while the last commit was written
     for last, gather in ((0.0, 0.002), (0.001, 0.002), (0.007, 0.007), (0.5, 0.02)):
         writer.last_commit_s = last
         assert writer.gather_s() == gather
+    writer._loaded = False  # nothing did: light load, however slow that commit was
+    assert writer.gather_s() == 0.002
     # A bound below the interval is the interval: the adaptive gather is then off.
     fixed = _writer(None, PaperBroker(), commit_interval_s=0.005, gather_max_s=0.001)
     fixed.last_commit_s = 0.5
+    fixed._loaded = True
     assert fixed.gather_s() == 0.005
+
+
+def test_at_light_load_a_slow_last_commit_does_not_delay_the_next(tmp_path: Path) -> None:
+    """The longer gather is for commits written back to back: an event arriving while nothing
+    is being written is committed after ``commit_interval``, however long the last commit took
+    (a slow disk, ``synchronous = "full"``)."""
+
+    async def scenario() -> None:
+        writer = _writer(await open_database(tmp_path / "t.db"), PaperBroker(),
+                         commit_interval_s=0.001, gather_max_s=3600.0)
+        task = asyncio.create_task(writer.run_forever())
+        try:
+            seq = writer.journal("DATA_READY", "AAPL", b"{}", 1.0)
+            async with asyncio.timeout(10):
+                await writer.wait_committed(seq)
+            writer.last_commit_s = 3600.0  # as if that commit had taken an hour
+            assert writer.gather_s() == 0.001  # nothing arrived while it was written
+            seq = writer.journal("DATA_READY", "AAPL", b"{}", 2.0)
+            async with asyncio.timeout(10):
+                await writer.wait_committed(seq)
+        finally:
+            writer.request_stop()
+            async with asyncio.timeout(10):
+                await task
+            await writer.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_gather_bound_comes_from_the_config(tmp_path: Path) -> None:
+    from engine.config import loads_config
+    from engine.engine import Engine
+
+    toml = STEPS_CONFIG + (
+        '[source]\nkind = "none"\n[storage]\n'
+        f'path = "{tmp_path / "t.db"}"\ncommit_interval_ms = 3.0\ncommit_gather_max_ms = 7.0\n'
+    )
+
+    async def scenario() -> tuple[float, float]:
+        engine = Engine(loads_config(toml), sources=[], persist=True)
+        async with engine.session():
+            assert engine.persistence is not None
+            assert engine.persistence.writer is not None
+            writer = engine.persistence.writer
+            return writer.commit_interval_s, writer.gather_max_s
+
+    assert asyncio.run(scenario()) == (0.003, 0.007)
+
+
+def test_a_failure_late_in_the_commit_statement_keeps_nothing_of_it(tmp_path: Path) -> None:
+    """The trigger writes the journal block and the symbols first; a run row that breaks a
+    constraint after them rolls the whole statement back (SQLite's own transaction), and the
+    writer stops: nothing after it may be written on top of the hole."""
+    from engine.storage.rows import Rows
+
+    async def scenario() -> None:
+        conn = await open_database(tmp_path / "t.db")
+        writer = _writer(conn, PaperBroker())
+        rows = Rows(1.0)
+        params: list[Any] = [None] * 16
+        params[0:5] = (1, 1, 1.0, 1.0, "[[1,1000000,{}]]")
+        params[5] = '{"1:AAPL":["idle","completed",1,null,null,null]}'
+        params[6] = 1.0
+        # A run row without its workflow: NOT NULL fails after the journal and symbols.
+        params[13] = '[[9,null,"AAPL","running",null,1,{},1.0,1.0,null,null,[]]]'
+        params[15] = 1
+        rows.commit = tuple(params)
+        with pytest.raises(StorageError, match="commit failed, stopping: NOT NULL"):
+            await writer._transaction(rows, [], 1.0)
+        assert not conn.in_transaction
+        with pytest.raises(StorageError, match="an earlier commit failed"):
+            await writer.commit()
+        await conn.close()
+
+    asyncio.run(scenario())
+    conn = sqlite3.connect(tmp_path / "t.db")
+    assert conn.execute("SELECT COUNT(*) FROM journal_blocks").fetchone() == (0,)
+    assert conn.execute("SELECT COUNT(*) FROM symbol_rows").fetchone() == (0,)
+    assert conn.execute("SELECT value FROM meta WHERE key='max_seq'").fetchone() is None
+    conn.close()
+
+
+def test_a_v4_file_with_data_is_migrated_to_v5_and_commits_through_the_view(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "t.db"
+    conn = sqlite3.connect(path)
+    for version in range(1, 5):
+        conn.executescript(MIGRATIONS[version])
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '4')")
+    conn.execute("INSERT INTO meta VALUES ('max_seq', '41')")
+    conn.execute(
+        "INSERT INTO run_rows (id, workflow, symbol, state, outcome, priority, tick, tick_ts, "
+        "created_at, finished_at, error, steps) VALUES "
+        "(7, 'wf', 'AAPL', 'running', NULL, 1, '{}', 1.0, 1.0, NULL, NULL, '[]')"
+    )
+    conn.commit()
+    conn.close()
+
+    async def scenario() -> None:
+        writer = StorageWriter(await open_database(path), path=str(path), broker=PaperBroker(),
+                               wall=lambda: 1000.0, next_seq=42)
+        writer.journal("DATA_READY", "AAPL", b"{}", 2.0)
+        await writer.commit()
+        await writer.close()
+
+    asyncio.run(scenario())
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("5",)
+    assert conn.execute("SELECT value FROM meta WHERE key='max_seq'").fetchone() == ("42",)
+    assert conn.execute("SELECT id, state FROM runs").fetchall() == [(7, "running")]
+    assert conn.execute("SELECT seq FROM journal").fetchall() == [(42,)]
+    conn.close()
+
+
+def test_a_step_output_nested_deeper_than_msgspec_goes_is_stored_as_missing(
+    tmp_path: Path,
+) -> None:
+    """msgspec gives up on deep nesting with RecursionError: like any output it cannot encode,
+    the output is stored as missing (recovery re-runs that run), not the commit lost."""
+    from fastpath.records import steps_json
+
+    deep: Any = 0
+    for _ in range(5000):
+        deep = [deep]
+    steps = (("s", 0, 5, "completed", 1, 0, None, deep, True),)
+    assert msgspec.json.decode(steps_json(steps)) == [
+        ["s", 0, 5, "completed", 1, 0, None, None, False],
+    ]
