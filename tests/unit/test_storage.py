@@ -505,13 +505,25 @@ depends_on = ["a"]
 """
 
 
+def _first_step_done(run: Any, output: object = None) -> None:
+    """``run``'s first step ran once, at engine time 0, and completed with ``output``."""
+    from engine.fsm import StepState
+
+    step = run.steps[0]
+    step.advance(StepState.RUNNING)
+    step.started_at = 0.0
+    step.attempts = 1
+    step.output = output
+    step.advance(StepState.COMPLETED)
+    run.completed = 1
+
+
 def test_a_step_output_that_cannot_be_encoded_is_stored_as_missing_the_rest_intact(
     tmp_path: Path,
 ) -> None:
     """Records are encoded together: one output msgspec cannot encode must not cost the
     others -- it is stored as missing (recovery re-runs that run), the rest as is."""
     from engine.config import loads_config
-    from engine.fsm import StepState
     from engine.runs import Run
     from engine.symbols import SymbolState
     from engine.workflow import compile_workflows
@@ -527,13 +539,7 @@ def test_a_step_output_that_cannot_be_encoded_is_stored_as_missing_the_rest_inta
         bad = Run(2, wf, SymbolState(2, "MSFT", 1), Tick("MSFT", 2.0, 50.0), 1, 0.0)
         outputs = {1: {"signal": "BUY", "z": 1.5}, 2: object()}
         for run in (good, bad):
-            step = run.steps[0]
-            step.advance(StepState.RUNNING)
-            step.started_at = 0.0
-            step.attempts = 1
-            step.output = outputs[run.id]
-            step.advance(StepState.COMPLETED)
-            run.completed = 1
+            _first_step_done(run, outputs[run.id])
             log.runs.append(run)
         await writer.close()
 
@@ -736,7 +742,6 @@ def test_a_run_row_with_an_infinite_tick_ts_is_stored_as_infinite(tmp_path: Path
     (bound as a parameter, it used to be stored as is) rather than fail the NOT NULL column,
     and with it the commit and every later one."""
     from engine.config import loads_config
-    from engine.fsm import StepState
     from engine.runs import Run
     from engine.symbols import SymbolState
     from engine.workflow import compile_workflows
@@ -749,12 +754,7 @@ def test_a_run_row_with_an_infinite_tick_ts_is_stored_as_infinite(tmp_path: Path
         log = _RunLog()
         writer.watch(SymbolTable(), log)  # type: ignore[arg-type]
         run = Run(1, wf, SymbolState(1, "AAPL", 1), tick, 1, 0.0)
-        step = run.steps[0]
-        step.advance(StepState.RUNNING)
-        step.started_at = 0.0
-        step.attempts = 1
-        step.advance(StepState.COMPLETED)
-        run.completed = 1
+        _first_step_done(run)
         log.runs.append(run)
         await writer.close()
 
