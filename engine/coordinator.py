@@ -87,12 +87,19 @@ class Coordinator(CoordinatorCore):
         workflow: str,
         symbol_name: str,
         tick: Tick,
-        completed: dict[str, tuple[Any, int]],
+        completed: dict[str, tuple[Any, int, int | None, int | None]],
+        created_at: float | None = None,
     ) -> str:
         """Re-create a run found in flight at start; returns ``resumed``, ``restarted`` or
-        ``dropped``. Completed steps keep their stored outputs and are not run again; a run
-        whose stored progress does not fit its workflow any more starts over (same id, so its
-        order steps keep their client order ids and stay idempotent)."""
+        ``dropped``. Completed steps (name -> output, attempts, started and finished in
+        microseconds after the run's creation) keep their stored outputs and times and are not
+        run again; a run whose stored progress does not fit its workflow any more starts over
+        (same id, so its order steps keep their client order ids and stay idempotent).
+
+        ``created_at`` (wall-clock seconds, as stored) is when the run was first triggered: it
+        keeps that instant, on this process's clock, so what is stored of it when it ends says
+        when it was created, not when the daemon restarted -- and its deadline and its run
+        latency count from then too (the outage included: that is how long it took)."""
         wf = self.workflows.get(workflow)
         if wf is None or not wf.enabled:
             return "dropped"
@@ -103,18 +110,25 @@ class Coordinator(CoordinatorCore):
         if key in self._pending or key in self._active:
             return "dropped"
         now = self.clock.now()
-        run = Run(run_id, wf, symbol, tick, wf.run_priority(symbol.priority), now)
+        trigger_at = now
+        if created_at is not None:  # never later than now: the wall clock may have gone back
+            trigger_at = min(now, created_at - (self.clock.wall() - now))
+        run = Run(run_id, wf, symbol, tick, wf.run_priority(symbol.priority), trigger_at)
         run.stored = True  # its row is in the database: storage replaces it when the run ends
         names = {st.spec.name: st for st in run.steps}
         outcome = "resumed" if completed else "restarted"
         if completed and not completed.keys() <= names.keys():
             completed, outcome = {}, "restarted"
-        for name, (output, attempts) in completed.items():
+        for name, (output, attempts, started_us, finished_us) in completed.items():
             step = names[name]
             step.advance(StepState.RUNNING)
             step.advance(StepState.COMPLETED)
             step.output = output
             step.attempts = attempts
+            if started_us is not None:
+                step.started_at = trigger_at + started_us / 1e6
+            if finished_us is not None:
+                step.finished_at = trigger_at + finished_us / 1e6
             run.outputs[name] = output
             run.completed += 1
         for step in run.steps:

@@ -90,11 +90,14 @@ class Persistence:
         outcomes = {"resumed": 0, "restarted": 0, "dropped": 0}
         reused = 0
         for stored in loaded.runs:
-            completed = {s.name: (s.output, s.attempts) for s in stored.completed}
+            completed = {
+                s.name: (s.output, s.attempts, s.started_us, s.finished_us)
+                for s in stored.completed
+            }
             if not all(s.encodable for s in stored.completed):
                 completed = {}  # an output could not be stored: run it again from the start
             result = coordinator.adopt(stored.id, stored.workflow, stored.symbol, stored.tick,
-                                       completed)
+                                       completed, stored.created_at)
             outcomes[result] += 1
             if result == "resumed":
                 reused += len(completed)

@@ -26,6 +26,8 @@ class StoredStep(msgspec.Struct, frozen=True):
     output: Any
     attempts: int
     encodable: bool
+    started_us: int | None = None  # microseconds after the run's creation
+    finished_us: int | None = None
 
 
 class StoredRun(msgspec.Struct, frozen=True):
@@ -34,6 +36,7 @@ class StoredRun(msgspec.Struct, frozen=True):
     symbol: str
     tick: Tick
     completed: tuple[StoredStep, ...]
+    created_at: float | None = None  # wall-clock seconds
 
 
 class RecoveryReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -157,7 +160,7 @@ async def _load(
 
     stored: list[StoredRun] = []
     async with conn.execute(
-        "SELECT id, workflow, symbol, tick, steps FROM run_rows "
+        "SELECT id, workflow, symbol, tick, steps, created_at FROM run_rows "
         "WHERE state IN ('pending', 'running') ORDER BY id"
     ) as cur:
         async for r in cur:
@@ -165,11 +168,11 @@ async def _load(
             # output, output_stored], or its first three fields alone for a step completed at
             # its first attempt without output (fastpath/_records_py.py, run_record).
             completed = tuple(
-                StoredStep(s[0], None, 1, True) if len(s) == 3
-                else StoredStep(s[0], s[7], s[4], bool(s[8]))
+                StoredStep(s[0], None, 1, True, s[1], s[2]) if len(s) == 3
+                else StoredStep(s[0], s[7], s[4], bool(s[8]), s[1], s[2])
                 for s in (_decode_steps(r[4]) if r[4] is not None else ())
                 if len(s) == 3 or s[3] == "completed"
             )
-            stored.append(StoredRun(r[0], r[1], r[2], _decode_tick(r[3]), completed))
+            stored.append(StoredRun(r[0], r[1], r[2], _decode_tick(r[3]), completed, r[5]))
     runs = tuple(stored)
     return LoadedState(broker, next_run_id, next_seq, runs, len(fills), len(positions))

@@ -97,6 +97,15 @@ def test_a_run_resumes_after_its_last_completed_step_with_the_stored_output(
         ("first", "completed"), ("second", "completed"),
     ]
     assert conn.execute("SELECT status FROM symbols").fetchall() == [("completed",)]
+    # It keeps the instant it was created, and the first step its times, as stored before the
+    # crash -- not the restart's (to within the microseconds the clocks' reading moves).
+    (created,) = conn.execute("SELECT created_at FROM runs").fetchone()
+    assert created == pytest.approx(1.0, abs=1e-4)
+    first = conn.execute(
+        "SELECT started_at - ?, finished_at - ? FROM steps WHERE step = 'first'",
+        (created, created),
+    ).fetchone()
+    assert first == (pytest.approx(10e-6, abs=2e-6), pytest.approx(20e-6, abs=2e-6))
     conn.close()
 
 
