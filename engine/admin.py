@@ -225,7 +225,13 @@ class AdminApi:
                     {"index": index, "accepted": False, "reason": exc.reason, "error": str(exc)}
                 )
                 continue
-            seq = await engine.submit(event)  # waits while the storage writer is behind
+            try:
+                seq = await engine.submit(event)  # waits while the storage writer is behind
+            except EventError as exc:  # refused by the engine (a new symbol past the cap)
+                results.append(
+                    {"index": index, "accepted": False, "reason": exc.reason, "error": str(exc)}
+                )
+                continue
             if seq is not None:
                 last_seq = seq
             accepted += 1

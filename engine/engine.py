@@ -28,9 +28,11 @@ from .clock import Clock, LoopClock
 from .config import Config
 from .coordinator import Coordinator
 from .dispatcher import Dispatcher, DispatcherStatistics
+from .errors import EventError
 from .events import DATA_READY, HIGH_PRIORITY_ARRIVED, DataReady, Event, HighPriorityArrived
 from .gcpolicy import tuned_collector
 from .http import MetricsServer
+from .intake import RejectLog
 from .loopmon import LoopMonitor
 from .market import MarketData
 from .metrics import build_registry
@@ -167,6 +169,7 @@ class Engine:
             Persistence(self, config.storage) if persist and config.storage.enabled else None
         )
         self._journal: Callable[[str, Event, float], int] | None = None  # set by a session
+        self._reject_log = RejectLog()  # events the engine itself refuses (max_symbols)
         # --- end metrics ---
         # Operations: the daemon (engine/cli.py) sets this so that SIGHUP and POST /reload
         # re-read its config file through one path (engine/reload.py).
@@ -278,7 +281,9 @@ class Engine:
                 sweeper = tg.create_task(self._sweep_forever(), name="sweep")
                 monitor = tg.create_task(self.loop_monitor.run(), name="loop-monitor")  # metrics
                 self._feeders = feeders = [
-                    tg.create_task(source.run(self.submit), name=f"source-{source.name}")
+                    tg.create_task(
+                        source.run(self._submit_from_source), name=f"source-{source.name}"
+                    )
                     for source in self.sources
                 ]
                 try:
@@ -386,12 +391,33 @@ class Engine:
         if seq is not None and persistence is not None and persistence.writer is not None:
             await persistence.writer.wait_committed(seq)
 
+    async def _submit_from_source(self, event: Event) -> int | None:
+        """A source's submit: an event the engine refuses is counted (by :meth:`submit_nowait`)
+        and logged, and the source goes on with the next one."""
+        try:
+            return await self.submit(event)
+        except EventError as exc:
+            self._reject_log.log(exc, source="source")
+            return None
+
     def submit_nowait(self, event: Event) -> int | None:
         """Take ``event`` now; returns its journal seq (None when storage is off), which
-        ``persistence.writer.wait_committed(seq)`` turns into the event's durability point."""
+        ``persistence.writer.wait_committed(seq)`` turns into the event's durability point.
+
+        Raises :class:`EventError` (reason ``symbol_limit``, counted) for an event naming a
+        new symbol once the table holds ``engine.max_symbols``: nothing of it is journaled or
+        applied."""
         coordinator = self.coordinator
         if coordinator is None:
             raise RuntimeError("the engine is not running: use `async with engine.session()`")
+        symbols = self.symbols
+        if len(symbols) >= self.config.engine.max_symbols and event.symbol not in symbols:
+            self.counters.rejected["symbol_limit"] += 1
+            raise EventError(
+                "symbol_limit",
+                f"{event.symbol!r} would be a new symbol, and the engine already tracks "
+                f"engine.max_symbols = {self.config.engine.max_symbols} symbols",
+            )
         now = self.clock.now()
         journal = self._journal
         seq: int | None = None
@@ -404,9 +430,9 @@ class Engine:
             if journal is not None:
                 seq = journal(HIGH_PRIORITY_ARRIVED, event, now)
             self.counters.received["HIGH_PRIORITY_ARRIVED"] += 1
-            symbol = self.symbols.get(event.symbol)
+            symbol = symbols.get(event.symbol)
             if symbol is None:
-                self.symbols.register(event.symbol, event.priority)
+                symbols.register(event.symbol, event.priority)
             else:
                 coordinator.reprioritise(symbol, event.priority)
         else:

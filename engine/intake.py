@@ -28,6 +28,7 @@ from .errors import EventError
 from .events import DATA_READY, HIGH_PRIORITY_ARRIVED, DataReady, Event, HighPriorityArrived
 
 __all__ = [
+    "DECODE_REASONS",
     "DEFAULT_MAX_LINE_BYTES",
     "INTERNAL_EVENT_TYPES",
     "MAX_PRIORITY",
@@ -48,7 +49,7 @@ _PRIORITY_RANGE: Final = f"priority above {MAX_PRIORITY} - at `$.priority`"
 
 INTERNAL_EVENT_TYPES: Final = frozenset({"TASK_COMPLETED", "TASK_FAILED"})
 
-REJECT_REASONS: Final[tuple[str, ...]] = (
+DECODE_REASONS: Final[tuple[str, ...]] = (
     "empty",
     "oversized",
     "invalid_utf8",
@@ -58,6 +59,9 @@ REJECT_REASONS: Final[tuple[str, ...]] = (
     "missing_field",
     "bad_field",
 )
+# Every reason an event is refused for: the decoder's, and the engine's own -- an event for a
+# new symbol when the symbol table is full (engine.max_symbols), refused before it is journaled.
+REJECT_REASONS: Final[tuple[str, ...]] = (*DECODE_REASONS, "symbol_limit")
 
 _STRUCTS: Final[dict[str, type[DataReady] | type[HighPriorityArrived]]] = {
     DATA_READY: DataReady,

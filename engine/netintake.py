@@ -468,7 +468,12 @@ class IntakeServers:
                 continue
             if storage is not None:
                 await storage.wait_capacity()  # storage backpressure: the writer is behind
-            seq = engine.submit_nowait(event)
+            try:
+                seq = engine.submit_nowait(event)
+            except EventError as exc:  # refused by the engine (a new symbol past the cap)
+                self.reject_log.log(exc, source=conn.source)
+                acks.append(orjson.dumps({"ok": False, "error": str(exc)}) + b"\n")
+                continue
             if seq is None:
                 self._accepted_seq += 1
                 seq = self._accepted_seq

@@ -73,6 +73,11 @@ class EngineSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     # Below 256 bytes not even a minimal DATA_READY with a realistic symbol fits.
     max_line_bytes: Annotated[int, msgspec.Meta(ge=256)] = 65536
     drain_timeout_s: NonNegativeFloat = 5.0
+    # Symbols are registered on their first event; past this many, an event for a new symbol
+    # is refused (reason "symbol_limit", counted) -- a client sending made-up names must not
+    # grow the table, and the state file, without bound. Seeded symbols count, but are always
+    # registered.
+    max_symbols: PositiveInt = 100_000
     # The garbage collector while the engine runs (engine/gcpolicy.py says why): young
     # collections every this many allocations (0: Python's own thresholds), and startup objects
     # frozen out of full collections.

@@ -303,3 +303,24 @@ def test_posted_events_are_answered_only_once_journaled(tmp_path: Path) -> None:
             assert rows == [("AAA",), ("BBB",)]
 
     run(main)
+
+
+def test_a_posted_event_for_a_new_symbol_past_the_cap_is_rejected_with_its_reason(
+    tmp_path: Path,
+) -> None:
+    config = write(tmp_path)
+    config.write_text(config.read_text().replace("[engine]\n", "[engine]\nmax_symbols = 1\n", 1))
+
+    async def main() -> None:
+        async with serving(config) as api:
+            batch = [TICK, {**TICK, "symbol": "NEW"}, {**TICK, "price": 101.0}]
+            code, body = await api.call("POST", "/events", auth=f"Bearer {TOKEN}", body=batch)
+            assert code == 200, body
+            assert (body["accepted"], body["rejected"]) == (2, 1)
+            assert body["results"][1]["reason"] == "symbol_limit"
+            assert body["results"][1]["error"].startswith("symbol_limit: 'NEW'")
+            counters = api.engine.statistics().counters
+            assert counters.events_rejected["symbol_limit"] == 1
+            assert counters.events_received == {"DATA_READY": 2}
+
+    run(main)

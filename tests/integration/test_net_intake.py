@@ -583,3 +583,34 @@ def test_intake_counters_are_exported_to_prometheus(tmp_path: Path) -> None:
         assert samples[("tickflow_intake_acked_total", "")] == 2.0
 
     run(main)
+
+
+def test_a_new_symbol_past_max_symbols_is_refused_and_nothing_else_is_lost(
+    tmp_path: Path,
+) -> None:
+    """A client naming ever new symbols must not grow the table (and the state file) without
+    bound: past ``engine.max_symbols`` an event for a new symbol gets an error ack with its
+    reason, is counted and never journaled; known symbols, and the connection, carry on."""
+    db = tmp_path / "state.db"
+    toml = CONFIG.replace("drain_timeout_s = 2.0", "drain_timeout_s = 2.0\nmax_symbols = 2")
+    toml += f'\n[storage]\npath = "{db}"\ncommit_interval_ms = 1.0\n'
+
+    async def main() -> None:
+        engine = Engine(loads_config(toml), sources=[], persist=True, serve_metrics=False)
+        settings = IntakeSettings(tcp_port=0)
+        async with engine.session(), IntakeServers(engine, settings, environ={}) as servers:
+            async with connect(servers.tcp_port or 0) as c:
+                await c.send(tick("A") + tick("B") + tick("C") + tick("A", 101.0))
+                acks = await c.acks(4)
+                assert [a["ok"] for a in acks] == [True, True, False, True]
+                assert acks[2]["error"].startswith("symbol_limit: 'C' would be a new symbol")
+                await c.send(tick("B", 102.0))
+                (last,) = await c.acks(1)
+                assert last["ok"] is True
+                seqs = {a["seq"] for a in (*acks[:2], acks[3], last)}
+                assert journal_seqs(db) == seqs  # the refused event was never journaled
+            assert engine.symbols.get("C") is None
+            assert len(engine.symbols) == 2
+            assert engine.statistics().counters.events_rejected["symbol_limit"] == 1
+
+    run(main)

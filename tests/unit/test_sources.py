@@ -599,3 +599,49 @@ def test_line_splitter_never_buffers_past_the_limit() -> None:
         assert splitter.feed(b"z" * 1000) == []
         assert len(splitter._carry) <= 11
     assert splitter.feed(b"\nok\n") == [_Line(1, None, 1_000_000), _Line(2, b"ok", 2)]
+
+
+class _Names:
+    """A source of one DATA_READY per name, in order."""
+
+    name = "names"
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self.emitted = 0
+
+    async def run(self, submit: Callable[[Event], Awaitable[object]]) -> None:
+        for name in self.names:
+            await submit(DataReady(symbol=name, ts=1.0, price=10.0))
+            self.emitted += 1
+
+    def statistics(self) -> SourceStats:
+        return SourceStats(self.name, "finished", self.emitted)
+
+
+def test_a_source_naming_a_symbol_past_the_cap_goes_on_with_the_rest() -> None:
+    """The engine refuses an event for a new symbol once it tracks ``engine.max_symbols``: from
+    a source, that event is counted and logged, and the source carries on -- it is not a
+    reason to stop the daemon."""
+    from engine.config import loads_config
+    from engine.engine import Engine
+
+    config = loads_config(
+        "[engine]\nmax_symbols = 2\n[metrics]\nenabled = false\n"
+        "[workflows.w]\npriority = 2\nmax_concurrent = 2\n[[workflows.w.steps]]\nname = \"s\"\n"
+        'action = "tests.unit.config_actions:async_step"\n'
+    )
+    source = _Names(["A", "B", "C", "A", "D", "B"])
+    engine = Engine(config, sources=[source], persist=False)
+
+    async def main() -> None:
+        async with asyncio.timeout(10), engine.session():
+            await engine.wait_sources()
+            await engine.wait_idle()
+
+    asyncio.run(main())
+    assert source.emitted == 6
+    assert sorted(s.name for s in engine.symbols) == ["A", "B"]
+    counters = engine.statistics().counters
+    assert counters.events_rejected["symbol_limit"] == 2
+    assert counters.events_received == {"DATA_READY": 4}
