@@ -96,10 +96,12 @@ class Coordinator(CoordinatorCore):
         run again; a run whose stored progress does not fit its workflow any more starts over
         (same id, so its order steps keep their client order ids and stay idempotent).
 
-        ``created_at`` (wall-clock seconds, as stored) is when the run was first triggered: it
-        keeps that instant, on this process's clock, so what is stored of it when it ends says
-        when it was created, not when the daemon restarted -- and its deadline and its run
-        latency count from then too (the outage included: that is how long it took)."""
+        ``created_at`` is when the run was first triggered, on this process's clock (the stored
+        wall-clock time minus one wall-minus-engine offset read for the whole recovery, so runs
+        created at the same instant still tie and keep their order): the run keeps that
+        instant, so what is stored of it when it ends says when it was created, not when the
+        daemon restarted -- and its deadline and its run latency count from then too (the
+        outage included: that is how long it took)."""
         wf = self.workflows.get(workflow)
         if wf is None or not wf.enabled:
             return "dropped"
@@ -110,9 +112,8 @@ class Coordinator(CoordinatorCore):
         if key in self._pending or key in self._active:
             return "dropped"
         now = self.clock.now()
-        trigger_at = now
-        if created_at is not None:  # never later than now: the wall clock may have gone back
-            trigger_at = min(now, created_at - (self.clock.wall() - now))
+        # Never later than now: the wall clock may have gone back since.
+        trigger_at = now if created_at is None else min(now, created_at)
         run = Run(run_id, wf, symbol, tick, wf.run_priority(symbol.priority), trigger_at)
         run.stored = True  # its row is in the database: storage replaces it when the run ends
         names = {st.spec.name: st for st in run.steps}

@@ -89,6 +89,9 @@ class Persistence:
         coordinator.on_order_finished = self._chain_orders(coordinator.on_order_finished)
         outcomes = {"resumed": 0, "restarted": 0, "dropped": 0}
         reused = 0
+        # Stored instants are wall-clock; runs live on the engine's clock. One offset for all
+        # of them: two runs created at the same instant stay tied (their order kept).
+        offset = self.engine.clock.wall() - self.engine.clock.now()
         for stored in loaded.runs:
             completed = {
                 s.name: (s.output, s.attempts, s.started_us, s.finished_us)
@@ -96,8 +99,9 @@ class Persistence:
             }
             if not all(s.encodable for s in stored.completed):
                 completed = {}  # an output could not be stored: run it again from the start
+            created = None if stored.created_at is None else stored.created_at - offset
             result = coordinator.adopt(stored.id, stored.workflow, stored.symbol, stored.tick,
-                                       completed, stored.created_at)
+                                       completed, created)
             outcomes[result] += 1
             if result == "resumed":
                 reused += len(completed)
