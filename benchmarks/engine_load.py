@@ -139,6 +139,8 @@ agents = {AGENTS}
 heap_capacity = 65536
 sweep_interval_s = 3600.0
 drain_timeout_s = 0.0
+# The flood scenario names a new symbol per bulk event: no cap within any run's length.
+max_symbols = 100000000
 
 [source]
 kind = "none"

@@ -87,13 +87,13 @@ class Coordinator(CoordinatorCore):
         workflow: str,
         symbol_name: str,
         tick: Tick,
-        completed: dict[str, tuple[Any, int, int | None, int | None]],
+        completed: dict[str, tuple[Any, int, int, int | None, int | None]],
         created_at: float | None = None,
     ) -> str:
         """Re-create a run found in flight at start; returns ``resumed``, ``restarted`` or
-        ``dropped``. Completed steps (name -> output, attempts, started and finished in
-        microseconds after the run's creation) keep their stored outputs and times and are not
-        run again; a run whose stored progress does not fit its workflow any more starts over
+        ``dropped``. Completed steps (name -> output, attempts, preemptions, started and finished
+        in microseconds after the run's creation) keep what was stored of them and are not run
+        again; a run whose stored progress does not fit its workflow any more starts over
         (same id, so its order steps keep their client order ids and stay idempotent).
 
         ``created_at`` is when the run was first triggered, on this process's clock (the stored
@@ -120,16 +120,19 @@ class Coordinator(CoordinatorCore):
         outcome = "resumed" if completed else "restarted"
         if completed and not completed.keys() <= names.keys():
             completed, outcome = {}, "restarted"
-        for name, (output, attempts, started_us, finished_us) in completed.items():
+        for name, (output, attempts, preemptions, started_us, finished_us) in completed.items():
             step = names[name]
             step.advance(StepState.RUNNING)
             step.advance(StepState.COMPLETED)
             step.output = output
             step.attempts = attempts
+            step.preemptions = preemptions
+            # Half a microsecond over: records truncate to whole microseconds, and the sum's
+            # rounding must not take one off at every restart.
             if started_us is not None:
-                step.started_at = trigger_at + started_us / 1e6
+                step.started_at = trigger_at + (started_us + 0.5) / 1e6
             if finished_us is not None:
-                step.finished_at = trigger_at + finished_us / 1e6
+                step.finished_at = trigger_at + (finished_us + 0.5) / 1e6
             run.outputs[name] = output
             run.completed += 1
         for step in run.steps:

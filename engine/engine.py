@@ -170,6 +170,8 @@ class Engine:
         )
         self._journal: Callable[[str, Event, float], int] | None = None  # set by a session
         self._reject_log = RejectLog()  # events the engine itself refuses (max_symbols)
+        # Fixed for the process: a reload that changes it reports that a restart is needed.
+        self._max_symbols = config.engine.max_symbols
         # --- end metrics ---
         # Operations: the daemon (engine/cli.py) sets this so that SIGHUP and POST /reload
         # re-read its config file through one path (engine/reload.py).
@@ -304,6 +306,7 @@ class Engine:
                         writer.request_stop()  # finishes its commit; close() takes the rest
         finally:
             self.running = False
+            self._reject_log.flush()  # what its rate limit held back, summed up
             if persistence is not None:
                 await persistence.close()  # the last commit: everything the drain recorded
             if self._executor is not None:
@@ -392,10 +395,14 @@ class Engine:
             await persistence.writer.wait_committed(seq)
 
     async def _submit_from_source(self, event: Event) -> int | None:
-        """A source's submit: an event the engine refuses is counted (by :meth:`submit_nowait`)
-        and logged, and the source goes on with the next one."""
+        """A source's submit (:meth:`submit`, inlined: it runs for every event a source makes):
+        an event the engine refuses is counted (by :meth:`submit_nowait`) and logged, and the
+        source goes on with the next one."""
+        persistence = self.persistence
+        if persistence is not None and persistence.writer is not None:
+            await persistence.writer.wait_capacity()
         try:
-            return await self.submit(event)
+            return self.submit_nowait(event)
         except EventError as exc:
             self._reject_log.log(exc, source="source")
             return None
@@ -411,12 +418,12 @@ class Engine:
         if coordinator is None:
             raise RuntimeError("the engine is not running: use `async with engine.session()`")
         symbols = self.symbols
-        if len(symbols) >= self.config.engine.max_symbols and event.symbol not in symbols:
+        if len(symbols) >= self._max_symbols and event.symbol not in symbols:
             self.counters.rejected["symbol_limit"] += 1
             raise EventError(
                 "symbol_limit",
                 f"{event.symbol!r} would be a new symbol, and the engine already tracks "
-                f"engine.max_symbols = {self.config.engine.max_symbols} symbols",
+                f"engine.max_symbols = {self._max_symbols} symbols",
             )
         now = self.clock.now()
         journal = self._journal

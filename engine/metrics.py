@@ -129,7 +129,8 @@ class EngineCollector(Collector):
                 rejected_counts[_bounded(reason, REJECT_REASONS)] += n
         rejected = CounterMetricFamily(
             "tickflow_events_rejected",
-            "Events refused before reaching the engine (decode/validation), by reason.",
+            "Events refused before they were journaled or applied (decoding and validation, a "
+            "replay's bad rows, a new symbol past engine.max_symbols), by reason.",
             labels=["reason"],
         )
         for reason, n in rejected_counts.items():

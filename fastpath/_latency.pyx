@@ -33,13 +33,15 @@ cdef class LatencyHistogram:
 
     cpdef void record(self, double seconds):
         cdef double ns = seconds * 1e9
+        cdef double at
         cdef int idx
         if ns < 1.0 or ns != ns:
             idx = 0
         else:
-            idx = <int>(log2(ns) * SUB)
-            if idx >= NBUCKETS:
-                idx = NBUCKETS - 1
+            # Compared as a double first: +inf (or anything past the last bucket) must not be
+            # converted to an int, which is undefined and indexed outside the counts.
+            at = log2(ns) * SUB
+            idx = NBUCKETS - 1 if at >= NBUCKETS else <int>at
         self._counts[idx] += 1
         self.count += 1
         self.total += seconds

@@ -40,12 +40,11 @@ class LatencyHistogram:
 
     def record(self, seconds: float) -> None:
         ns = seconds * 1e9
-        if ns < 1.0:
+        if ns < 1.0 or ns != ns:  # NaN too, as the compiled twin
             idx = 0
         else:
-            idx = int(math.log2(ns) * _SUB)
-            if idx >= _BUCKETS:
-                idx = _BUCKETS - 1
+            at = math.log2(ns) * _SUB
+            idx = _BUCKETS - 1 if at >= _BUCKETS else int(at)
         self._counts[idx] += 1
         self.count += 1
         self.total += seconds

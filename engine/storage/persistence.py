@@ -94,7 +94,7 @@ class Persistence:
         offset = self.engine.clock.wall() - self.engine.clock.now()
         for stored in loaded.runs:
             completed = {
-                s.name: (s.output, s.attempts, s.started_us, s.finished_us)
+                s.name: (s.output, s.attempts, s.preemptions, s.started_us, s.finished_us)
                 for s in stored.completed
             }
             if not all(s.encodable for s in stored.completed):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from typing import Any
 
@@ -28,6 +29,7 @@ class StoredStep(msgspec.Struct, frozen=True):
     encodable: bool
     started_us: int | None = None  # microseconds after the run's creation
     finished_us: int | None = None
+    preemptions: int = 0
 
 
 class StoredRun(msgspec.Struct, frozen=True):
@@ -61,6 +63,15 @@ class LoadedState(msgspec.Struct, frozen=True):
     runs: tuple[StoredRun, ...]
     fills: int
     positions: int
+
+
+def _instant(value: object) -> float | None:
+    """A stored wall-clock time, or None where the column holds anything else (REAL affinity
+    keeps text as text, and infinities are storable): the run is then taken as created now,
+    rather than the daemon refusing to start over one odd row."""
+    if isinstance(value, int | float) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 async def load_state(
@@ -169,10 +180,12 @@ async def _load(
             # its first attempt without output (fastpath/_records_py.py, run_record).
             completed = tuple(
                 StoredStep(s[0], None, 1, True, s[1], s[2]) if len(s) == 3
-                else StoredStep(s[0], s[7], s[4], bool(s[8]), s[1], s[2])
+                else StoredStep(s[0], s[7], s[4], bool(s[8]), s[1], s[2], s[5])
                 for s in (_decode_steps(r[4]) if r[4] is not None else ())
                 if len(s) == 3 or s[3] == "completed"
             )
-            stored.append(StoredRun(r[0], r[1], r[2], _decode_tick(r[3]), completed, r[5]))
+            stored.append(
+                StoredRun(r[0], r[1], r[2], _decode_tick(r[3]), completed, _instant(r[5]))
+            )
     runs = tuple(stored)
     return LoadedState(broker, next_run_id, next_seq, runs, len(fills), len(positions))

@@ -57,7 +57,7 @@ async def _run_until_idle(engine: Engine, *events: DataReady) -> None:
             await engine.wait_idle()
 
 
-def _seed_a_crashed_run(db: Path) -> None:
+def _seed_a_crashed_run(db: Path, created_at: object = 1.0, preemptions: int = 0) -> None:
     """A first session journals a tick; then the file is edited to what a SIGKILL between the
     two steps leaves: run 1 running, its first step completed with a stored output."""
     asyncio.run(_run_until_idle(_engine(db), DataReady(symbol="AAA", ts=1.0, price=10.0)))
@@ -67,12 +67,14 @@ def _seed_a_crashed_run(db: Path) -> None:
         # The completed run goes back in flight: out of its block, into a row of its own. Its
         # steps: [name, started_us, finished_us, state, attempts, preemptions, error, output,
         # output stored].
-        steps = '[["first", 10, 20, "completed", 1, 0, null, {"value": 42.0}, true]]'
+        steps = (
+            f'[["first", 10, 20, "completed", 1, {preemptions}, null, {{"value": 42.0}}, true]]'
+        )
         conn.execute("DELETE FROM run_blocks")
         conn.execute(
             "INSERT INTO run_rows (id, workflow, symbol, state, priority, tick, tick_ts, "
-            "created_at, steps) VALUES (1, 'wf', 'AAA', 'running', 0, ?, 1.0, 1.0, ?)",
-            (tick, steps),
+            "created_at, steps) VALUES (1, 'wf', 'AAA', 'running', 0, ?, 1.0, ?, ?)",
+            (tick, created_at, steps),
         )
         conn.execute("UPDATE symbols SET phase='data_ready', status='processing'")
     conn.close()
@@ -98,14 +100,50 @@ def test_a_run_resumes_after_its_last_completed_step_with_the_stored_output(
     ]
     assert conn.execute("SELECT status FROM symbols").fetchall() == [("completed",)]
     # It keeps the instant it was created, and the first step its times, as stored before the
-    # crash -- not the restart's (to within the microseconds the clocks' reading moves).
+    # crash -- not the restart's (to within the microseconds the clocks' reading moves); the
+    # step's times after the run's creation exactly, in whole microseconds, as stored.
     (created,) = conn.execute("SELECT created_at FROM runs").fetchone()
     assert created == pytest.approx(1.0, abs=1e-4)
-    first = conn.execute(
-        "SELECT started_at - ?, finished_at - ? FROM steps WHERE step = 'first'",
-        (created, created),
+    assert _first_step_us(conn) == (10, 20, 0)
+    conn.close()
+
+
+def _first_step_us(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """The first step of the one completed run: started and finished, in microseconds after
+    the run's creation, as stored, and its preemptions."""
+    row = conn.execute(
+        "SELECT s.value->>1, s.value->>2, COALESCE(s.value->>5, 0) "
+        "FROM run_blocks b, json_each(b.records) r, json_each(r.value->7) s "
+        "WHERE s.value->>0 = 'first'"
     ).fetchone()
-    assert first == (pytest.approx(10e-6, abs=2e-6), pytest.approx(20e-6, abs=2e-6))
+    return (row[0], row[1], row[2])
+
+
+@pytest.mark.parametrize("stored", ["garbage", float("inf"), float("-inf")])
+def test_a_stored_creation_time_that_is_not_a_time_is_taken_as_now(
+    tmp_path: Path, stored: object
+) -> None:
+    """REAL affinity keeps text as text and infinities are storable: such a row must not stop
+    the daemon from starting (nor reach the latency histogram as an infinity): the run resumes
+    as if created now."""
+    db = tmp_path / "t.db"
+    _seed_a_crashed_run(db, created_at=stored)
+    engine = _engine(db)
+    asyncio.run(_run_until_idle(engine))
+    assert ra.CALLS == [("second", 1, 10.0, {"first": {"value": 42.0}})]
+    conn = sqlite3.connect(db)
+    (created,) = conn.execute("SELECT created_at FROM runs").fetchone()
+    assert created > 1.7e9  # this run's wall-clock start, not the stored value
+    conn.close()
+
+
+def test_a_resumed_step_keeps_its_preemptions(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    _seed_a_crashed_run(db, preemptions=2)
+    asyncio.run(_run_until_idle(_engine(db)))
+    conn = sqlite3.connect(db)
+    assert _first_step_us(conn) == (10, 20, 2)
+    assert conn.execute("SELECT preemptions FROM steps WHERE step = 'first'").fetchone() == (2,)
     conn.close()
 
 

@@ -101,3 +101,22 @@ def test_loop_clock_resolves_microseconds_under_uvloop() -> None:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         # libuv's cached loop time would give one value for all 1000 reads.
         assert runner.run(distinct_readings()) > 100
+
+
+@pytest.mark.parametrize("seconds", [float("inf"), 1e300, float("nan")])
+def test_a_sample_past_the_last_bucket_or_not_a_number_stays_in_the_buckets(
+    latency_module: ModuleType, seconds: float
+) -> None:
+    """+inf (a run resumed with a far-off creation time, say) goes to the last bucket, NaN to
+    the first, in both twins: the compiled one used to convert +inf to an int and write outside
+    its counts."""
+    import fastpath._latency_py as twin
+
+    h, ref = latency_module.LatencyHistogram(), twin.LatencyHistogram()
+    for hist in (h, ref):
+        hist.record(0.001)
+        hist.record(seconds)
+    counts = h.bucket_counts()
+    assert counts == ref.bucket_counts()
+    assert sum(counts) == h.count == 2
+    assert counts[-1 if seconds == seconds else 0] == 1
