@@ -395,14 +395,10 @@ class Engine:
             await persistence.writer.wait_committed(seq)
 
     async def _submit_from_source(self, event: Event) -> int | None:
-        """A source's submit (:meth:`submit`, inlined: it runs for every event a source makes):
-        an event the engine refuses is counted (by :meth:`submit_nowait`) and logged, and the
-        source goes on with the next one."""
-        persistence = self.persistence
-        if persistence is not None and persistence.writer is not None:
-            await persistence.writer.wait_capacity()
+        """A source's :meth:`submit`: an event the engine refuses is counted (by
+        :meth:`submit_nowait`) and logged, and the source goes on with the next one."""
         try:
-            return self.submit_nowait(event)
+            return await self.submit(event)
         except EventError as exc:
             self._reject_log.log(exc, source="source")
             return None

@@ -159,7 +159,8 @@ class Rows:
         return not (self.orders or self.fills or self.positions or self.accounts)
 
     async def write(self, conn: aiosqlite.Connection) -> None:
-        """The whole commit, inside a transaction the caller opened."""
+        """The whole commit: the one statement, then orders, fills and positions if any (in
+        a transaction the caller opened: :attr:`single` is then false)."""
         await conn.execute(COMMIT_SQL, self.commit)
         if self.orders:
             # A retried order returns its original fill: the first record stands.

@@ -30,7 +30,7 @@ from fastpath.records import JournalLog
 
 from ..errors import StorageError
 from ..symbols import SymbolTable
-from .rows import COMMIT_SQL, Journal, Rows
+from .rows import Journal, Rows
 
 if TYPE_CHECKING:
     from fastpath.flow import CoordinatorCore
@@ -306,13 +306,13 @@ class StorageWriter:
 
     async def _transaction(self, rows: Rows, dropped: list[int], now: float) -> None:
         conn = self.conn
+        # The common commit is one statement, run by SQLite as its own transaction (the
+        # connection is in autocommit mode), all of it without the GIL; orders and dropped runs
+        # add statements, and then one explicit transaction holds them all.
+        explicit = bool(dropped) or not rows.single
         try:
-            if rows.single and not dropped:
-                # The common commit: one statement, run by SQLite as its own transaction (the
-                # connection is in autocommit mode), all of it without the GIL.
-                await conn.execute(COMMIT_SQL, rows.commit)
-                return
-            await conn.execute("BEGIN IMMEDIATE")
+            if explicit:
+                await conn.execute("BEGIN IMMEDIATE")
             await rows.write(conn)
             if dropped:
                 await conn.executemany(
@@ -320,7 +320,8 @@ class StorageWriter:
                     "error='workflow no longer configured' WHERE id=?",
                     [(now, run_id) for run_id in dropped],
                 )
-            await conn.execute("COMMIT")
+            if explicit:
+                await conn.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):  # none is open after a lone statement
                 await conn.execute("ROLLBACK")
