@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install system-deps build test test-pure bench bench-heap bench-engine bench-storage bench-instructions lint run clean
+.PHONY: install system-deps build wheel test test-pure bench bench-heap bench-engine bench-storage bench-instructions lint run clean
 
 # A venv with tickflow installed editable (which compiles fastpath) plus the dev tools.
 $(STAMP): pyproject.toml setup.py
@@ -21,6 +21,10 @@ build: $(STAMP)
 	$(BIN)/python setup.py -q build_ext --inplace
 	@$(BIN)/python -c "import fastpath, fastpath.flow as f, fastpath.runs as r, fastpath.symbols as s, fastpath.counters as c, fastpath.coro as co, fastpath.records as rec, sys; impls = (fastpath.IMPLEMENTATION, fastpath.LATENCY_IMPLEMENTATION, co.CORO_IMPLEMENTATION, c.COUNTERS_IMPLEMENTATION, s.SYMBOLS_IMPLEMENTATION, r.RUNS_IMPLEMENTATION, f.FLOW_IMPLEMENTATION, rec.RECORDS_IMPLEMENTATION); print('fastpath: heap %s, latency %s, coro %s, counters %s, symbols %s, runs %s, flow %s, records %s' % impls); sys.exit(set(impls) != {'cython'})" \
 		|| { echo "ERROR: the fastpath Cython extensions did not build" >&2; exit 1; }
+
+# The sdist and the wheel built from it, as a user's `pip install` would (dist/).
+wheel: $(STAMP)
+	$(BIN)/python -m build --outdir dist .
 
 # System packages the tests need: Prometheus and promtool (the monitoring integration test runs
 # a real Prometheus against the daemon and checks the shipped config with promtool), and

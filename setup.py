@@ -1,7 +1,13 @@
 """Builds the fastpath Cython extension; everything else is in pyproject.toml."""
 
+import os
+
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+
+# TICKFLOW_NO_EXTENSIONS at build time (as aiohttp's AIOHTTP_NO_EXTENSIONS): install the
+# pure-Python twins only, for a machine without a C compiler. The choosers pick them at run time.
+NO_EXTENSIONS = os.environ.get("TICKFLOW_NO_EXTENSIONS", "") not in ("", "0")
 
 # Compiler directives for the hot path. Each one trades a safety net the heap does not need:
 COMPILER_DIRECTIVES = {
@@ -28,7 +34,7 @@ PURE_DIRECTIVES = {
 }
 
 setup(
-    ext_modules=[
+    ext_modules=[] if NO_EXTENSIONS else [
         *cythonize(
             [
                 Extension("fastpath._heap", ["fastpath/_heap.pyx"], extra_compile_args=["-O3"]),
