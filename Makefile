@@ -19,7 +19,7 @@ install: $(STAMP)
 # Rebuild the extension in place and refuse to go on without it.
 build: $(STAMP)
 	$(BIN)/python setup.py -q build_ext --inplace
-	@$(BIN)/python -c "import fastpath, fastpath.flow as f, fastpath.runs as r, fastpath.symbols as s, fastpath.counters as c, fastpath.coro as co, fastpath.records as rec, sys; impls = (fastpath.IMPLEMENTATION, fastpath.LATENCY_IMPLEMENTATION, co.CORO_IMPLEMENTATION, c.COUNTERS_IMPLEMENTATION, s.SYMBOLS_IMPLEMENTATION, r.RUNS_IMPLEMENTATION, f.FLOW_IMPLEMENTATION, rec.RECORDS_IMPLEMENTATION); print('fastpath: heap %s, latency %s, coro %s, counters %s, symbols %s, runs %s, flow %s, records %s' % impls); sys.exit(set(impls) != {'cython'})" \
+	@$(BIN)/python -c "import engine, fastpath, fastpath.coro as co, fastpath.jsonw as j, sys; impls = (fastpath.IMPLEMENTATION, fastpath.LATENCY_IMPLEMENTATION, co.CORO_IMPLEMENTATION, j.JSONW_IMPLEMENTATION, engine.IMPLEMENTATION); print('fastpath: heap %s, latency %s, coro %s, jsonw %s; engine core+records %s' % impls); sys.exit(set(impls) != {'cython'})" \
 		|| { echo "ERROR: the fastpath Cython extensions did not build" >&2; exit 1; }
 
 # The sdist and the wheel built from it, as a user's `pip install` would (dist/).
@@ -75,9 +75,11 @@ bench: bench-heap bench-engine
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 run: build
 	$(BIN)/tickflow run
 
 clean:
-	rm -rf build dist *.egg-info fastpath/*.c fastpath/*.so .benchmarks
+	rm -rf build dist *.egg-info .benchmarks
+	find fastpath engine -name '*.c' -o -name '*.so' | xargs rm -f

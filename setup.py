@@ -19,10 +19,11 @@ COMPILER_DIRECTIVES = {
     "embedsignature": True,  # keep signatures visible to help() and IDEs
 }
 
-# The engine's per-step path is plain Python (fastpath/_runs_py.py, _flow_py.py) compiled a
-# second time through a symlink, typed by a .pxd: the .py files' annotations are for mypy and
-# readers, the .pxd's declarations are Cython's ("annotation_typing" off), so one source serves
-# as both twins.
+# The engine's compiled modules are plain Python (engine/core/runs.py, ...), compiled under their
+# own names with a typed .pxd beside each: the .py files' annotations are for mypy and readers,
+# the .pxd's declarations are Cython's ("annotation_typing" off), so one source serves as both
+# builds (engine.COMPILED_MODULES; engine/__init__.py picks the sources when the extensions are
+# missing or TICKFLOW_NO_EXTENSIONS is set).
 # These are ordinary Python source, negative indices and all: none of the heap's safety trades.
 # nonecheck: a typed variable that is None (a released step's run, say) raises AttributeError
 # as in the pure build, instead of crashing the process -- one predictable branch per access.
@@ -32,6 +33,9 @@ PURE_DIRECTIVES = {
     "annotation_typing": False,
     "nonecheck": True,
 }
+
+# engine.COMPILED_MODULES, in cimport order (kept here too: setup.py must not import the engine).
+ENGINE_COMPILED = ("core/counters", "core/symbols", "core/runs", "core/records", "core/flow")
 
 setup(
     ext_modules=[] if NO_EXTENSIONS else [
@@ -48,17 +52,9 @@ setup(
         ),
         *cythonize(
             [
-                Extension("fastpath._runs_c", ["fastpath/_runs_c.py"], extra_compile_args=["-O3"]),
-                Extension(
-                    "fastpath._counters_c", ["fastpath/_counters_c.py"], extra_compile_args=["-O3"]
-                ),
-                Extension(
-                    "fastpath._symbols_c", ["fastpath/_symbols_c.py"], extra_compile_args=["-O3"]
-                ),
-                Extension("fastpath._flow_c", ["fastpath/_flow_c.py"], extra_compile_args=["-O3"]),
-                Extension(
-                    "fastpath._records_c", ["fastpath/_records_c.py"], extra_compile_args=["-O3"]
-                ),
+                Extension(f"engine.{m.replace('/', '.')}", [f"engine/{m}.py"],
+                          extra_compile_args=["-O3"])
+                for m in ENGINE_COMPILED
             ],
             compiler_directives=PURE_DIRECTIVES,
         ),

@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from engine.events import DataReady
-from engine.latency import LatencyHistogram
+from engine.core.events import DataReady
+from fastpath.latency import LatencyHistogram
 
 __all__ = ["BaselinePool", "Job", "JobSpec", "Mode"]
 

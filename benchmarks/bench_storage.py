@@ -38,11 +38,11 @@ from benchmarks.engine_load import (
     throughput,
 )
 from engine.config import loads_config
-from engine.engine import Engine
-from engine.events import Tick
+from engine.core.events import Tick
+from engine.core.symbols import SymbolTable
+from engine.service.daemon import Engine
 from engine.storage.db import open_database
 from engine.storage.writer import StorageWriter
-from engine.symbols import SymbolTable
 from strategies.broker import PaperBroker
 
 OUT = Path(".benchmarks/storage.json")

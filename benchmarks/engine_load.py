@@ -10,9 +10,9 @@ numbers are for reading, never for asserting. Each design runs in a fresh uvloop
 Designs (all on uvloop, 5 workers/agents, the same step functions from
 :mod:`benchmarks.bench_actions`):
 
-* ``tickflow``: :class:`engine.engine.Engine` with every feature on -- two workflows routed by
-  symbol priority (``hot``: priority 0, max_concurrent 3, last step non-preemptible; ``bulk``:
-  priority 2, max_concurrent 5), a timeout on every step, retries configured, conflation,
+* ``tickflow``: :class:`engine.service.daemon.Engine` with every feature on -- two workflows
+  routed by symbol priority (``hot``: priority 0, max_concurrent 3, last step non-preemptible;
+  ``bulk``: priority 2, max_concurrent 5), a timeout on every step, retries configured, conflation,
   preemption, per-step latency histograms.
 * ``baseline``: :class:`benchmarks.baseline.BaselinePool` in ``"step"`` mode -- one queue
   operation per step, like tickflow (see that module for why this is the fair one).
@@ -76,9 +76,9 @@ import orjson
 import uvloop
 
 from engine.config import loads_config
-from engine.engine import Engine
-from engine.events import DataReady
-from engine.latency import LatencyHistogram
+from engine.core.events import DataReady
+from engine.service.daemon import Engine
+from fastpath.latency import LatencyHistogram
 
 from . import bench_actions, engine_report
 from .baseline import BaselinePool, JobSpec, Mode

@@ -1,8 +1,8 @@
 """Network intake load benchmark: DATA_READY lines over loopback TCP, acks read back.
 
 ``python -m benchmarks.intake_load`` runs, for storage off and on, an engine with
-:class:`engine.netintake.IntakeServers` on 127.0.0.1 (a free port) in this process, and a load
-generator in a **separate process** (``python -m benchmarks.intake_load client ...``, so its
+:class:`engine.service.netintake.IntakeServers` on 127.0.0.1 (a free port) in this process, and
+a load generator in a **separate process** (``python -m benchmarks.intake_load client ...``, so its
 CPU does not share the engine's event loop) that opens ``--conns`` connections and keeps up to
 ``--window`` lines in flight on each (sent, not yet acked), in writes of ``--chunk`` lines.
 
@@ -183,8 +183,8 @@ async def _scenario(
     db_dir: Path,
 ) -> dict[str, Any]:
     from engine.config import IntakeSettings, loads_config
-    from engine.engine import Engine
-    from engine.netintake import IntakeServers
+    from engine.service.daemon import Engine
+    from engine.service.netintake import IntakeServers
 
     toml = CONFIG
     if storage:

@@ -24,8 +24,14 @@ from typing import Any, Final, NamedTuple
 import msgspec
 import orjson
 
-from .errors import EventError
-from .events import DATA_READY, HIGH_PRIORITY_ARRIVED, DataReady, Event, HighPriorityArrived
+from engine.core.errors import EventError
+from engine.core.events import (
+    DATA_READY,
+    HIGH_PRIORITY_ARRIVED,
+    DataReady,
+    Event,
+    HighPriorityArrived,
+)
 
 __all__ = [
     "DECODE_REASONS",

@@ -1,7 +1,7 @@
 """Pure-Python twin of :mod:`fastpath._jsonw`: the same API, writing the same bytes.
 
 A :class:`JsonWriter` appends JSON to one buffer piece by piece, for the storage records
-(``fastpath._records_py``): integers as digits, short ASCII strings copied, a float that is an
+(``engine.core.records``): integers as digits, short ASCII strings copied, a float that is an
 exact multiple of a millionth as that integer with a decimal point, anything else through
 msgspec. See the compiled module for why.
 """

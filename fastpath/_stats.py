@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from engine.errors import TickflowError
+from fastpath.errors import TickflowError
 
 __all__ = ["HeapFullError", "HeapStatistics"]
 

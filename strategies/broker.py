@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 
-from engine.errors import TickflowError
+from engine.core.errors import TickflowError
 
 __all__ = [
     "BrokerError",

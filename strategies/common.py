@@ -13,8 +13,8 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
-from engine.context import StepContext
-from engine.errors import TickflowError
+from engine.core.context import StepContext
+from engine.core.errors import TickflowError
 
 __all__ = [
     "Action",

@@ -26,8 +26,8 @@ from typing import Literal
 
 import msgspec
 
-from engine.context import StepContext, cheap, sends_orders
-from engine.events import Tick
+from engine.core.context import StepContext, cheap, sends_orders
+from engine.core.events import Tick
 
 from .broker import Fill, Side
 from .common import Action, clamp, find_input, param_float, param_int

@@ -17,8 +17,8 @@ from operator import attrgetter
 
 import msgspec
 
-from engine.errors import TickflowError
-from engine.events import Tick
+from engine.core.errors import TickflowError
+from engine.core.events import Tick
 
 __all__ = [
     "Bar",

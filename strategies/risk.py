@@ -25,7 +25,7 @@ from typing import Literal
 
 import msgspec
 
-from engine.errors import TickflowError
+from engine.core.errors import TickflowError
 
 from .broker import PaperBroker, Side
 

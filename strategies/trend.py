@@ -27,8 +27,8 @@ from typing import Literal
 
 import msgspec
 
-from engine.context import StepContext, cheap
-from engine.events import Tick
+from engine.core.context import StepContext, cheap
+from engine.core.events import Tick
 
 from .common import Action, StrategyError, clamp, find_input, param_float, param_int
 from .indicators import Bar, bars_by_count, bars_by_time, ema_series, mean, slope

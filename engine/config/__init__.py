@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .compile import compile_workflow, compile_workflows
 from .loader import (
     RunIn,
     check_config,
@@ -54,6 +55,8 @@ __all__ = [
     "Workflow",
     "check_config",
     "clear_action_cache",
+    "compile_workflow",
+    "compile_workflows",
     "config_digest",
     "describe_route",
     "effective_run_in",

@@ -1,6 +1,6 @@
 """Load, validate and resolve a TOML configuration.
 
-Loading runs in three stages, each failing with a :class:`~engine.errors.ConfigError` whose
+Loading runs in three stages, each failing with a :class:`~engine.core.errors.ConfigError` whose
 ``str()`` is ``<file>: at <key path>: <problem>``:
 
 1. read and parse the TOML (unreadable file, not UTF-8, syntax error with line and column);
@@ -32,8 +32,9 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_typ
 
 import msgspec
 
-from ..context import is_cheap, sends_orders_flag
-from ..errors import ConfigError
+from engine.core.context import is_cheap, sends_orders_flag
+from engine.core.errors import ConfigError
+
 from .schema import ACTION_PATTERN, NAME_PATTERN, Config, Step, Workflow
 
 __all__ = [
@@ -157,7 +158,7 @@ def effective_run_in(step: Step, fn: Callable[..., Any]) -> RunIn:
     ``"inline"`` (called on the loop, never suspends) or ``"thread"`` (the thread pool).
 
     ``run_in = "auto"`` resolves to ``"async"`` for coroutine functions, to ``"inline"`` for
-    plain functions marked :func:`engine.context.cheap`, and to ``"thread"`` otherwise.
+    plain functions marked :func:`engine.core.context.cheap`, and to ``"thread"`` otherwise.
     Raises :class:`ConfigError` for an async action forced into a thread.
     """
     if _is_async(fn):

@@ -78,7 +78,7 @@ class EngineSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     # grow the table, and the state file, without bound. Seeded symbols count, but are always
     # registered.
     max_symbols: PositiveInt = 100_000
-    # The garbage collector while the engine runs (engine/gcpolicy.py says why): young
+    # The garbage collector while the engine runs (engine/service/gcpolicy.py says why): young
     # collections every this many allocations (0: Python's own thresholds), and startup objects
     # frozen out of full collections.
     gc_gen0_threshold: NonNegativeInt = 20_000
@@ -178,7 +178,7 @@ class Step(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
 
     ``run_in`` picks where a plain (non-async) action runs: ``"inline"`` on the event loop,
     ``"thread"`` in the engine's thread pool, ``"auto"`` inline when the action is marked
-    :func:`engine.context.cheap` and in a thread otherwise. Async actions always run as tasks
+    :func:`engine.core.context.cheap` and in a thread otherwise. Async actions always run as tasks
     on the loop.
 
     Thread steps must be ``preemptible = false``: a Python thread cannot be interrupted, so a
@@ -259,7 +259,8 @@ class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
 
 
 class IntakeSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Network intake: JSON-lines events over TCP and/or a Unix socket (engine/netintake.py).
+    """Network intake: JSON-lines events over TCP and/or a Unix socket
+    (engine/service/netintake.py).
 
     Both listeners are off by default. ``tcp_port = 0`` binds a free port (tests; logged as
     ``intake listening``). The shared-secret token is read from ``token_file`` or the

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
-from ..events import Event
+from engine.core.events import Event
 
 __all__ = ["Source", "SourceState", "SourceStats", "Submit"]
 

@@ -18,8 +18,9 @@ from contextlib import aclosing
 from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple
 
-from ..errors import EventError, TickflowError
-from ..events import DATA_READY, DataReady, Event
+from engine.core.errors import EventError, TickflowError
+from engine.core.events import DATA_READY, DataReady, Event
+
 from ..intake import DEFAULT_MAX_LINE_BYTES, EventDecoder, RejectLog
 from .base import SourceState, SourceStats, Submit
 from .pacing import Pacer, Sleep

@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from types import MappingProxyType
 
-from ..events import DataReady
+from engine.core.events import DataReady
+
 from .base import SourceState, SourceStats, Submit
 from .pacing import Pacer, Sleep
 

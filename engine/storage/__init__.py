@@ -1,7 +1,6 @@
 """Storage: SQLite state (WAL) behind one group-commit writer, and recovery at start."""
 
-from .db import open_database
-from .persistence import Persistence, default_db_path
+from .db import default_db_path, open_database
 from .recovery import RecoveryReport
 from .schema import SCHEMA_VERSION
 from .status import StatusReport, format_report, read_status
@@ -9,7 +8,6 @@ from .writer import StorageWriter, WriterStatistics
 
 __all__ = [
     "SCHEMA_VERSION",
-    "Persistence",
     "RecoveryReport",
     "StatusReport",
     "StorageWriter",

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import aiosqlite
 
-from ..errors import StorageError
+from engine.core.errors import StorageError
+
 from .schema import MIGRATIONS, PRAGMAS, SCHEMA_VERSION
 
-__all__ = ["open_database", "schema_version"]
+__all__ = ["default_db_path", "open_database", "schema_version"]
 
 
 async def open_database(
@@ -58,6 +59,15 @@ async def open_database(
         await conn.close()
         raise StorageError(f"{path}: {_explain(exc)}") from exc
     return conn
+
+
+
+def default_db_path(configured: str) -> Path:
+    """``storage.path`` if set; else under systemd's ``$STATE_DIRECTORY``, else ``./state``."""
+    if configured:
+        return Path(configured).expanduser()
+    state_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0] or "state"
+    return Path(state_dir) / "tickflow.db"
 
 
 def schema_version(conn: sqlite3.Connection) -> int:

@@ -9,12 +9,12 @@ from typing import Any
 import aiosqlite
 import msgspec
 
+from engine.core.errors import StorageError
+from engine.core.events import Tick
+from engine.core.symbols import SymbolRow, SymbolTable
 from strategies.broker import SNAPSHOT_VERSION, PaperBroker
 
 from ..config import BrokerSettings
-from ..errors import StorageError
-from ..events import Tick
-from ..symbols import SymbolRow, SymbolTable
 
 __all__ = ["LoadedState", "RecoveryReport", "StoredRun", "load_state"]
 
@@ -177,7 +177,7 @@ async def _load(
         async for r in cur:
             # A step: [name, started_us, finished_us, state, attempts, preemptions, error,
             # output, output_stored], or its first three fields alone for a step completed at
-            # its first attempt without output (fastpath/_records_py.py, run_record).
+            # its first attempt without output (engine/core/records.py, run_record).
             completed = tuple(
                 StoredStep(s[0], None, 1, True, s[1], s[2]) if len(s) == 3
                 else StoredStep(s[0], s[7], s[4], bool(s[8]), s[1], s[2], s[5])

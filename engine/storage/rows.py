@@ -2,7 +2,7 @@
 
 Split from :mod:`engine.storage.writer`, which decides *when* to commit; this module decides
 *what* a commit writes and how the rows travel. The records themselves are built by
-:mod:`fastpath.records` (compiled).
+:mod:`engine.core.records` (compiled).
 
 How rows travel, and why (measured; docs/storage.md, "Cost"): whatever the SQLite thread does
 while holding the GIL is taken from the event loop, and so is every hand-over of the GIL
@@ -11,7 +11,7 @@ between the two. So a commit is ONE statement, ``INSERT INTO commits``, whose tr
 
 * completed runs (nearly all runs) as ONE JSON array per commit, stored as it is
   (`run_blocks`): nothing to bind or expand per run. Their records are made as they end
-  (:class:`fastpath.records.FinishedRuns`), so finished runs are freed at once;
+  (:class:`engine.core.records.FinishedRuns`), so finished runs are freed at once;
 * accepted events likewise (`journal_blocks`);
 * changed symbols as one JSON object, keyed "id:name", expanded by ``json_each`` inside an
   upsert, each symbol's record stored as the JSON text it comes out as (`symbol_rows`): parsing
@@ -32,10 +32,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import aiosqlite
 import msgspec
 
-from fastpath.records import FinishedRuns, run_rows, steps_json, symbol_batch
-
-from ..runs import Run
-from ..symbols import SymbolState
+from engine.core.records import FinishedRuns, run_rows, steps_json, symbol_batch
+from engine.core.runs import Run
+from engine.core.symbols import SymbolState
 
 if TYPE_CHECKING:
     from strategies.broker import PaperBroker
@@ -46,7 +45,7 @@ _encode = msgspec.json.Encoder().encode
 
 
 class Journal(NamedTuple):
-    """The journal records of one commit (:meth:`fastpath.records.JournalLog.take`)."""
+    """The journal records of one commit (:meth:`engine.core.records.JournalLog.take`)."""
 
     records: int
     first_seq: int
@@ -189,7 +188,7 @@ class Rows:
 
 
 def _runs_json(rows: list[tuple[Any, ...]]) -> str:
-    """The rows of `run_rows` (:func:`fastpath.records.run_record`) as one JSON array, the
+    """The rows of `run_rows` (:func:`engine.core.records.run_record`) as one JSON array, the
     encoded tick and steps of each embedded as they are."""
     raw = msgspec.Raw
     return _encode([

@@ -281,7 +281,7 @@ CREATE TRIGGER commits_insert INSTEAD OF INSERT ON commits BEGIN
         SELECT NEW.first_id, NEW.last_id, NEW.finished_at, NEW.runs, NEW.records
         WHERE NEW.records IS NOT NULL;
     DELETE FROM run_rows WHERE id IN (SELECT value FROM json_each(NEW.unrow));
-    -- One JSON array per run (fastpath/_records_py.py, run_record); its tick and steps are
+    -- One JSON array per run (engine/core/records.py, run_record); its tick and steps are
     -- stored as the JSON text they are. A tick_ts of null is a non-finite ts, which msgspec
     -- writes as null: intake admits only finite ts >= 0, so only a source built in Python
     -- can hand one over; it is stored as +inf rather than fail the commit.

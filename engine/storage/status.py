@@ -8,7 +8,8 @@ from typing import Any
 
 import msgspec
 
-from ..errors import StorageError
+from engine.core.errors import StorageError
+
 from .db import schema_version
 from .schema import SCHEMA_VERSION
 

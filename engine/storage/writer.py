@@ -26,14 +26,14 @@ from typing import TYPE_CHECKING, Any
 import aiosqlite
 import msgspec
 
-from fastpath.records import JournalLog
+from engine.core.errors import StorageError
+from engine.core.records import JournalLog
+from engine.core.symbols import SymbolTable
 
-from ..errors import StorageError
-from ..symbols import SymbolTable
 from .rows import Journal, Rows
 
 if TYPE_CHECKING:
-    from fastpath.flow import CoordinatorCore
+    from engine.core.flow import CoordinatorCore
     from strategies.broker import PaperBroker
 
 __all__ = ["StorageWriter", "WriterStatistics"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import orjson
 
-TICKFLOW = [sys.executable, "-m", "engine.cli"]
+TICKFLOW = [sys.executable, "-m", "engine"]
 
 
 def start(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:

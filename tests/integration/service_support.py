@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from engine.context import StepContext
+from engine.core.context import StepContext
 from tests.integration.daemon import TICKFLOW
 
 __all__ = [

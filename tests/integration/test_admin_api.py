@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 
 from engine.config import load_config_with_digest
-from engine.engine import Engine
-from engine.reload import Reloader
+from engine.service.daemon import Engine
+from engine.service.reload import Reloader
 
 TOKEN = "s3cret-token"
 

@@ -21,8 +21,8 @@ import orjson
 import pytest
 
 from engine.config import IntakeSettings, loads_config
-from engine.engine import Engine
-from engine.netintake import IntakeServers
+from engine.service.daemon import Engine
+from engine.service.netintake import IntakeServers
 from tests.integration.daemon import start, wait_for_log
 
 WAIT_S = 10.0  # a safety bound on each wait, never a duration anyone waits for

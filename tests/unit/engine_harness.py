@@ -1,6 +1,7 @@
-"""Small shared helpers for tests that drive a whole :class:`engine.engine.Engine` in-process.
+"""Small shared helpers for tests that drive a whole :class:`engine.service.daemon.Engine`
+in-process.
 
-Everything here is deterministic: time is a :class:`engine.clock.FakeClock` the test advances,
+Everything here is deterministic: time is a :class:`engine.core.clock.FakeClock` the test advances,
 and waiting for something to happen means yielding to the event loop a *bounded number of
 turns* -- never sleeping for a duration. Keep this module small and stable (other test modules
 import it): add helpers, do not change the ones that are here.
@@ -13,10 +14,10 @@ import textwrap
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from engine.clock import FakeClock
 from engine.config import loads_config
-from engine.engine import Engine
-from engine.events import DataReady
+from engine.core.clock import FakeClock
+from engine.core.events import DataReady
+from engine.service.daemon import Engine
 
 __all__ = ["data_ready", "make_engine", "run_async", "settle", "wait_for"]
 

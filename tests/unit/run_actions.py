@@ -14,8 +14,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from engine.context import StepContext
-from engine.events import Tick
+from engine.core.context import StepContext
+from engine.core.events import Tick
 
 __all__ = [
     "CALLS",

@@ -19,7 +19,7 @@ import uvloop
 from benchmarks import bench_actions, engine_load, engine_report
 from benchmarks.baseline import BaselinePool, JobSpec, Mode
 from engine.config import loads_config
-from engine.events import DataReady
+from engine.core.events import DataReady
 
 TOY = engine_load.Settings(
     warmup_s=0.01,

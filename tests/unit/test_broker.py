@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.errors import TickflowError
+from engine.core.errors import TickflowError
 from strategies.broker import (
     BrokerError,
     BrokerStatistics,

@@ -33,7 +33,7 @@ from engine.config import (
     summarize,
     topological_order,
 )
-from engine.errors import ConfigError
+from engine.core.errors import ConfigError
 from tests.unit import config_actions
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from engine.coordinator import Coordinator
-from engine.dispatcher import Dispatcher, Interrupt
-from engine.engine import Engine
-from engine.fsm import RunState, StepState
-from engine.runs import Run, StepRun
-from engine.symbols import SymbolStatus
+from engine.core.coordinator import Coordinator
+from engine.core.dispatcher import Dispatcher, Interrupt
+from engine.core.fsm import RunState, StepState
+from engine.core.runs import Run, StepRun
+from engine.core.symbols import SymbolStatus
+from engine.service.daemon import Engine
 
 from . import dispatch_actions as acts
 from .engine_harness import data_ready, make_engine, run_async, settle, wait_for

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from engine.cli import DEFAULT_CONFIG
 from engine.config import load_config
-from engine.engine import Engine
+from engine.service.cli import DEFAULT_CONFIG
+from engine.service.daemon import Engine
 from engine.sources import ReplaySource
 
 

@@ -7,19 +7,12 @@ import re
 
 import pytest
 
-from engine.config import loads_config
-from engine.errors import IllegalTransition
-from engine.events import Tick
-from engine.fsm import (
-    RUN_TRANSITIONS,
-    STEP_TRANSITIONS,
-    RunState,
-    StepState,
-    check_transition,
-)
-from engine.runs import Run, StepRun
-from engine.symbols import SymbolState
-from engine.workflow import WorkflowDef, compile_workflows
+from engine.config import compile_workflows, loads_config
+from engine.core.errors import IllegalTransition
+from engine.core.events import Tick
+from engine.core.fsm import RUN_TRANSITIONS, STEP_TRANSITIONS, RunState, StepState, check_transition
+from engine.core.runs import Run, StepRun, WorkflowDef
+from engine.core.symbols import SymbolState
 
 CONFIG = """
 [workflows.wf]

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from engine.config import loads_config
-from engine.engine import Engine
-from engine.gcpolicy import tuned_collector
+from engine.service.daemon import Engine
+from engine.service.gcpolicy import tuned_collector
 
 TOML = """
 [engine]

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import fastpath
-from engine.errors import TickflowError
+from engine.core.errors import TickflowError
 from fastpath import HeapFullError, HeapStatistics
 from tests.conftest import HEAP_IMPLEMENTATIONS
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.errors import TickflowError
-from engine.events import Tick
+from engine.core.errors import TickflowError
+from engine.core.events import Tick
 from strategies.indicators import (
     Bar,
     IndicatorError,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from engine.clock import FakeClock
 from engine.config import loads_config
-from engine.context import StepContext, cheap
-from engine.engine import Engine
-from engine.events import DataReady
+from engine.core.clock import FakeClock
+from engine.core.context import StepContext, cheap
+from engine.core.events import DataReady
+from engine.service.daemon import Engine
 
 CLOCK = FakeClock()
 

@@ -12,8 +12,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.errors import EventError
-from engine.events import DATA_READY, HIGH_PRIORITY_ARRIVED, DataReady, Event, HighPriorityArrived
+from engine.core.errors import EventError
+from engine.core.events import (
+    DATA_READY,
+    HIGH_PRIORITY_ARRIVED,
+    DataReady,
+    Event,
+    HighPriorityArrived,
+)
 from engine.intake import (
     DECODE_REASONS,
     DEFAULT_MAX_LINE_BYTES,

@@ -1,6 +1,6 @@
 """Prometheus metrics: the collector, the loop monitor and the HTTP endpoint, in-process.
 
-The engine is driven on a :class:`~engine.clock.FakeClock` with the gated actions of
+The engine is driven on a :class:`~engine.core.clock.FakeClock` with the gated actions of
 :mod:`tests.unit.dispatch_actions`; every check scrapes the engine's own registry with
 ``generate_latest`` and parses the text back with prometheus-client's parser, so the test
 reads exactly what Prometheus would. Waiting is bounded in loop turns, never slept.
@@ -21,15 +21,15 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.context import StepContext, sends_orders
-from engine.engine import Engine
-from engine.events import HighPriorityArrived
-from engine.http import MetricsBindError
+from engine.core.context import StepContext, sends_orders
+from engine.core.events import HighPriorityArrived
+from engine.core.stats import RUN_OUTCOMES
 from engine.intake import REJECT_REASONS
-from engine.latency import LatencyHistogram, bucket_edge_seconds
-from engine.loopmon import LoopMonitor
-from engine.metrics import BUCKET_BOUNDS, BUCKET_EDGES, ORDER_OUTCOMES, ORDER_SIDES
-from engine.stats import RUN_OUTCOMES
+from engine.service.daemon import Engine
+from engine.service.http import MetricsBindError
+from engine.service.loopmon import LoopMonitor
+from engine.service.metrics import BUCKET_BOUNDS, BUCKET_EDGES, ORDER_OUTCOMES, ORDER_SIDES
+from fastpath.latency import LatencyHistogram, bucket_edge_seconds
 
 from . import dispatch_actions as acts
 from .engine_harness import data_ready, make_engine, run_async, settle, wait_for

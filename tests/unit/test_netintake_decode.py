@@ -1,4 +1,5 @@
-"""The pure part of the network intake: :class:`engine.netintake.LineSplitter`, and the token.
+"""The pure part of the network intake: :class:`engine.service.netintake.LineSplitter`, and
+the token.
 
 The splitter sees attacker-controlled bytes cut at arbitrary points by TCP, so the properties are
 checked against a simple model over arbitrary streams and arbitrary chunkings: it never raises,
@@ -16,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.config import IntakeSettings
-from engine.netlines import TOKEN_ENV, IntakeError, LineSplitter, Oversized, load_token
+from engine.service.netlines import TOKEN_ENV, IntakeError, LineSplitter, Oversized, load_token
 
 LIMIT = 16
 

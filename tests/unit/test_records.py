@@ -1,4 +1,4 @@
-"""Storage records written piece by piece (``fastpath.records`` on the JSON writer) read back
+"""Storage records written piece by piece (``engine.core.records`` on the JSON writer) read back
 as the records msgspec encodes: a commit's symbol batch, a block of completed runs, a block of
 the journal."""
 
@@ -11,19 +11,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.config import loads_config
-from engine.events import DataReady, HighPriorityArrived, Tick
-from engine.fsm import RunState, StepState
-from engine.runs import Run
-from engine.symbols import SymbolState, SymbolTable
-from engine.workflow import compile_workflows
-from fastpath.records import (
+from engine.config import compile_workflows, loads_config
+from engine.core.events import DataReady, HighPriorityArrived, Tick
+from engine.core.fsm import RunState, StepState
+from engine.core.records import (
     FinishedRuns,
     JournalLog,
     completed_record,
     symbol_batch,
     symbol_record,
 )
+from engine.core.runs import Run
+from engine.core.symbols import SymbolState, SymbolTable
 
 _decode = msgspec.json.decode
 _encode = msgspec.json.encode

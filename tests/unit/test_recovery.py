@@ -11,8 +11,8 @@ import msgspec
 import pytest
 
 from engine.config import loads_config
-from engine.engine import Engine
-from engine.events import DataReady, Tick
+from engine.core.events import DataReady, Tick
+from engine.service.daemon import Engine
 from tests.unit import recovery_actions as ra
 
 CONFIG = """

@@ -1,4 +1,4 @@
-"""engine.reload: what a config reload changes live, what it leaves for a restart, and the
+"""engine.service.reload: what a config reload changes live, what it leaves for a restart, and the
 refusal of an invalid file."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from engine.config import load_config_with_digest, loads_config
-from engine.engine import Engine
-from engine.reload import Reloader, apply_config
-from engine.sdnotify import Notifier
+from engine.service.daemon import Engine
+from engine.service.reload import Reloader, apply_config
+from engine.service.sdnotify import Notifier
 from tests.integration.service_support import NotifySink, wait_until
 from tests.unit import run_actions
 from tests.unit.engine_harness import data_ready, make_engine, run_async, wait_for

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.errors import TickflowError
+from engine.core.errors import TickflowError
 from strategies.broker import PaperBroker, Side
 from strategies.risk import RiskDecision, RiskError, RiskLimits, RiskManager
 

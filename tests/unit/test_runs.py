@@ -1,8 +1,8 @@
 """Runs through the whole engine: conflation, follow-ups, re-prioritisation, shedding, DAGs,
 the symbol table, the sweep and operator actions.
 
-Every test drives a real :class:`~engine.engine.Engine` session on a fresh event loop with a
-:class:`~engine.clock.FakeClock`. Steps are the gated actions of :mod:`tests.unit.run_actions`:
+Every test drives a real :class:`~engine.service.daemon.Engine` session on a fresh event loop with a
+:class:`~engine.core.clock.FakeClock`. Steps are the gated actions of :mod:`tests.unit.run_actions`:
 a test decides when each one finishes, and waits for conditions with a bounded number of loop
 turns -- never a sleep with a duration, never a wall-clock assertion.
 """
@@ -14,14 +14,14 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
-from engine.clock import FakeClock
 from engine.config import loads_config
-from engine.coordinator import Coordinator
-from engine.engine import Engine
-from engine.events import DataReady, HighPriorityArrived, Tick
-from engine.fsm import RunState, StepState
-from engine.runs import Run
-from engine.symbols import Phase, SymbolRow, SymbolStatus
+from engine.core.clock import FakeClock
+from engine.core.coordinator import Coordinator
+from engine.core.events import DataReady, HighPriorityArrived, Tick
+from engine.core.fsm import RunState, StepState
+from engine.core.runs import Run
+from engine.core.symbols import Phase, SymbolRow, SymbolStatus
+from engine.service.daemon import Engine
 from tests.unit import run_actions as ra
 
 WALL_OFFSET = 1_700_000_000.0

@@ -1,8 +1,8 @@
 """The ready queue on its own: global order across lanes, lane limits, preemption re-queue,
 capacity shedding, re-keying and statistics.
 
-Entries are real :class:`~engine.runs.StepRun` objects of runs built from compiled workflows, so
-the queue sees exactly what the coordinator hands it; no engine, no loop.
+Entries are real :class:`~engine.core.runs.StepRun` objects of runs built from compiled
+workflows, so the queue sees exactly what the coordinator hands it; no engine, no loop.
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ import math
 import hypothesis.strategies as st
 from hypothesis import given, settings
 
-from engine.config import loads_config
-from engine.events import Tick
-from engine.runs import Run, StepRun
-from engine.scheduler import QueueStatistics, ReadyQueue
-from engine.symbols import SymbolState
-from engine.workflow import WorkflowDef, compile_workflows
+from engine.config import compile_workflows, loads_config
+from engine.core.events import Tick
+from engine.core.runs import ReadyQueue, Run, StepRun, WorkflowDef
+from engine.core.stats import QueueStatistics
+from engine.core.symbols import SymbolState
 
 CONFIG = """
 [workflows.alpha]

@@ -1,4 +1,4 @@
-"""engine.sdnotify: datagrams to a fake $NOTIFY_SOCKET, watchdog cadence, a blocked loop."""
+"""engine.service.sdnotify: datagrams to a fake $NOTIFY_SOCKET, watchdog cadence, a blocked loop."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine.sdnotify import Notifier, monotonic_usec, watchdog_interval
+from engine.service.sdnotify import Notifier, monotonic_usec, watchdog_interval
 from tests.integration.service_support import NotifySink, wait_until
 
 

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.events import DataReady, Event, HighPriorityArrived
+from engine.core.events import DataReady, Event, HighPriorityArrived
 from engine.intake import REJECT_REASONS, EventDecoder, RejectLog, encode_event
 from engine.sources import (
     Pacer,
@@ -624,7 +624,7 @@ def test_a_source_naming_a_symbol_past_the_cap_goes_on_with_the_rest() -> None:
     a source, that event is counted and logged, and the source carries on -- it is not a
     reason to stop the daemon."""
     from engine.config import loads_config
-    from engine.engine import Engine
+    from engine.service.daemon import Engine
 
     config = loads_config(
         "[engine]\nmax_symbols = 2\n[metrics]\nenabled = false\n"

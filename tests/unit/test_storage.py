@@ -14,13 +14,13 @@ from typing import Any
 import msgspec
 import pytest
 
-from engine.errors import StorageError
-from engine.events import DataReady, Tick
+from engine.core.errors import StorageError
+from engine.core.events import DataReady, Tick
+from engine.core.records import JournalLog
+from engine.core.symbols import SymbolTable
 from engine.storage.db import open_database
 from engine.storage.schema import MIGRATIONS, SCHEMA_VERSION
 from engine.storage.writer import StorageWriter
-from engine.symbols import SymbolTable
-from fastpath.records import JournalLog
 from strategies.broker import PaperBroker
 
 
@@ -507,7 +507,7 @@ depends_on = ["a"]
 
 def _first_step_done(run: Any, output: object = None) -> None:
     """``run``'s first step ran once, at engine time 0, and completed with ``output``."""
-    from engine.fsm import StepState
+    from engine.core.fsm import StepState
 
     step = run.steps[0]
     step.advance(StepState.RUNNING)
@@ -523,10 +523,9 @@ def test_a_step_output_that_cannot_be_encoded_is_stored_as_missing_the_rest_inta
 ) -> None:
     """Records are encoded together: one output msgspec cannot encode must not cost the
     others -- it is stored as missing (recovery re-runs that run), the rest as is."""
-    from engine.config import loads_config
-    from engine.runs import Run
-    from engine.symbols import SymbolState
-    from engine.workflow import compile_workflows
+    from engine.config import compile_workflows, loads_config
+    from engine.core.runs import Run
+    from engine.core.symbols import SymbolState
 
     wf = compile_workflows(loads_config(STEPS_CONFIG))["wf"]
 
@@ -634,8 +633,8 @@ def test_the_symbol_change_log_holds_each_symbol_once_and_only_when_tracked() ->
 
 def test_with_storage_off_the_engine_keeps_no_change_log(tmp_path: Path) -> None:
     from engine.config import loads_config
-    from engine.engine import Engine
-    from engine.events import DataReady
+    from engine.core.events import DataReady
+    from engine.service.daemon import Engine
 
     async def scenario() -> Engine:
         engine = Engine(loads_config(STEPS_CONFIG), sources=[])
@@ -656,12 +655,11 @@ def test_with_storage_off_the_engine_keeps_no_change_log(tmp_path: Path) -> None
 def test_a_completed_run_with_an_output_that_cannot_be_encoded_costs_only_that_output() -> None:
     """Completed runs are encoded into their commit's block as they end: an output msgspec
     cannot encode is stored as missing, its run and the block intact."""
-    from engine.config import loads_config
-    from engine.fsm import RunState, StepState
-    from engine.runs import Run
-    from engine.symbols import SymbolState
-    from engine.workflow import compile_workflows
-    from fastpath.records import FinishedRuns
+    from engine.config import compile_workflows, loads_config
+    from engine.core.fsm import RunState, StepState
+    from engine.core.records import FinishedRuns
+    from engine.core.runs import Run
+    from engine.core.symbols import SymbolState
 
     wf = compile_workflows(loads_config(STEPS_CONFIG))["wf"]
     finished = FinishedRuns()
@@ -741,10 +739,9 @@ def test_a_run_row_with_an_infinite_tick_ts_is_stored_as_infinite(tmp_path: Path
     ts, but a source built in Python may hand one over: the trigger puts the infinity back
     (bound as a parameter, it used to be stored as is) rather than fail the NOT NULL column,
     and with it the commit and every later one."""
-    from engine.config import loads_config
-    from engine.runs import Run
-    from engine.symbols import SymbolState
-    from engine.workflow import compile_workflows
+    from engine.config import compile_workflows, loads_config
+    from engine.core.runs import Run
+    from engine.core.symbols import SymbolState
 
     wf = compile_workflows(loads_config(STEPS_CONFIG))["wf"]
     tick = Tick("AAPL", float("inf"), 100.0)
@@ -812,7 +809,7 @@ def test_at_light_load_a_slow_last_commit_does_not_delay_the_next(tmp_path: Path
 
 def test_the_gather_bound_comes_from_the_config(tmp_path: Path) -> None:
     from engine.config import loads_config
-    from engine.engine import Engine
+    from engine.service.daemon import Engine
 
     toml = STEPS_CONFIG + (
         '[source]\nkind = "none"\n[storage]\n'
@@ -901,7 +898,7 @@ def test_a_step_output_nested_deeper_than_msgspec_goes_is_stored_as_missing(
 ) -> None:
     """msgspec gives up on deep nesting with RecursionError: like any output it cannot encode,
     the output is stored as missing (recovery re-runs that run), not the commit lost."""
-    from fastpath.records import steps_json
+    from engine.core.records import steps_json
 
     deep: Any = 0
     for _ in range(5000):

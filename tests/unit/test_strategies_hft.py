@@ -10,9 +10,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from engine.context import StepContext, is_cheap, sends_orders_flag
-from engine.events import Tick
-from engine.market import MarketData
+from engine.core.context import StepContext, is_cheap, sends_orders_flag
+from engine.core.events import Tick
+from engine.core.symbols import MarketData
 from strategies.broker import PaperBroker, Side
 from strategies.common import StrategyError
 from strategies.hft import (

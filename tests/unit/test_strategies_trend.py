@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.context import StepContext, is_cheap, sends_orders_flag
-from engine.events import Tick
-from engine.market import MarketData
+from engine.core.context import StepContext, is_cheap, sends_orders_flag
+from engine.core.events import Tick
+from engine.core.symbols import MarketData
 from strategies.broker import PaperBroker
 from strategies.common import StrategyError
 from strategies.indicators import Bar

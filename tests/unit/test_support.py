@@ -9,8 +9,8 @@ from types import ModuleType
 import orjson
 import pytest
 
-from engine.clock import FakeClock
-from engine.logs import JsonFormatter
+from engine.core.clock import FakeClock
+from engine.service.logs import JsonFormatter
 
 
 def test_histogram_quantiles_are_within_bucket_resolution(latency_module: ModuleType) -> None:
@@ -91,7 +91,7 @@ def test_loop_clock_resolves_microseconds_under_uvloop() -> None:
 
     import uvloop
 
-    from engine.clock import LoopClock
+    from engine.core.clock import LoopClock
 
     async def distinct_readings() -> int:
         clock = LoopClock()

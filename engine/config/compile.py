@@ -1,0 +1,60 @@
+"""Workflows compiled from config into what the dispatcher needs on its hot path.
+
+Config structs describe; these objects (:class:`engine.core.runs.StepDef` and
+:class:`~engine.core.runs.WorkflowDef`, read by the compiled hot path) execute: actions resolved to
+callables, the DAG turned into index lists, timeouts in seconds, and the execution kind (inline,
+async, thread) decided once at load instead of per step.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from engine.config.loader import effective_run_in, resolve_action
+from engine.config.schema import Config, Workflow
+from engine.core.context import sends_orders_flag
+from engine.core.runs import StepDef, WorkflowDef
+from engine.core.workflow import ExecKind
+
+__all__ = ["compile_workflow", "compile_workflows"]
+
+
+def compile_workflow(name: str, wf: Workflow) -> WorkflowDef:
+    """Resolve the actions of ``wf``, order its steps topologically and index the DAG."""
+    order = wf.topological_order()
+    index = {step_name: i for i, step_name in enumerate(order)}
+    steps: list[StepDef] = []
+    for step_name in order:
+        cfg = wf.step(step_name)
+        fn = resolve_action(cfg.action)
+        kind = ExecKind(effective_run_in(cfg, fn))
+        steps.append(
+            StepDef(
+                index[step_name],
+                step_name,
+                cfg.action,
+                fn,
+                kind,
+                cfg.timeout_ms / 1000.0,
+                cfg.retry,
+                # Inline steps never suspend, so nothing could interrupt them mid-way anyway.
+                cfg.preemptible and kind is not ExecKind.INLINE,
+                MappingProxyType(dict(cfg.params)),
+                tuple(index[d] for d in cfg.depends_on),
+                sends_orders_flag(fn),
+            )
+        )
+    return WorkflowDef(
+        name,
+        wf.priority,
+        wf.route,
+        wf.max_concurrent,
+        wf.on_busy,
+        wf.deadline_ms / 1000.0,
+        wf.enabled,
+        tuple(steps),
+    )
+
+
+def compile_workflows(config: Config) -> dict[str, WorkflowDef]:
+    return {name: compile_workflow(name, wf) for name, wf in config.workflows.items()}

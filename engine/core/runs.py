@@ -1,0 +1,565 @@
+"""Runs, steps and the ready queue: the objects every step of every run goes through.
+
+This file is both the pure-Python build and the source of the compiled one: ``setup.py``
+compiles it in place under the same name, and ``runs.pxd`` beside it turns the classes into
+extension types with typed fields. One source, so the two builds cannot drift;
+``engine.IMPLEMENTATION`` says which one runs.
+
+A workflow's compiled definition (:class:`WorkflowDef`, :class:`StepDef`, built from config by
+:mod:`engine.config.compile`) is what the hot path reads for every step; the :class:`StepContext` it
+builds for every step attempt is the strategies' view of it.
+
+A run is a workflow's DAG instantiated for one symbol and one (conflated) tick; its steps are
+state machines (``engine.core.fsm``). Ready steps wait in a :class:`ReadyQueue`: one fastpath heap
+lane per workflow, keyed ``(priority, deadline, seq)``. Every lane shares one sequence counter,
+so comparing the lanes' heads gives the global order, and a lane whose workflow is at its
+``max_concurrent`` (or paused) is simply skipped: its head waits without blocking the steps of
+other workflows behind it.
+
+Capacity is global. When it is reached, the worst entry of all (lowest priority, then latest
+deadline, then newest) is shed -- which is the incoming entry itself if nothing queued is worse.
+A priority-0 entry is therefore only ever shed when everything queued is priority 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from engine.core.fsm import RUN_TRANSITIONS, STEP_TRANSITIONS, RunState, StepState, check_transition
+from engine.core.stats import QueueStatistics
+from fastpath import heap as _heaps
+
+if TYPE_CHECKING:
+    import random
+
+    from engine.core.events import Tick
+    from engine.core.symbols import MarketData
+
+__all__ = [
+    "Lane",
+    "ReadyQueue",
+    "Run",
+    "StepContext",
+    "StepDef",
+    "StepRun",
+    "WorkflowDef",
+]
+
+_HEAD = -math.inf  # the deadline of a preempted step re-queued at the head of its level
+_STEP_PENDING = StepState.PENDING
+_STEP_RUNNING = StepState.RUNNING
+_STEP_COMPLETED = StepState.COMPLETED
+_RUN_PENDING = RunState.PENDING
+_RUN_RUNNING = RunState.RUNNING
+_RUN_COMPLETED = RunState.COMPLETED
+# advance() takes these moves without a table lookup: they must be legal moves of the tables.
+assert _STEP_RUNNING in STEP_TRANSITIONS[_STEP_PENDING]
+assert _STEP_COMPLETED in STEP_TRANSITIONS[_STEP_RUNNING]
+assert _RUN_RUNNING in RUN_TRANSITIONS[_RUN_PENDING]
+assert _RUN_COMPLETED in RUN_TRANSITIONS[_RUN_RUNNING]
+
+
+class StepDef:
+    """One step of a workflow, compiled: its action resolved, its DAG edges as indices."""
+
+    __slots__ = (
+        "action",
+        "counters",
+        "dependents",
+        "deps",
+        "fn",
+        "index",
+        "kind",
+        "name",
+        "params",
+        "preemptible",
+        "retry",
+        "sends_orders",
+        "timeout_s",
+    )
+
+    def __init__(
+        self,
+        index: int,
+        name: str,
+        action: str,
+        fn: Callable[..., Any],
+        kind: Any,
+        timeout_s: float,
+        retry: Any,
+        preemptible: bool,
+        params: Mapping[str, Any],
+        deps: tuple[int, ...],
+        sends_orders: bool,
+    ) -> None:
+        self.index = index
+        self.name = name
+        self.action = action
+        self.fn = fn
+        self.kind = kind  # engine.core.workflow.ExecKind, decided once at load
+        self.timeout_s = timeout_s
+        self.retry = retry
+        self.preemptible = preemptible
+        self.params = params
+        self.deps = deps
+        self.sends_orders = sends_orders  # decided once, read for every finished step
+        self.dependents: tuple[int, ...] = ()
+        self.counters: Any = None  # the engine's StepCounters, bound once (no lookup per step)
+
+    def __repr__(self) -> str:
+        return f"<StepDef {self.name} {self.kind.value}>"
+
+
+class WorkflowDef:
+    """A workflow, compiled: steps in topological order, roots and dependents as indices."""
+
+    __slots__ = (
+        "counters",
+        "deadline_s",
+        "enabled",
+        "lane",
+        "max_concurrent",
+        "name",
+        "on_busy",
+        "priority",
+        "roots",
+        "route",
+        "steps",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        priority: int,
+        route: Any,
+        max_concurrent: int,
+        on_busy: str,
+        deadline_s: float,
+        enabled: bool,
+        steps: tuple[StepDef, ...],
+    ) -> None:
+        self.name = name
+        self.priority = priority
+        self.route = route  # engine.config.Route
+        self.max_concurrent = max_concurrent
+        self.on_busy = on_busy
+        self.deadline_s = deadline_s
+        self.enabled = enabled
+        self.counters: Any = None  # the engine's WorkflowCounters, bound once
+        self.lane: Any = None  # its ready-queue lane, bound by the coordinator
+        for step in steps:
+            step.dependents = tuple([s.index for s in steps if step.index in s.deps])
+        self.steps = steps
+        self.roots = tuple([s.index for s in steps if not s.deps])
+
+    def run_priority(self, symbol_priority: int) -> int:
+        """A run queues at its symbol's priority, but never less urgently than its workflow's:
+        the workflow's priority is a floor, an urgent symbol lifts its runs above it."""
+        return min(self.priority, symbol_priority)
+
+    def __repr__(self) -> str:
+        return f"<WorkflowDef {self.name} p{self.priority} steps={len(self.steps)}>"
+
+
+class StepContext:
+    """Everything one step attempt may look at. Built by the engine; read-only by convention.
+
+    An action is ``def action(ctx) -> object`` or ``async def action(ctx) -> object``; its
+    return value becomes the step's output, handed to dependent steps via ``ctx.inputs``.
+    """
+
+    __slots__ = (
+        "attempt",
+        "broker",
+        "clock",
+        "inputs",
+        "market",
+        "params",
+        "risk",
+        "rng",
+        "run_id",
+        "step",
+        "symbol",
+        "tick",
+        "workflow",
+    )
+
+    def __init__(  # positional on the hot path; keywords read better everywhere else
+        self,
+        run_id: int,
+        workflow: str,
+        step: str,
+        symbol: str,
+        tick: Tick,
+        inputs: Mapping[str, Any],
+        attempt: int,
+        params: Mapping[str, Any],
+        market: MarketData,
+        broker: Any,
+        risk: Any,
+        rng: random.Random,
+        clock: Callable[[], float],
+    ) -> None:
+        self.run_id = run_id
+        self.workflow = workflow
+        self.step = step
+        self.symbol = symbol
+        self.tick = tick
+        self.inputs = inputs
+        self.attempt = attempt
+        self.params = params
+        self.market = market
+        self.broker = broker  # strategies.broker.PaperBroker
+        self.risk = risk  # strategies.risk.RiskManager
+        self.rng = rng
+        self.clock = clock
+
+    @property
+    def client_order_id(self) -> str:
+        """Stable across retries of this step, so a retried order never fills twice."""
+        return f"{self.workflow}:{self.run_id}:{self.step}"
+
+
+class StepRun:
+    """One step of one run: its state, attempts and timings."""
+
+    __slots__ = (
+        "attempts",
+        "error",
+        "finished_at",
+        "handle",
+        "output",
+        "preemptions",
+        "ready_at",
+        "run",
+        "seq",
+        "spec",
+        "started_at",
+        "state",
+        "timer",
+        "urgent_at",
+        "waiting",
+    )
+
+    def __init__(self, run: Run, spec: StepDef) -> None:
+        self._init(run, spec)
+
+    def _init(self, run: Run, spec: StepDef) -> None:
+        self.run = run
+        self.spec = spec
+        self.state = _STEP_PENDING
+        self.waiting = len(spec.deps)  # dependencies not yet completed
+        self.attempts = 0  # finished attempts (success or failure); a preemption is not one
+        self.preemptions = 0
+        self.handle: int | None = None  # heap handle while queued
+        self.seq = -1  # queue age, kept across preemption so it returns at the head
+        self.timer: Any = None  # retry backoff (a TimerHandle)
+        self.ready_at = 0.0
+        self.urgent_at: float | None = None  # set when this step triggered a preemption
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.output: Any = None
+        self.error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.spec.name)
+
+    def context(
+        self,
+        market: MarketData,
+        broker: Any,
+        risk: Any,
+        rng: random.Random,
+        clock: Callable[[], float],
+    ) -> StepContext:
+        """The context of this step's next attempt (built field by field: no argument
+        parsing on the hot path)."""
+        run = self.run
+        spec = self.spec
+        ctx = StepContext.__new__(StepContext)
+        ctx.run_id = run.id
+        ctx.workflow = run.workflow.name
+        ctx.step = spec.name
+        ctx.symbol = run.symbol.name
+        ctx.tick = run.tick
+        ctx.inputs = run.outputs
+        ctx.attempt = self.attempts + 1
+        ctx.params = spec.params
+        ctx.market = market
+        ctx.broker = broker
+        ctx.risk = risk
+        ctx.rng = rng
+        ctx.clock = clock
+        return ctx
+
+    def advance(self, new: StepState) -> None:
+        state = self.state
+        # The two moves of every step, by identity (both are in the table: asserted below);
+        # anything else is looked up in the table.
+        if not (
+            (state is _STEP_PENDING and new is _STEP_RUNNING)
+            or (state is _STEP_RUNNING and new is _STEP_COMPLETED)
+        ) and new not in STEP_TRANSITIONS[state]:
+            check_transition(STEP_TRANSITIONS, state, new, f"step {self.label}")
+        self.state = new
+
+    @property
+    def label(self) -> str:
+        run: Any = self.run
+        if run is None:  # released: the run is over
+            return f"?.{self.spec.name}"
+        return f"{run.workflow.name}[{run.id}].{self.spec.name}"
+
+    def __repr__(self) -> str:
+        return f"<StepRun {self.label} {self.state.value} attempts={self.attempts}>"
+
+
+class Run:
+    """A workflow's DAG instantiated for one symbol and one (conflated) tick."""
+
+    __slots__ = (
+        "cancel_reason",
+        "completed",
+        "deadline",
+        "error",
+        "finished_at",
+        "follow_up",
+        "follow_up_at",
+        "id",
+        "key",
+        "logged",
+        "outcome",
+        "outputs",
+        "priority",
+        "running",
+        "started_at",
+        "state",
+        "steps",
+        "stored",
+        "suspended",
+        "symbol",
+        "tick",
+        "trigger_at",
+        "workflow",
+    )
+
+    def __init__(
+        self,
+        run_id: int,
+        workflow: WorkflowDef,
+        symbol: Any,
+        tick: Any,
+        priority: int,
+        trigger_at: float,
+    ) -> None:
+        self.id = run_id
+        self.workflow = workflow
+        self.symbol = symbol
+        self.key = (workflow.name, symbol.name)  # its conflation slot: (workflow, symbol)
+        self.tick = tick
+        self.priority = priority
+        self.trigger_at = trigger_at
+        self.deadline = trigger_at + workflow.deadline_s
+        self.state = _RUN_PENDING
+        self.steps = self._make_steps(workflow)
+        self.outputs: dict[str, Any] = {}
+        self.completed = 0
+        self.running = 0
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.error: str | None = None
+        self.outcome: str | None = None
+        self.follow_up: Any = None  # the Tick of the follow-up run, if one is waiting
+        self.follow_up_at = 0.0
+        self.cancel_reason: str | None = None  # set by a cancel waiting on a running order step
+        self.suspended = False  # cut by the shutdown drain: stored as still in flight
+        self.logged = False  # in the coordinator's change log (take_changed_runs)
+        self.stored = False  # storage wrote a row for it while in flight
+
+    def _make_steps(self, workflow: WorkflowDef) -> list[StepRun]:
+        steps = []
+        for spec in workflow.steps:
+            # Made without a constructor call: no argument parsing, for every step of every run.
+            step = StepRun.__new__(StepRun)
+            step._init(self, spec)
+            steps.append(step)
+        return steps
+
+    def release(self) -> None:
+        """Break the run <-> step reference cycle once the run is over and none of its steps
+        runs: reference counting then frees a finished run at once. Left to the cyclic garbage
+        collector, finished runs cost more than a third of the engine's time in pauses."""
+        for step in self.steps:
+            step.run = None  # type: ignore[assignment]
+
+    def advance(self, new: RunState) -> None:
+        state = self.state
+        if not (
+            (state is _RUN_PENDING and new is _RUN_RUNNING)
+            or (state is _RUN_RUNNING and new is _RUN_COMPLETED)
+        ) and new not in RUN_TRANSITIONS[state]:
+            check_transition(RUN_TRANSITIONS, state, new, f"run {self.label}")
+        self.state = new
+
+    @property
+    def label(self) -> str:
+        return f"{self.workflow.name}[{self.id}] {self.symbol.name}"
+
+    def __repr__(self) -> str:
+        return f"<Run {self.label} {self.state.value}>"
+
+
+class Lane:
+    """One workflow's heap of ready steps and the count of its steps running."""
+
+    __slots__ = ("heap", "max_concurrent", "name", "owner", "paused", "running")
+
+    def __init__(self, name: str, max_concurrent: int, capacity: int, owner: object) -> None:
+        self.name = name
+        self.owner = owner  # the ReadyQueue it belongs to
+        self.max_concurrent = max_concurrent
+        # Each lane can hold the whole global capacity (plus room for preempted steps coming
+        # back), so a lane never refuses; the global bound is enforced by ReadyQueue.
+        self.heap = _heaps.PriorityHeap(capacity)
+        self.running = 0
+        self.paused = False
+
+    @property
+    def eligible(self) -> bool:
+        return bool(self.heap) and self.running < self.max_concurrent and not self.paused
+
+
+class ReadyQueue:
+    """Ready steps in global ``(priority, deadline, seq)`` order, one lane per workflow."""
+
+    def __init__(self, capacity: int, lanes: Iterable[tuple[str, int]], spare: int = 64) -> None:
+        self.capacity = capacity
+        self._lane_capacity = capacity + spare
+        self.lanes: dict[str, Lane] = {}
+        self._lane_list: list[Lane] = []
+        for name, max_concurrent in lanes:
+            self.add_lane(name, max_concurrent)
+        self._seq = 0
+        self._size = 0
+        self.shed = 0
+
+    def add_lane(self, name: str, max_concurrent: int) -> Lane:
+        lane = self.lanes.get(name)
+        if lane is None:
+            lane = Lane(name, max_concurrent, self._lane_capacity, self)
+            self.lanes[name] = lane
+            self._lane_list.append(lane)
+        else:
+            lane.max_concurrent = max_concurrent
+        return lane
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __bool__(self) -> bool:
+        return self._size > 0
+
+    # -- adding -----------------------------------------------------------------------------
+
+    def push(self, step: StepRun) -> StepRun | None:
+        """Queue a ready step. Returns the step shed to make room (possibly ``step`` itself)."""
+        if step.seq < 0:
+            step.seq = self._seq
+            self._seq += 1
+        run = step.run
+        return self._push(step, run.priority, run.deadline)
+
+    def requeue_front(self, step: StepRun) -> StepRun | None:
+        """Put a preempted step back at the head of its priority level, with its old age."""
+        return self._push(step, step.run.priority, _HEAD)
+
+    def _push(self, step: StepRun, priority: int, deadline: float) -> StepRun | None:
+        victim: StepRun | None = None
+        if self._size >= self.capacity:
+            worst_lane = self._worst_lane()
+            assert worst_lane is not None
+            if worst_lane.heap.peek_worst_key() < (priority, deadline, step.seq):
+                self.shed += 1
+                return step  # everything queued is more urgent than the newcomer
+            victim = worst_lane.heap.pop_worst()
+            assert victim is not None
+            victim.handle = None
+            self._size -= 1
+            self.shed += 1
+        wf = step.run.workflow
+        lane = wf.lane
+        if lane is None or lane.owner is not self:  # a definition not bound to this queue yet
+            lane = wf.lane = self.lanes[wf.name]
+        step.handle = lane.heap.push_keyed(priority, deadline, step.seq, step)
+        self._size += 1
+        return victim
+
+    # -- taking -----------------------------------------------------------------------------
+
+    def best_lane(self) -> Lane | None:
+        """The eligible lane whose head comes first in the global order."""
+        best: Lane | None = None
+        for lane in self._lane_list:
+            if (
+                lane.running < lane.max_concurrent
+                and not lane.paused
+                and lane.heap
+                and (best is None or lane.heap.head_before(best.heap))
+            ):
+                best = lane
+        return best
+
+    def pop_from(self, lane: Lane) -> StepRun:
+        step: StepRun = lane.heap.pop()
+        step.handle = None
+        self._size -= 1
+        return step
+
+    def remove(self, step: StepRun) -> None:
+        if step.handle is None:
+            return
+        step.run.workflow.lane.heap.remove(step.handle)
+        step.handle = None
+        self._size -= 1
+
+    def rekey(self, step: StepRun, old_priority: int, new_priority: int) -> None:
+        """Move a queued step to a new priority at once (decrease- or increase-key)."""
+        if step.handle is None or old_priority == new_priority:
+            return
+        step.run.workflow.lane.heap.update(step.handle, priority=new_priority)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def depth_by_priority(self) -> dict[int, int]:
+        """Queued steps by priority: counted when asked (a scrape, a status call), so the hot
+        path keeps no per-priority tally."""
+        depth: dict[int, int] = {}
+        for lane in self._lane_list:
+            for step in lane.heap.items():
+                priority = step.run.priority
+                depth[priority] = depth.get(priority, 0) + 1
+        return dict(sorted(depth.items()))
+
+    def statistics(self) -> QueueStatistics:
+        return QueueStatistics(
+            size=self._size,
+            capacity=self.capacity,
+            depth_by_priority=self.depth_by_priority(),
+            depth_by_workflow={lane.name: len(lane.heap) for lane in self._lane_list},
+            running_by_workflow={lane.name: lane.running for lane in self._lane_list},
+            shed=self.shed,
+        )
+
+    def _worst_lane(self) -> Lane | None:
+        worst: Lane | None = None
+        worst_key: Any = None
+        for lane in self._lane_list:
+            if lane.heap:
+                key = lane.heap.peek_worst_key()
+                if worst is None or key > worst_key:
+                    worst = lane
+                    worst_key = key
+        return worst

@@ -1,0 +1,285 @@
+"""The admin HTTP API, served by the metrics server (engine/service/http.py) on the same address.
+
+| method, path | does |
+|---|---|
+| ``GET /status`` | JSON snapshot (read-only, no token) |
+| ``POST /events`` | inject one event (JSON object) or several (list) |
+| ``POST /workflows/{name}/pause`` / ``resume`` | stop / restart dispatching a workflow |
+| ``POST /runs/{id}/cancel`` | cancel a live run |
+| ``POST /reload`` | re-read the config file (same path as SIGHUP) |
+
+Every ``POST`` needs ``Authorization: Bearer <token>``. The token comes from the file named by
+``[admin] token_file`` or from ``$TICKFLOW_ADMIN_TOKEN``, never from the command line (other
+users can read a process's arguments). Without a configured token the changing endpoints answer
+403: an admin API that anyone on the host could drive is worse than none. A wrong or missing
+token gets 401 and changes nothing (the check runs before the body is even read).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import stat
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import orjson
+from aiohttp import web
+
+from engine import __version__
+from engine.config import AdminSettings
+from engine.core.errors import EventError, StorageError, TickflowError
+from engine.intake import EventDecoder
+
+if TYPE_CHECKING:
+    from engine.service.daemon import Engine
+
+__all__ = ["TOKEN_ENV", "AdminApi", "AdminTokenError", "load_token", "status_document"]
+
+log = logging.getLogger("tickflow.admin")
+
+TOKEN_ENV = "TICKFLOW_ADMIN_TOKEN"
+MAX_BODY_BYTES = 1 << 20  # one request's events; a larger feed belongs on the network intake
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class AdminTokenError(TickflowError):
+    """``[admin] token_file`` is set but cannot be read: refuse to start rather than run open."""
+
+
+def load_token(settings: AdminSettings, env: Mapping[str, str] | None = None) -> str | None:
+    """The admin token, or None when none is configured (the changing endpoints are then off)."""
+    env = os.environ if env is None else env
+    if settings.token_file:
+        # ${CREDENTIALS_DIRECTORY} (systemd LoadCredential=) and friends.
+        path = Path(os.path.expandvars(settings.token_file)).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+            mode = path.stat().st_mode
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AdminTokenError(f"[admin] token_file {str(path)!r}: cannot read: {exc}") from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            log.warning(
+                "admin token file is readable by group or others; chmod 600 it",
+                extra={"token_file": str(path)},
+            )
+        token = text.strip()
+        if not token:
+            raise AdminTokenError(f"[admin] token_file {str(path)!r} is empty")
+        return token
+    token = env.get(TOKEN_ENV, "").strip()
+    return token or None
+
+
+def _json(status: int, body: Any) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+
+def status_document(engine: Engine) -> dict[str, Any]:
+    """What ``GET /status`` (and ``tickflow status``) show: a snapshot of the running engine."""
+    stats = engine.statistics()
+    summary = engine.summary()
+    queue = stats.queue
+    lanes = engine.queue.lanes
+    ok, reason = engine.readiness()
+    workflows = {}
+    for name, wf in engine.workflows.items():
+        lane = lanes.get(name)
+        workflows[name] = {
+            "priority": wf.priority,
+            "enabled": wf.enabled,
+            "max_concurrent": lane.max_concurrent if lane else wf.max_concurrent,
+            "paused": bool(lane and lane.paused),
+            "running": queue.running_by_workflow.get(name, 0),
+            "queued": queue.depth_by_workflow.get(name, 0),
+        }
+    reloader = engine.reloader
+    return {
+        "version": __version__,
+        "config_version": engine.config_version,
+        "running": engine.running,
+        "ready": ok,
+        "ready_reason": reason,
+        "queue": {
+            "depth": queue.size,
+            "capacity": queue.capacity,
+            "depth_by_priority": {str(p): n for p, n in queue.depth_by_priority.items()},
+            "shed": queue.shed,
+        },
+        "agents": {"total": stats.dispatcher.agents, "busy": stats.dispatcher.busy},
+        "runs_in_flight": stats.counters.runs_in_flight,
+        "symbols": stats.symbols,
+        "workflows": workflows,
+        "events": summary["events"],
+        "runs": summary["runs"],
+        "orders": summary["orders"],
+        "pnl": summary["pnl"],
+        "storage": summary["storage"],
+        "recovery": summary["recovery"],
+        "reloads": dict(reloader.counts) if reloader is not None else {},
+        "last_reload": (
+            msgspec.to_builtins(reloader.last)
+            if reloader is not None and reloader.last is not None
+            else None
+        ),
+    }
+
+
+class AdminApi:
+    """Route handlers bound to one engine; :meth:`register` adds them to an aiohttp app."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._token: bytes | None = None
+        self.reload_token()
+        # Live input: an object without `type` is rejected (missing_field), as on the intake.
+        self._decoder = EventDecoder(engine.config.engine.max_line_bytes)
+
+    @property
+    def enabled(self) -> bool:
+        return self._token is not None
+
+    def reload_token(self) -> None:
+        """(Re-)read the token: at start and on every config reload (token rotation)."""
+        token = load_token(self.engine.config.admin)
+        self._token = token.encode() if token is not None else None
+        if token is None:
+            log.info("admin API: no token configured, changing endpoints disabled (403)")
+
+    def register(self, app: web.Application) -> None:
+        app.router.add_get("/status", self._status)
+        app.router.add_post("/events", self._guarded(self._events))
+        app.router.add_post("/workflows/{name}/pause", self._guarded(self._pause))
+        app.router.add_post("/workflows/{name}/resume", self._guarded(self._resume))
+        app.router.add_post("/runs/{run_id}/cancel", self._guarded(self._cancel))
+        app.router.add_post("/reload", self._guarded(self._reload))
+
+    # -- authorisation ----------------------------------------------------------------------
+
+    def _authorised(self, request: web.Request) -> web.Response | None:
+        """None when the request may go on; else the refusal to send."""
+        token = self._token
+        if token is None:
+            return _json(403, {"error": "admin API disabled: no token configured "
+                                        "([admin] token_file or TICKFLOW_ADMIN_TOKEN)"})
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        # compare_digest on bytes: constant time whatever the input, non-ASCII included.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode("utf-8", "surrogateescape"), token
+        ):
+            log.warning(
+                "admin request refused: bad or missing token",
+                extra={"path": request.path, "remote": request.remote},
+            )
+            return web.Response(
+                status=401,
+                body=orjson.dumps({"error": "unauthorised: a valid bearer token is required"}),
+                content_type="application/json",
+                headers={"WWW-Authenticate": 'Bearer realm="tickflow"'},
+            )
+        return None
+
+    def _guarded(self, handler: Handler) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            refusal = self._authorised(request)
+            if refusal is not None:
+                return refusal
+            log.info("admin request", extra={"path": request.path, "remote": request.remote})
+            return await handler(request)
+
+        return guarded
+
+    # -- handlers ---------------------------------------------------------------------------
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return _json(200, status_document(self.engine))
+
+    async def _events(self, request: web.Request) -> web.Response:
+        engine = self.engine
+        if engine.coordinator is None or not engine.running:
+            return _json(503, {"error": "the engine is not running"})
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            engine.reject("oversized")
+            return _json(413, {"error": f"body over {MAX_BODY_BYTES} bytes"})
+        body = await request.read()
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            engine.reject("malformed_json")
+            return _json(400, {"error": f"malformed JSON: {exc}"})
+        items = payload if isinstance(payload, list) else [payload]
+        results: list[dict[str, Any]] = []
+        accepted = 0
+        last_seq: int | None = None
+        for index, obj in enumerate(items):
+            try:
+                event = self._decoder.decode_object(obj)
+            except EventError as exc:
+                engine.reject(exc.reason)
+                results.append(
+                    {"index": index, "accepted": False, "reason": exc.reason, "error": str(exc)}
+                )
+                continue
+            try:
+                seq = await engine.submit(event)  # waits while the storage writer is behind
+            except EventError as exc:  # refused by the engine (a new symbol past the cap)
+                results.append(
+                    {"index": index, "accepted": False, "reason": exc.reason, "error": str(exc)}
+                )
+                continue
+            if seq is not None:
+                last_seq = seq
+            accepted += 1
+            results.append({"index": index, "accepted": True})
+        try:
+            # "Accepted" only once journaled (docs/storage.md): answer after the commit.
+            await engine.wait_accepted(last_seq)
+        except StorageError as exc:
+            return _json(503, {"error": f"storage failed, events not accepted: {exc}"})
+        return _json(
+            200, {"accepted": accepted, "rejected": len(items) - accepted, "results": results}
+        )
+
+    async def _pause(self, request: web.Request) -> web.Response:
+        return self._pause_resume(request, pause=True)
+
+    async def _resume(self, request: web.Request) -> web.Response:
+        return self._pause_resume(request, pause=False)
+
+    def _pause_resume(self, request: web.Request, *, pause: bool) -> web.Response:
+        name = request.match_info["name"]
+        try:
+            if pause:
+                self.engine.pause(name)
+            else:
+                self.engine.resume(name)
+        except KeyError:
+            return _json(404, {"error": f"unknown workflow {name!r}"})
+        log.info(
+            "workflow paused" if pause else "workflow resumed", extra={"workflow": name}
+        )
+        return _json(200, {"workflow": name, "paused": pause})
+
+    async def _cancel(self, request: web.Request) -> web.Response:
+        raw = request.match_info["run_id"]
+        try:
+            run_id = int(raw)
+        except ValueError:
+            return _json(404, {"error": f"no run {raw!r}"})
+        if not self.engine.cancel_run(run_id):
+            return _json(404, {"error": f"no live run {run_id}"})
+        log.info("run cancelled by operator", extra={"run_id": run_id})
+        return _json(200, {"run_id": run_id, "cancelled": True})
+
+    async def _reload(self, request: web.Request) -> web.Response:
+        reloader = self.engine.reloader
+        if reloader is None:
+            return _json(503, {"error": "reload unavailable: the engine has no config file"})
+        report = await reloader.reload_async()
+        status = 200 if report.outcome == "success" else 422
+        return _json(status, msgspec.to_builtins(report))

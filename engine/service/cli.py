@@ -1,0 +1,531 @@
+"""The ``tickflow`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import orjson
+
+from engine import __version__
+from engine.core.errors import ConfigError, TickflowError
+from engine.service.reload import Reloader
+from engine.service.sdnotify import Notifier
+
+if TYPE_CHECKING:
+    from engine.config import Config
+    from engine.service.daemon import Engine
+
+__all__ = ["DEFAULT_CONFIG", "build_parser", "main"]
+
+# Shipped inside the package so `tickflow run` works from any working directory.
+DEFAULT_CONFIG = Path(__file__).parent.parent / "default.toml"
+DEFAULT_ADMIN_URL = "http://127.0.0.1:9108"
+
+log = logging.getLogger("tickflow.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tickflow",
+        description="High-throughput trading-pipeline daemon: market-data events trigger "
+        "workflows that a priority heap and a preemptive dispatcher feed to a bounded agent pool.",
+    )
+    parser.add_argument("--version", action="version", version=f"tickflow {__version__}")
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    parser.add_argument("--log-format", default="json", choices=["json", "text"])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon (default config + simulated market)")
+    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="TOML config file")
+    run.add_argument(
+        "--duration", type=float, default=None, metavar="SECONDS",
+        help="stop after this many seconds (default: run until SIGINT/SIGTERM)",
+    )
+    run.add_argument("--summary", type=Path, default=None, metavar="PATH",
+                     help="write a JSON summary here at exit")
+    run.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                     help="override [metrics] port (0 = any free port, logged at start)")
+
+    validate = sub.add_parser("validate", help="check a config file and summarise it")
+    validate.add_argument("config", nargs="?", type=Path, default=DEFAULT_CONFIG)
+
+    status = sub.add_parser(
+        "status", help="show symbols, runs in flight, failures and positions (read-only)"
+    )
+    status.add_argument("--url", default=None,
+                        help=f"admin API of a running daemon (default {DEFAULT_ADMIN_URL}, "
+                        "falling back to the database when nothing answers there)")
+    status.add_argument("--db", type=Path, default=None,
+                        help="read this state database only (default: the one `tickflow run` "
+                        "uses, when the daemon is not reachable)")
+    status.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    replay = sub.add_parser(
+        "replay", help="feed a recorded CSV / JSON-lines tick file through an embedded engine"
+    )
+    replay.add_argument("file", type=Path, help="tick file (.csv, .jsonl)")
+    replay.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="TOML config file")
+    replay.add_argument("--speed", type=float, default=0.0,
+                        help="1 = recorded pace, 10 = ten times faster, 0 = as fast as possible "
+                        "(default)")
+    replay.add_argument("--format", default="auto", choices=["auto", "csv", "jsonl"])
+    replay.add_argument("--db", type=Path, default=None,
+                        help="record to this state database (default: no storage)")
+    replay.add_argument("--json", action="store_true", help="print the summary as JSON")
+    replay.add_argument("--drain-timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="after the file ends, how long runs in flight get to finish")
+    return parser
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from engine.storage import default_db_path, format_report, read_status
+
+    # An explicit --db means that file; otherwise the live daemon first (it knows more: queue,
+    # agents, paused workflows), its database when it does not answer.
+    if args.db is None:
+        url = args.url or DEFAULT_ADMIN_URL
+        try:
+            doc = fetch_status(url)
+        except OSError as exc:
+            if args.url is not None:
+                print(f"tickflow status: {url}: {exc}", file=sys.stderr)
+                return 1
+            log.debug("no daemon at %s (%s): reading the database", url, exc)
+        else:
+            if args.json:
+                sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+            else:
+                print(format_live_status(doc, url))
+            return 0
+    path = args.db if args.db is not None else default_db_path("")
+    try:
+        report = read_status(path)
+    except TickflowError as exc:
+        print(f"tickflow status: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        import msgspec
+
+        sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(report)) + b"\n")
+    else:
+        print(format_report(report))
+    return 0
+
+
+def fetch_status(url: str, timeout: float = 2.0) -> dict[str, Any]:
+    """``GET {url}/status`` of a running daemon; OSError (URLError included) when unreachable."""
+    import urllib.request
+
+    with urllib.request.urlopen(url.rstrip("/") + "/status", timeout=timeout) as resp:
+        body = resp.read()
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise OSError(f"not a tickflow admin API (status is not JSON: {exc})") from None
+    if not isinstance(doc, dict) or "workflows" not in doc:
+        raise OSError("not a tickflow admin API (unexpected /status document)")
+    return doc
+
+
+def format_live_status(doc: dict[str, Any], url: str) -> str:
+    queue, agents = doc["queue"], doc["agents"]
+    ready = "ready" if doc["ready"] else doc["ready_reason"]
+    lines = [
+        f"tickflow {doc['version']} at {url}: {ready}, config {doc['config_version'] or '-'}",
+        f"agents {agents['busy']}/{agents['total']} busy, runs in flight "
+        f"{doc['runs_in_flight']}, queue {queue['depth']}/{queue['capacity']} "
+        f"(by priority {queue['depth_by_priority'] or '{}'}), symbols {doc['symbols']}",
+        "workflows:",
+    ]
+    for name, wf in sorted(doc["workflows"].items()):
+        state = "paused" if wf["paused"] else "active"
+        lines.append(
+            f"  {name:<24} {state:<7} priority {wf['priority']} max_concurrent "
+            f"{wf['max_concurrent']} running {wf['running']} queued {wf['queued']}"
+        )
+    events = doc["events"]
+    lines.append(
+        f"events: received {events['received']}, rejected {events['rejected']}, "
+        f"conflated {events['conflated']}, shed {events['shed']}"
+    )
+    if doc.get("storage"):
+        st = doc["storage"]
+        lines.append(
+            f"storage: {st['commits']} commits, {st['records']} records, backlog {st['backlog']}"
+        )
+    if doc.get("reloads"):
+        lines.append(f"config reloads: {doc['reloads']}")
+    return "\n".join(lines)
+
+
+def _load_config(path: Path) -> tuple[Config, str] | None:
+    """The config and its digest, or None after printing why it is invalid (exit status 1)."""
+    from engine.config import load_config_with_digest
+
+    try:
+        return load_config_with_digest(path)
+    except ConfigError as exc:
+        print(f"invalid config: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from engine.config import summarize
+
+    loaded = _load_config(args.config)
+    if loaded is None:
+        return 1
+    config = loaded[0]
+    print(f"{args.config}: OK")
+    print(summarize(config))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from engine.service.daemon import Engine
+
+    loaded = _load_config(args.config)
+    if loaded is None:
+        return 1
+    config, digest = loaded
+    if args.duration is not None and args.duration < 0:
+        print("--duration must be >= 0", file=sys.stderr)
+        return 2
+    if args.metrics_port is not None:
+        if not 0 <= args.metrics_port <= 65535:
+            print("--metrics-port must be in 0..65535", file=sys.stderr)
+            return 2
+        import msgspec
+
+        config = msgspec.structs.replace(
+            config, metrics=msgspec.structs.replace(config.metrics, port=args.metrics_port)
+        )
+    engine = Engine(config, config_version=digest[:12])
+    if config.intake.enabled:  # network intake (TCP / Unix socket), off unless configured
+        from engine.service.netintake import IntakeServers
+
+        engine.services.append(IntakeServers)
+    # Operations: sd_notify (a no-op outside systemd) and the reload path shared by SIGHUP and
+    # POST /reload. --metrics-port is re-applied to every reloaded file.
+    metrics_port = args.metrics_port
+    notifier = Notifier()
+    engine.reloader = Reloader(
+        engine, args.config, notifier=notifier,
+        adjust=None if metrics_port is None else partial(_with_metrics_port, port=metrics_port),
+    )
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        interrupts = 0
+
+        def on_signal(signame: str) -> None:
+            nonlocal interrupts
+            interrupts += 1
+            if interrupts > 1 and signame == "SIGINT":
+                _exit_now(130)
+            log.info("%s received: draining", signame, extra={"signal": signame})
+            notifier.stopping("draining")
+            engine.stop()
+
+        def on_hangup() -> None:
+            log.info("SIGHUP received: reloading the config", extra={"signal": "SIGHUP"})
+            assert engine.reloader is not None
+            # Served by the session's reload task: the file is read and checked off the loop.
+            engine.reloader.request()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal, sig.name)
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
+        # Last service: READY=1 once storage is open, sources run and the other services
+        # (network intake) listen.
+        engine.services.append(_serve_reloads)
+        engine.services.append(partial(_announce_ready, notifier=notifier))
+        # Watchdog + STATUS from the engine's own loop, for the whole run (drain included).
+        pinger = asyncio.create_task(notifier.run(_status_line(engine)), name="sd-notify")
+        log.info(
+            "tickflow starting",
+            extra={
+                "version": __version__,
+                "config": str(args.config),
+                "config_version": digest[:12],
+                "workflows": sorted(engine.workflows),
+                "agents": config.engine.agents,
+            },
+        )
+        try:
+            await engine.run(args.duration)
+        finally:
+            notifier.stopping()  # also when the run ends by --duration or an error
+            pinger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pinger
+        log.info("tickflow stopped", extra={"runs": engine.statistics().counters.runs})
+
+    try:
+        with notifier:
+            _run_loop(main)
+    except TickflowError as exc:
+        log.error("tickflow failed: %s", exc)
+        return 1
+    if args.summary is not None:
+        args.summary.write_bytes(orjson.dumps(engine.summary(), option=orjson.OPT_INDENT_2))
+    return 0
+
+
+class Progress:
+    """Replay progress on stderr: one rewritten line on a terminal, periodic lines otherwise
+    (a log file or CI output must not fill with carriage returns)."""
+
+    def __init__(
+        self, total: int, stream: Any = None, *, interval_s: float | None = None
+    ) -> None:
+        self.total = total
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.interval_s = interval_s if interval_s is not None else (0.2 if self.tty else 5.0)
+        self.started = time.monotonic()
+
+    def line(self, done: int, now: float | None = None) -> str:
+        now = time.monotonic() if now is None else now
+        elapsed = max(now - self.started, 1e-9)
+        rate = done / elapsed
+        total = max(self.total, done)
+        fraction = done / total if total else 1.0
+        eta = (total - done) / rate if rate > 0 else float("inf")
+        eta_text = "--:--" if eta == float("inf") else f"{int(eta) // 60:02d}:{int(eta) % 60:02d}"
+        bar = ""
+        if self.tty:
+            filled = int(fraction * 24)
+            bar = "[" + "#" * filled + "-" * (24 - filled) + "] "
+        return (
+            f"replay {bar}{done}/{total} lines ({fraction:6.1%}) "
+            f"{rate:,.0f} lines/s ETA {eta_text}"
+        )
+
+    def show(self, done: int, *, final: bool = False) -> None:
+        text = self.line(done)
+        if self.tty:
+            self.stream.write("\r\x1b[K" + text + ("\n" if final else ""))
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    async def run(self, position: Callable[[], int]) -> None:
+        """Refresh until cancelled (the caller shows the final line)."""
+        while True:
+            await asyncio.sleep(self.interval_s)  # a display period, not a wait for a condition
+            self.show(position())
+
+
+def replay_summary(engine: Engine, source_stats: Any) -> dict[str, Any]:
+    stats = engine.statistics()
+    c = stats.counters
+    summary = engine.summary()
+    return {
+        "file": str(getattr(source_stats, "name", "")),
+        "events": {
+            "emitted": source_stats.emitted,
+            "received": c.events_received,
+            "rejected": {k: v for k, v in c.events_rejected.items() if v},
+            "conflated": c.events_conflated,
+            "shed": c.events_shed,
+        },
+        "runs": {wf: {k: v for k, v in outcomes.items() if v} for wf, outcomes in c.runs.items()},
+        "runs_in_flight": c.runs_in_flight,
+        "orders": summary["orders"],
+        "pnl": summary["pnl"],
+    }
+
+
+def format_replay_summary(s: dict[str, Any]) -> str:
+    ev = s["events"]
+    rejected = ", ".join(f"{k} {v}" for k, v in sorted(ev["rejected"].items())) or "none"
+    lines = [
+        f"events: {sum(ev['received'].values())} accepted "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(ev['received'].items()))}), "
+        f"conflated {ev['conflated']}, shed {ev['shed']}",
+        f"rejected: {rejected}",
+        "runs:",
+    ]
+    for wf, outcomes in sorted(s["runs"].items()):
+        text = ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())) or "none"
+        lines.append(f"  {wf}: {text}")
+    if s["runs_in_flight"]:
+        lines.append(f"  still in flight at exit: {s['runs_in_flight']}")
+    orders = s["orders"]
+    by = ", ".join(f"{k} {v}" for k, v in sorted(orders["by_side_and_outcome"].items())) or "none"
+    lines.append(f"orders: {orders['submitted']} submitted, {orders['fills']} filled ({by})")
+    return "\n".join(lines)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from engine.service.daemon import Engine
+    from engine.sources import ReplaySource
+
+    loaded = _load_config(args.config)
+    if loaded is None:
+        return 1
+    config = loaded[0]
+    if not (args.speed >= 0 and args.speed != float("inf")):
+        print("--speed must be finite and >= 0", file=sys.stderr)
+        return 2
+    if args.db is not None:
+        config = msgspec.structs.replace(
+            config,
+            storage=msgspec.structs.replace(config.storage, enabled=True, path=str(args.db)),
+        )
+    try:
+        source = ReplaySource(
+            args.file, speed=args.speed, format=args.format,
+            max_line_bytes=config.engine.max_line_bytes,
+        )
+        total = source.count_lines()
+    except (TickflowError, OSError) as exc:
+        print(f"tickflow replay: {exc}", file=sys.stderr)
+        return 1
+    # An embedded engine: no metrics port, storage only with --db.
+    engine = Engine(config, sources=[source], persist=args.db is not None, serve_metrics=False)
+    progress = Progress(total)
+    drained = True
+
+    async def main() -> None:
+        nonlocal drained
+        async with engine.session():
+            ticker = asyncio.create_task(progress.run(lambda: source.position))
+            try:
+                await engine.wait_sources()
+                try:
+                    async with asyncio.timeout(args.drain_timeout):
+                        await engine.wait_idle()
+                except TimeoutError:
+                    drained = False
+            finally:
+                ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticker
+        progress.show(source.position, final=True)
+
+    failures: list[BaseException] = []
+    try:
+        _run_loop(main)
+    except* (TickflowError, OSError) as group:  # from the session's task group (a bad header)
+        failures.extend(group.exceptions)
+    if failures:
+        for failure in failures:
+            print(f"tickflow replay: {failure}", file=sys.stderr)
+        return 1
+    summary = replay_summary(engine, source.statistics())
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        print(format_replay_summary(summary))
+    if not drained:
+        print(f"tickflow replay: runs still in flight after {args.drain_timeout}s were cancelled",
+              file=sys.stderr)
+    return 0
+
+
+def _with_metrics_port(config: Config, *, port: int) -> Config:
+    import msgspec
+
+    return msgspec.structs.replace(
+        config, metrics=msgspec.structs.replace(config.metrics, port=port)
+    )
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Second SIGINT: leave without draining. Storage is crash-safe by design (a SIGKILL loses
+    no run recorded as accepted), so skipping the drain loses at most the last group commit."""
+    log.warning("second SIGINT: stopping at once")
+    logging.shutdown()  # flush the log line above; os._exit skips atexit handlers
+    os._exit(code)
+
+
+@contextlib.asynccontextmanager
+async def _serve_reloads(engine: Engine) -> AsyncIterator[None]:
+    """The task that serves SIGHUP reload requests, owned (and awaited) by the session."""
+    assert engine.reloader is not None
+    task = asyncio.create_task(engine.reloader.serve_requests(), name="reload")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@contextlib.asynccontextmanager
+async def _announce_ready(engine: Engine, *, notifier: Notifier) -> AsyncIterator[None]:
+    await asyncio.sleep(0)  # one loop turn: the source tasks created just before have started
+    notifier.ready(f"running, config {engine.config_version}")
+    log.info("tickflow ready", extra={"config_version": engine.config_version})
+    yield
+
+
+def _status_line(engine: Engine) -> Callable[[], str]:
+    """A STATUS= text for systemctl status: events/s since the previous line, runs, queue."""
+    loop_time = time.monotonic
+    last = [loop_time(), 0]
+
+    def line() -> str:
+        now = loop_time()
+        received = sum(engine.counters.received.values())
+        elapsed = now - last[0]
+        rate = (received - last[1]) / elapsed if elapsed > 0 else 0.0
+        last[0], last[1] = now, received
+        in_flight = engine.coordinator.in_flight() if engine.coordinator else 0
+        state = engine.readiness()[1]
+        return (
+            f"{state}: {rate:.0f} events/s, {in_flight} runs in flight, "
+            f"queue {len(engine.queue)}, config {engine.config_version}"
+        )
+
+    return line
+
+
+def _run_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run ``main`` on uvloop when it is installed (it is a dependency), else asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a hard dependency on POSIX
+        asyncio.run(main())
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from engine.service.logs import setup_logging
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    if args.command == "validate":
+        return cmd_validate(args)
+    if args.command == "run":
+        return cmd_run(args)
+    if args.command == "status":
+        return cmd_status(args)
+    if args.command == "replay":
+        return cmd_replay(args)
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,1 +1,0 @@
-_counters_py.py

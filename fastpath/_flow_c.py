@@ -1,1 +1,0 @@
-_flow_py.py

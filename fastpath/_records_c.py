@@ -1,1 +1,0 @@
-_records_py.py

@@ -1,1 +1,0 @@
-_runs_py.py

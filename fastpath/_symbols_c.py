@@ -1,1 +1,0 @@
-_symbols_py.py
