@@ -35,7 +35,14 @@ PURE_DIRECTIVES = {
 }
 
 # engine.COMPILED_MODULES, in cimport order (kept here too: setup.py must not import the engine).
-ENGINE_COMPILED = ("core/counters", "core/symbols", "core/runs", "core/records", "core/flow")
+ENGINE_COMPILED = (
+    "core/counters",
+    "core/symbols",
+    "core/runs",
+    "core/records",
+    "core/dispatcher",
+    "core/coordinator",
+)
 
 setup(
     ext_modules=[] if NO_EXTENSIONS else [

@@ -14,7 +14,8 @@ COMPILED_MODULES = (
     "core/symbols",
     "core/runs",
     "core/records",
-    "core/flow",
+    "core/dispatcher",
+    "core/coordinator",
 )
 IMPLEMENTATION = compiled_in_place(__path__[0], COMPILED_MODULES)
 

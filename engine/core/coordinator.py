@@ -8,30 +8,45 @@ one workflow for one symbol never overlap and orders for a symbol stay in sequen
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import random
+from collections.abc import Callable
 from typing import Any
 
+from engine.core import records as _records
 from engine.core.clock import Clock
-from engine.core.events import Tick
-from engine.core.flow import CoordinatorCore
+from engine.core.counters import StepCounters, WorkflowCounters
+from engine.core.dispatcher import Dispatcher, StepHooks
+from engine.core.events import DataReady, Tick
 from engine.core.fsm import Interrupt, RunState, StepState
-from engine.core.runs import ReadyQueue, Run, StepRun, WorkflowDef
-from engine.core.stats import EngineCounters, StepCounters, WorkflowCounters
-from engine.core.symbols import MarketData, SymbolTable
+from engine.core.runs import ReadyQueue, Run, StepContext, StepRun, WorkflowDef
+from engine.core.stats import EngineCounters
+from engine.core.symbols import MarketData, SymbolState, SymbolTable
 
-__all__ = ["Coordinator"]
+__all__ = ["ROUTE_CACHE_PRIORITIES", "Coordinator"]
 
 log = logging.getLogger("tickflow.engine")
 
+ROUTE_CACHE_PRIORITIES = 1024
 
-class Coordinator(CoordinatorCore):
-    """Implements :class:`engine.core.dispatcher.DispatchHooks`; the engine wires it up.
+# Module constants: one global lookup instead of a global plus an attribute per use.
+_STEP_PENDING = StepState.PENDING
+_STEP_RUNNING = StepState.RUNNING
+_STEP_COMPLETED = StepState.COMPLETED
+_STEP_CANCELLED = StepState.CANCELLED
+_RUN_PENDING = RunState.PENDING
+_RUN_RUNNING = RunState.RUNNING
+_RUN_COMPLETED = RunState.COMPLETED
+_RUN_FAILED = RunState.FAILED
+_RUN_CANCELLED = RunState.CANCELLED
+_TERMINAL_RUN = frozenset({_RUN_COMPLETED, _RUN_FAILED, _RUN_CANCELLED})
 
-    Triggers, starting and ending runs, and the hooks of a step that starts and succeeds are in
-    :class:`engine.core.flow.CoordinatorCore` (compiled); this class adds the rest.
-    """
+
+class Coordinator(StepHooks):
+    """Runs from trigger to end: the hooks the dispatcher calls for every step, recovery's
+    adoption of stored runs, retries, preemption bookkeeping and operator cancels."""
 
     def __init__(
         self,
@@ -47,11 +62,412 @@ class Coordinator(CoordinatorCore):
         risk: Any,
         first_run_id: int = 1,
     ) -> None:
-        super().__init__(
-            workflows=workflows, symbols=symbols, market=market, queue=queue, clock=clock,
-            counters=counters, rng=rng, broker=broker, risk=risk, first_run_id=first_run_id,
-        )
+        self.workflows = workflows
+        self.symbols = symbols
+        self.market = market
+        self.queue = queue
+        self.clock = clock
+        self.counters = counters
+        self.rng = rng
+        self.broker = broker
+        self.risk = risk
+        self.dispatcher: Dispatcher | None = None
+        self._now = clock.now  # the callable itself: read on every step
+        self._wall = clock.wall
+        self.stopping = False  # set by the engine's drain: no new follow-ups, work stays pending
+        self._ids = itertools.count(first_run_id)
+        self.runs: dict[int, Run] = {}  # live runs by id
+        self._pending: dict[tuple[str, str], Run] = {}
+        self._active: dict[tuple[str, str], Run] = {}
+        self._route_cache: dict[int, tuple[WorkflowDef, ...]] = {}
+        # Storage's change log of runs (track_runs; see "the change log" below).
+        self._run_log: list[Run] | None = None
+        self._on_runs_changed: Callable[[], None] | None = None  # the log stops being empty
+        self._marked: dict[int, Run] = {}  # live runs changed since the last take, by id
+        self.last_run_id = 0  # storage keeps it: run ids are never reused, stored or not
+        # Completed runs skip the log: their records are made as they end (FinishedRuns), so
+        # the run is freed at once. ``record_offset``: wall minus monotonic time, kept by the
+        # storage writer.
+        self.finished = _records.FinishedRuns()
+        self.record_offset = 0.0
+        # Observers; None costs one attribute test.
+        self.on_run_finished: Callable[[Run], None] | None = None  # a run ended
+        # A step whose action sends orders finished.
+        self.on_order_finished: Callable[[StepRun], None] | None = None
+        # The engine's idle flag: called when the first run is made after none was in flight,
+        # and when the last one ends (a follow-up it started counts as in flight).
+        self.on_busy: Callable[[], None] | None = None
+        self.on_idle: Callable[[], None] | None = None
         self._bind_counters(workflows)
+
+    # -- routes and triggers ----------------------------------------------------------------
+
+    def routes(self, priority: int) -> tuple[WorkflowDef, ...]:
+        wfs = self._route_cache.get(priority)
+        if wfs is None:
+            matching = []
+            for wf in self.workflows.values():
+                if wf.enabled and wf.route.matches(priority):
+                    matching.append(wf)
+            wfs = tuple(matching)
+            if priority < ROUTE_CACHE_PRIORITIES:  # clients choose priorities: bound the cache
+                self._route_cache[priority] = wfs
+        return wfs
+
+    def accept_data(self, event: DataReady, received_at: float, default_priority: int) -> None:
+        """A DATA_READY the engine accepted: find or register its symbol, apply the priority
+        it carries, record its tick and trigger the symbol's workflows."""
+        symbols = self.symbols
+        priority = event.priority
+        symbol = symbols.get(event.symbol)
+        if symbol is None:
+            symbol = symbols.register(
+                event.symbol, default_priority if priority is None else priority
+            )
+        elif priority is not None and priority != symbol.priority:
+            self.reprioritise(symbol, priority)
+        self.on_data(symbol, event.tick(), received_at)
+
+    def reprioritise(self, symbol: SymbolState, priority: int) -> int:
+        """HIGH_PRIORITY_ARRIVED: re-key the symbol's queued work now; returns entries moved."""
+        old_routes = self.routes(symbol.priority)
+        self.symbols.set_priority(symbol, priority)
+        new_routes = self.routes(priority)
+        moved = 0
+        for run in list(symbol.runs):
+            if run.follow_up is not None and not run.workflow.route.matches(priority):
+                # The waiting tick belongs to the new route now, not after this run ends.
+                tick, at = run.follow_up, run.follow_up_at
+                run.follow_up = None
+                for wf in new_routes:
+                    if wf not in old_routes:
+                        self.trigger(wf, symbol, tick, at)
+            new = run.workflow.run_priority(priority)
+            old = run.priority
+            if new == old:
+                continue
+            run.priority = new
+            for step in run.steps:
+                if step.handle is not None:
+                    self.queue.rekey(step, old, new)
+                    moved += 1
+        if moved and self.dispatcher is not None:
+            self.dispatcher.schedule()
+        return moved
+
+    def on_data(self, symbol: SymbolState, tick: Tick, received_at: float) -> None:
+        """A DATA_READY for ``symbol`` was accepted: record it and trigger its workflows."""
+        self.market.record(tick)
+        self.symbols.mark_data_ready(symbol, tick)
+        for wf in self.routes(symbol.priority):
+            self.trigger(wf, symbol, tick, received_at)
+
+    def trigger(self, wf: WorkflowDef, symbol: SymbolState, tick: Tick, at: float) -> Run | None:
+        if self.stopping:
+            return None  # shutting down: the symbol stays data_ready + pending for the next start
+        counters = wf.counters
+        counters.triggered += 1
+        key = (wf.name, symbol.name)
+        pending = self._pending.get(key)
+        if pending is not None:
+            pending.tick = tick  # latest tick wins; the run keeps its place (and age) in line
+            counters.conflated += 1
+            if self._run_log is not None:
+                self._log_shared(pending)
+            return None
+        active = self._active.get(key)
+        if active is not None:
+            if wf.on_busy == "skip":
+                counters.skipped += 1
+                return None
+            if active.follow_up is not None:
+                counters.conflated += 1
+            else:
+                active.follow_up_at = at
+            active.follow_up = tick
+            return None
+        return self._start_run(wf, symbol, tick, at)
+
+    def _start_run(self, wf: WorkflowDef, symbol: SymbolState, tick: Tick, at: float) -> Run:
+        run = Run(next(self._ids), wf, symbol, tick, wf.run_priority(symbol.priority), at)
+        self.last_run_id = run.id
+        self._register(run)
+        self._pending[run.key] = run
+        if self._run_log is not None:
+            self._log_shared(run)
+        steps = run.steps
+        for index in wf.roots:
+            if run.outcome is not None:
+                break  # enqueuing an earlier root shed the run itself
+            self._enqueue(steps[index], at)
+        return run
+
+    def _register(self, run: Run) -> None:
+        """A run made (triggered, follow-up, or adopted by recovery) is live from now on."""
+        runs = self.runs
+        if not runs and self.on_busy is not None:
+            self.on_busy()
+        runs[run.id] = run
+        run.symbol.runs.add(run)
+
+    # -- the change log ---------------------------------------------------------------------
+    # What storage must write, kept at the cost of a flag test per change (a run changes five
+    # or six times) and without holding finished runs:
+    # * a live run that changed is marked (``run.logged``) and kept by id until it ends: a
+    #   finished run is dropped from the marks, so they never hold it (thousands of finished
+    #   runs a commit window can see), and taking them never walks the runs in flight (tens of
+    #   thousands when a burst is queued);
+    # * a run that ended other than completed (failed, cancelled, cut by the drain) is logged;
+    # * a completed run's record is made as it ends (FinishedRuns) and the run is freed.
+
+    def track_runs(self, wake: Callable[[], None]) -> None:
+        """Keep the change log from now on; ``wake()`` is called when it stops being empty."""
+        if self._run_log is None:
+            self._run_log = []
+            self.finished = _records.FinishedRuns()
+        self._on_runs_changed = wake
+
+    def take_finished(self) -> _records.FinishedRuns:
+        """The records of the runs completed since the last call (a FinishedRuns)."""
+        finished = self.finished
+        self.finished = _records.FinishedRuns()
+        return finished
+
+    def take_changed_runs(self) -> list[Run]:
+        """The runs changed since the last call and not completed (each once)."""
+        log = self._run_log
+        if log is None:
+            return []
+        self._run_log = []
+        marked = self._marked
+        if marked:
+            self._marked = {}
+            log.extend(marked.values())
+        for run in log:
+            run.logged = False
+        return log
+
+    @property
+    def changed_runs(self) -> int:
+        """How many runs the change log holds: ended, marked live, and completed."""
+        if self._run_log is None:
+            return 0
+        finished: int = self.finished.count
+        return len(self._run_log) + len(self._marked) + finished
+
+    def _record_finished(self, run: Run) -> None:
+        finished = self.finished
+        finished.add(run, self.record_offset)
+        if finished.count == 1:
+            self._wake_storage()
+
+    def _log_ended(self, run: Run) -> None:
+        log = self._run_log
+        assert log is not None  # callers test it
+        run.logged = True  # a step still running when it ended logs it again only after a take
+        log.append(run)
+        if len(log) == 1:
+            self._wake_storage()
+
+    def _log_shared(self, run: Run) -> None:
+        """Mark a run that has done nothing yet only where routes overlap or its row is stored
+        already (a run adopted at start): on a symbol routed to its workflow alone, storage has
+        no use for it (see engine.core.records.run_record)."""
+        if run.stored or len(self.routes(run.symbol.priority)) > 1:
+            self._log_run(run)
+
+    def _log_run(self, run: Run) -> None:
+        if run.logged:
+            return
+        if run.state in _TERMINAL_RUN:
+            # A step that was still running when its run ended: the run has left the marks
+            # (they hold live runs only), so it goes to the log of ended runs.
+            self._log_ended(run)
+            return
+        run.logged = True
+        marked = self._marked
+        marked[run.id] = run
+        if len(marked) == 1:
+            self._wake_storage()
+
+    def _wake_storage(self) -> None:
+        wake = self._on_runs_changed
+        if wake is not None:
+            wake()
+
+    # -- the queue --------------------------------------------------------------------------
+
+    def _enqueue(self, step: StepRun, now: float) -> None:
+        step.ready_at = now
+        shed = self.queue.push(step)
+        if shed is not None:
+            self._shed(shed)
+        if self.dispatcher is not None:
+            self.dispatcher.schedule()
+
+    def _shed(self, step: StepRun) -> None:
+        run = step.run
+        run.workflow.counters.shed += 1
+        step.advance(_STEP_CANCELLED)
+        step.error = "shed: ready queue full"
+        self._end_run(run, _RUN_CANCELLED, "shed", "shed: ready queue full")
+
+    def _unqueue(self, run: Run, cancel: bool) -> None:
+        """Take the run's waiting steps out of the queue and off their retry timers."""
+        queue = self.queue
+        for step in run.steps:
+            if step.state is _STEP_PENDING:
+                if step.handle is not None:
+                    queue.remove(step)
+                if step.timer is not None:
+                    step.timer.cancel()
+                    step.timer = None
+                if cancel:
+                    step.advance(_STEP_CANCELLED)
+
+    # -- hooks the dispatcher calls for every step ------------------------------------------
+
+    def make_context(self, step: StepRun) -> StepContext:
+        return step.context(self.market, self.broker, self.risk, self.rng, self._wall)
+
+    def step_started(self, step: StepRun, now: float) -> None:
+        run = step.run
+        step.advance(_STEP_RUNNING)
+        step.started_at = now
+        run.running += 1
+        if step.spec.sends_orders and self._run_log is not None:
+            # An order goes out: the run is stored (with its id, hence its client order ids)
+            # at the next commit, so a restart resumes it instead of sending a new order.
+            self._log_run(run)
+        run.workflow.counters.dispatch_wait.record(now - step.ready_at)
+        if run.state is _RUN_PENDING:
+            run.advance(_RUN_RUNNING)
+            run.started_at = now
+            # From here on a new tick for this (workflow, symbol) becomes a follow-up.
+            key = run.key
+            if self._pending.get(key) is run:
+                del self._pending[key]
+            self._active[key] = run
+            self.symbols.mark_processing(run.symbol)
+            if self._run_log is not None:
+                self._log_shared(run)
+
+    def step_succeeded(self, step: StepRun, output: Any, now: float) -> None:
+        run = step.run
+        run.running -= 1
+        step.attempts += 1
+        step.output = output
+        step.finished_at = now
+        step.advance(_STEP_COMPLETED)
+        spec = step.spec
+        sc = spec.counters
+        sc.outcomes["completed"] += 1
+        sc.duration.record(now - step.started_at)  # type: ignore[operator]  # set at start
+        if self._run_log is not None:
+            self._log_run(run)
+        if spec.sends_orders and self.on_order_finished is not None:
+            self.on_order_finished(step)
+        if run.state in _TERMINAL_RUN:
+            if run.running == 0:
+                run.release()  # the last sibling still running when the run ended
+            return  # recorded, not used
+        if run.cancel_reason is not None:
+            self._settle_cancel(run)
+            return
+        run.outputs[spec.name] = output
+        run.completed += 1
+        steps = run.steps
+        if run.completed == len(steps):
+            self._end_run(run, _RUN_COMPLETED, "completed", None, now)
+            return
+        for index in spec.dependents:
+            if run.outcome is not None:
+                return  # enqueuing a sibling shed the run itself
+            nxt = steps[index]
+            nxt.waiting -= 1
+            if nxt.waiting == 0:
+                self._enqueue(nxt, now)
+
+    def _settle_cancel(self, run: Run) -> bool:
+        """After a step of a cancel-requested run ended: finish the run once nothing runs."""
+        if run.cancel_reason is None or run.state in _TERMINAL_RUN:
+            return False
+        if run.running == 0:
+            self._end_run(run, _RUN_CANCELLED, "cancelled", run.cancel_reason)
+        return True
+
+    # -- ending runs ------------------------------------------------------------------------
+
+    def _end_run(
+        self, run: Run, state: RunState, outcome: str, error: str | None, now: float = -1.0
+    ) -> None:
+        """End ``run``; ``now``: the instant it ended if the caller has read it, else -1."""
+        if run.state is _RUN_PENDING and state is not _RUN_CANCELLED:
+            run.advance(_RUN_RUNNING)
+        run.advance(state)
+        if now < 0.0:
+            now = self._now()
+        run.finished_at = now
+        run.outcome = outcome
+        run.error = error
+        if run.completed + run.running < len(run.steps):  # something may still be queued
+            self._unqueue(run, True)
+        key = run.key
+        if self._pending.get(key) is run:
+            del self._pending[key]
+        if self._active.get(key) is run:
+            del self._active[key]
+        self.runs.pop(run.id, None)
+        symbol = run.symbol
+        symbol.runs.discard(run)
+        counters = run.workflow.counters
+        counters.runs[outcome] += 1
+        if state is _RUN_COMPLETED:
+            counters.run_latency.record(now - run.trigger_at)
+        if outcome == "shed" or self.stopping:
+            run.follow_up = None  # the sweep (or recovery after a restart) re-triggers it
+        self._update_symbol(run, state, error)
+        # The follow-up starts before observers hear of the end, so "no run in flight" is
+        # never reported between a run and its follow-up.
+        follow_up = run.follow_up
+        if follow_up is not None:
+            run.follow_up = None
+            wf = self.workflows.get(run.workflow.name, run.workflow)
+            if wf.enabled and wf.route.matches(symbol.priority):
+                self._start_run(wf, symbol, follow_up, run.follow_up_at)
+        # A run cut by the shutdown drain is not recorded as over: storage keeps it in flight,
+        # with its completed steps, so the next start resumes it under the same id (its order
+        # step keeps its client order id) instead of starting the work over.
+        if self.stopping and outcome == "cancelled":
+            run.suspended = True
+        if self._run_log is not None:
+            if run.logged:
+                self._marked.pop(run.id, None)
+            if state is _RUN_COMPLETED:
+                self._record_finished(run)
+            else:
+                self._log_ended(run)
+        if self.on_run_finished is not None:
+            self.on_run_finished(run)
+        if not self.runs and self.on_idle is not None:
+            self.on_idle()
+        if run.running == 0:
+            run.release()
+
+    def _update_symbol(self, run: Run, state: RunState, error: str | None) -> None:
+        symbol = run.symbol
+        if state is _RUN_FAILED or (
+            run.outcome == "cancelled" and not self.stopping and not symbol.runs
+            and run.follow_up is None
+        ):
+            # A failure, or an operator's cancel: recorded on the symbol, and not re-run by the
+            # sweep (which would undo the cancel). Shed or shutdown work stays pending instead.
+            self.symbols.mark_failed(symbol, f"{run.workflow.name}: {error}", self._wall())
+        elif not symbol.runs and run.follow_up is None:
+            if state is _RUN_COMPLETED:
+                self.symbols.mark_completed(symbol, self._wall())
+            else:
+                self.symbols.mark_pending(symbol)  # shed or cancelled: the sweep picks it up
 
     def set_next_run_id(self, next_id: int) -> None:
         """Continue numbering after the runs already stored (ids are client-order-id stable)."""
@@ -173,7 +589,8 @@ class Coordinator(CoordinatorCore):
             sc.outcomes["retried"] += 1
             step.advance(StepState.PENDING)
             delay = retry.delay_s(step.attempts, self.rng)
-            step.timer = self.clock.call_later(delay, lambda: self._retry(step))
+            # (a partial, not a lambda: the compiled build allows no closure in this method)
+            step.timer = self.clock.call_later(delay, functools.partial(self._retry, step))
             return
         step.finished_at = now
         step.advance(StepState.FAILED)

@@ -21,65 +21,374 @@ thread's result.
 from __future__ import annotations
 
 import asyncio
-import types
-from collections.abc import Generator
-from typing import Any, Protocol
+import concurrent.futures
+from collections.abc import Callable
+from typing import Any
 
-from engine.core.context import StepContext
-from engine.core.flow import STREAK_SECONDS, STREAK_STEPS, Agent, DispatcherCore
+from engine.core import coro_resume as _resume_mod
+from engine.core.clock import Clock, TimerHandle
+from engine.core.errors import StepTimeout
 from engine.core.fsm import Interrupt, StepState
-from engine.core.runs import StepRun
+from engine.core.runs import Lane, ReadyQueue, StepContext, StepRun
 from engine.core.stats import DispatcherStatistics
+from engine.core.workflow import ExecKind
+from fastpath import coro as _coro
 
 __all__ = [
     "STREAK_SECONDS",
     "STREAK_STEPS",
     "Agent",
-    "DispatchHooks",
     "Dispatcher",
     "DispatcherStatistics",
     "Interrupt",
+    "StepHooks",
 ]
 
+# An agent takes up to this many steps in a row straight from the heap, for at most this long,
+# before it gives the loop a turn: a step that never suspends would otherwise starve intake,
+# timers and the other agents.
+STREAK_STEPS = 32
+STREAK_SECONDS = 0.0002
 
-@types.coroutine
-def _resume(coro: Any, yielded: Any) -> Generator[Any, Any, Any]:
-    """Await the rest of ``coro``, which already ran up to its first suspension (``yielded``).
+# Module constants: one global lookup instead of a global plus an attribute per use.
+_STEP_PENDING = StepState.PENDING
+_STEP_RUNNING = StepState.RUNNING
+_INLINE = ExecKind.INLINE
+_ASYNC = ExecKind.ASYNC
+_PREEMPT = Interrupt.PREEMPT
+_TIMEOUT = Interrupt.TIMEOUT
+_resume = _resume_mod.resume
 
-    The same protocol as ``yield from``: values and exceptions -- a preemption's or timeout's
-    CancelledError included -- are passed through to the coroutine until it returns.
-    """
-    while True:
-        try:
-            value = yield yielded
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as exc:
-            try:
-                yielded = coro.throw(exc)
-            except StopIteration as stop:
-                return stop.value
-        else:
-            try:
-                yielded = coro.send(value)
-            except StopIteration as stop:
-                return stop.value
+# A step that suspended (or runs in a thread), for its agent's coroutine to finish:
+# (step, lane, ctx, coro, yielded); coro None for a thread step not started yet.
+Pending = tuple[StepRun, Lane, StepContext, Any, Any]
 
 
-class DispatchHooks(Protocol):
-    """What the dispatcher reports; implemented by the run coordinator."""
+class StepHooks:
+    """What the dispatcher reports for every step; the coordinator implements it.
 
-    def make_context(self, step: StepRun) -> StepContext: ...
-    def step_started(self, step: StepRun, now: float) -> None: ...
-    def step_succeeded(self, step: StepRun, output: Any, now: float) -> None: ...
+    A base class rather than a protocol so that the compiled build calls the coordinator's
+    overrides through a C vtable, exactly as the pure build calls them by name."""
+
+    def make_context(self, step: StepRun) -> StepContext:
+        raise NotImplementedError
+
+    def step_started(self, step: StepRun, now: float) -> None:
+        raise NotImplementedError
+
+    def step_succeeded(self, step: StepRun, output: Any, now: float) -> None:
+        raise NotImplementedError
+
     def step_failed(self, step: StepRun, error: BaseException, now: float, timeout: bool) -> None:
-        ...
-    def step_preempted(self, step: StepRun, now: float) -> None: ...
-    def step_cancelled(self, step: StepRun, now: float, reason: str) -> None: ...
+        raise NotImplementedError
+
+    def step_preempted(self, step: StepRun, now: float) -> None:
+        raise NotImplementedError
+
+    def step_cancelled(self, step: StepRun, now: float, reason: str) -> None:
+        raise NotImplementedError
 
 
-class Dispatcher(DispatcherCore):
+class Agent:
+    """One slot of the bounded pool; its coroutine is :meth:`Dispatcher.run_agent`."""
+
+    __slots__ = (
+        "inbox",
+        "index",
+        "interrupt",
+        "reserved",
+        "reserved_lane",
+        "start_seq",
+        "step",
+        "streak",
+        "streak_until",
+        "task",
+    )
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.task: asyncio.Task[None] | None = None
+        self.inbox: asyncio.Future[None] | None = None
+        self.step: StepRun | None = None  # the step it runs (or has claimed)
+        # Handed over by a dispatch pass or a preemption, runs next.
+        self.reserved: StepRun | None = None
+        self.reserved_lane: Lane | None = None
+        self.interrupt: Interrupt | None = None
+        self.start_seq = 0  # orders starts even when the clock reads the same instant
+        self.streak = 0  # steps taken straight from the heap since the agent last idled
+        self.streak_until = 0.0
+
+
+class Dispatcher:
+    """Hands ready steps to agents and runs the steps that complete without suspending; a
+    step that suspends (or runs in a thread) is finished by its agent's coroutine."""
+
+    def __init__(
+        self,
+        queue: ReadyQueue,
+        agents: int,
+        clock: Clock,
+        hooks: StepHooks,
+        executor: concurrent.futures.Executor | None = None,
+    ) -> None:
+        self.queue = queue
+        self.clock = clock
+        self.hooks = hooks
+        self.executor = executor
+        self._now = clock.now  # the callable itself: read several times per step
+        self.agents = [Agent(i) for i in range(agents)]
+        self._idle: list[Agent] = []
+        self._scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.dispatched = 0
+        self.preemptions = 0
+        self.timeouts = 0
+        self.overruns = 0  # inline steps that returned after their timeout (kept, counted)
+        self.passes = 0
+        self._starts = 0
+        self._ended_at = 0.0  # when the last step run by run_step() ended (streak budget)
+        # Preemption latency observer (urgent step ready -> running), set by the engine.
+        self.on_preemption_latency: Callable[[StepRun, float], None] | None = None
+
+    @property
+    def busy(self) -> int:
+        return sum(1 for a in self.agents if a.step is not None)
+
+    def schedule(self) -> None:
+        """Ask for a dispatch pass at the end of this loop turn (coalesced)."""
+        if not self._scheduled:
+            self._scheduled = True
+            loop = self._loop
+            if loop is None:
+                loop = asyncio.get_running_loop()
+            loop.call_soon(self._dispatch)
+
+    # -- the dispatch pass ------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        self._scheduled = False
+        self.passes += 1
+        queue = self.queue
+        idle = self._idle
+        while True:
+            lane = queue.best_lane()
+            if lane is None:
+                return
+            if idle:
+                agent = idle.pop()
+                inbox = agent.inbox
+                if inbox is None or inbox.done():
+                    continue  # a cancelled (shut down) agent: never hand it work
+                step = queue.pop_from(lane)
+                lane.running += 1
+                self.dispatched += 1
+                agent.inbox = None
+                agent.step = step  # claimed now, so a second pass cannot pick it as idle
+                agent.reserved = step
+                agent.reserved_lane = lane
+                inbox.set_result(None)
+                continue
+            priority = lane.heap.peek_key()[0]
+            victim = self._pick_victim(priority)
+            if victim is None:
+                return
+            step = queue.pop_from(lane)
+            lane.running += 1
+            self.dispatched += 1
+            step.urgent_at = step.ready_at
+            victim.reserved = step
+            victim.reserved_lane = lane
+            self._interrupt(victim, _PREEMPT)
+            self.preemptions += 1
+
+    def _pick_victim(self, priority: int) -> Agent | None:
+        """The running preemptible step with the largest priority number above ``priority``;
+        ties go to the one started last (least work lost)."""
+        best: Agent | None = None
+        best_q = 0
+        for agent in self.agents:
+            step = agent.step
+            if (
+                step is None
+                or agent.interrupt is not None
+                or agent.reserved is not None
+                or step.state is not _STEP_RUNNING
+                or not step.spec.preemptible
+            ):
+                continue
+            q = step.run.priority
+            if q <= priority:
+                continue
+            if best is None or q > best_q or (q == best_q and agent.start_seq > best.start_seq):
+                best = agent
+                best_q = q
+        return best
+
+    def _interrupt(self, agent: Agent, reason: Interrupt) -> bool:
+        if agent.interrupt is not None or agent.task is None:
+            return False
+        agent.interrupt = reason
+        agent.task.cancel()
+        return True
+
+    def _on_timeout(self, agent: Agent, step: StepRun) -> None:
+        if (
+            agent.step is step
+            and step.state is _STEP_RUNNING
+            and self._interrupt(agent, _TIMEOUT)
+        ):
+            self.timeouts += 1
+
+    # -- running steps ----------------------------------------------------------------------
+
+    def _take(self, agent: Agent) -> StepRun | None:
+        queue = self.queue
+        lane = queue.best_lane()
+        if lane is None:
+            return None
+        step = queue.pop_from(lane)
+        lane.running += 1
+        self.dispatched += 1
+        agent.step = step
+        return step
+
+    def streak(self, agent: Agent, step: StepRun | None) -> Pending | None:
+        """Run ``step`` (None: take one from the heap) and then steps straight from the heap,
+        while each completes without suspending and the streak's budget lasts.
+
+        Returns None when the agent has nothing more to run now; or, for a step that suspended
+        (or runs in a thread), ``(step, lane, ctx, coro, yielded)`` for the agent's
+        coroutine to finish (``coro`` None: a thread step that has not started yet).
+        """
+        while True:
+            if step is None:
+                # The time the last step ended stands for now: one clock read less per step.
+                if agent.streak >= STREAK_STEPS or self._ended_at >= agent.streak_until:
+                    return None
+                step = self._take(agent)
+                if step is None:
+                    return None
+                agent.streak += 1
+            pending = self.run_step(agent, step)
+            if pending is not None:
+                return pending
+            if agent.reserved is not None:
+                return None  # handed a step by a preemption it caused itself: run that first
+            step = None
+
+    def run_step(self, agent: Agent, step: StepRun) -> Pending | None:
+        """Start ``step`` on ``agent`` and run it as far as it goes without suspending."""
+        hooks = self.hooks
+        clock_now = self._now
+        spec = step.spec
+        lane = step.run.workflow.lane
+        now = clock_now()
+        agent.step = step
+        self._starts += 1
+        agent.start_seq = self._starts
+        hooks.step_started(step, now)
+        if step.urgent_at is not None and self.on_preemption_latency is not None:
+            self.on_preemption_latency(step, now - step.urgent_at)
+            step.urgent_at = None
+        try:
+            ctx = hooks.make_context(step)
+            kind = spec.kind
+            if kind is _INLINE:
+                # Never timed out: it cannot be interrupted, and once it has returned its result
+                # exists -- for an order step, the fill exists. Failing it would lose that.
+                output = spec.fn(ctx)
+                if clock_now() - now > spec.timeout_s:
+                    self.overruns += 1
+            elif kind is _ASYNC:
+                coro = spec.fn(ctx)
+                # Run it until it first suspends: one that returns at once needs no timer.
+                suspended, output = _coro.start(coro)
+                if suspended:
+                    return (step, lane, ctx, coro, output)
+            else:
+                return (step, lane, ctx, None, None)
+        except asyncio.CancelledError:
+            if self._cancelled(agent, step, lane, None):
+                raise
+        except Exception as exc:
+            self._settle(agent, step, lane, None, None, exc)
+        else:
+            self._settle(agent, step, lane, None, output, None)
+        return None
+
+    def _settle(
+        self, agent: Agent, step: StepRun, lane: Lane, timer: TimerHandle | None, output: Any,
+        error: Exception | None
+    ) -> None:
+        """``step`` returned ``output`` or raised ``error`` (an Exception): free its agent,
+        report it, and ask for a dispatch pass if other agents are idle."""
+        self._finish(agent, lane, timer)
+        ended = self._ended_at = self._now()  # also the streak's "now" (one clock read less)
+        if error is None:
+            self.hooks.step_succeeded(step, output, ended)
+        else:
+            self.hooks.step_failed(step, error, ended, isinstance(error, StepTimeout))
+        if self._idle and self.queue:
+            self.schedule()  # work for the idle agents too (this one pulls its own next step)
+
+    def _cancelled(
+        self, agent: Agent, step: StepRun, lane: Lane, timer: TimerHandle | None
+    ) -> bool:
+        """A CancelledError reached ``step``: settle it by the agent's interrupt reason.
+        Returns True for a shutdown, which the caller lets propagate."""
+        hooks = self.hooks
+        now = self._now
+        reason = agent.interrupt
+        task = agent.task
+        if reason is not None and task is not None:
+            agent.interrupt = None
+            task.uncancel()
+        if reason is None or (task is not None and task.cancelling()):
+            # Shutdown (possibly on top of an interrupt): record it and let it propagate.
+            self._finish(agent, lane, timer)
+            hooks.step_cancelled(step, now(), "shutdown")
+            self._release_handed(agent)
+            return True
+        self._finish(agent, lane, timer)
+        if reason is _PREEMPT:
+            hooks.step_preempted(step, now())
+        elif reason is _TIMEOUT:
+            hooks.step_failed(
+                step,
+                StepTimeout(f"{step.label} timed out after {step.spec.timeout_s:.6f}s"),
+                now(),
+                True,
+            )
+        else:
+            hooks.step_cancelled(step, now(), "cancelled")
+        if self._idle and self.queue:
+            self.schedule()
+        return False
+
+    def _finish(self, agent: Agent, lane: Lane, timer: TimerHandle | None) -> None:
+        if timer is not None:
+            timer.cancel()
+        if agent.interrupt is not None and agent.task is not None:
+            # The step ended before the interrupt reached it (or swallowed the CancelledError):
+            # withdraw the cancellation so it cannot hit the agent's next step.
+            agent.interrupt = None
+            agent.task.uncancel()
+        agent.step = None
+        lane.running -= 1
+
+    def _release_handed(self, agent: Agent) -> None:
+        """Shutdown caught an agent holding a handed-over step it never started."""
+        step = agent.reserved
+        lane = agent.reserved_lane
+        agent.reserved = None
+        agent.reserved_lane = None
+        agent.step = None
+        if step is None or lane is None:
+            return
+        lane.running -= 1
+        if step.state is _STEP_PENDING:  # not already cancelled with its run
+            self.hooks.step_cancelled(step, self.clock.now(), "shutdown")
+
     # -- lifecycle --------------------------------------------------------------------------
 
     async def run_agent(self, agent: Agent) -> None:
@@ -133,7 +442,7 @@ class Dispatcher(DispatcherCore):
         self,
         agent: Agent,
         step: StepRun,
-        lane: Any,
+        lane: Lane,
         ctx: StepContext,
         coro: Any,
         yielded: Any,

@@ -33,7 +33,7 @@ from engine.core.symbols import SymbolTable
 from .rows import Journal, Rows
 
 if TYPE_CHECKING:
-    from engine.core.flow import CoordinatorCore
+    from engine.core.coordinator import Coordinator
     from strategies.broker import PaperBroker
 
 __all__ = ["StorageWriter", "WriterStatistics"]
@@ -88,7 +88,7 @@ class StorageWriter:
         self._log.offset = wall() - mono()  # wall minus engine time; renewed at each commit
         self._committed_seq = next_seq - 1
         self._symbol_source: SymbolTable | None = None
-        self._run_source: CoordinatorCore | None = None
+        self._run_source: Coordinator | None = None
         self._orders: list[tuple[Any, int]] = []
         self._positions: set[str] = set()
         self.dropped_runs: list[int] = []  # stored runs recovery could not resume
@@ -122,7 +122,7 @@ class StorageWriter:
         add: Callable[[str, Any, float], int] = self._log.add
         return add
 
-    def watch(self, symbols: SymbolTable, coordinator: CoordinatorCore | None = None) -> None:
+    def watch(self, symbols: SymbolTable, coordinator: Coordinator | None = None) -> None:
         """Write what changes in ``symbols`` and ``coordinator``'s runs: both keep a change log
         (a flag test per change, in compiled code) and wake the writer when it stops being
         empty; the writer takes the logs at each commit."""

@@ -54,7 +54,7 @@ def test_the_build_in_use_is_the_one_reported(path: str) -> None:
 
 def _implementation_in_child(env: dict[str, str]) -> list[str]:
     code = (
-        "import engine, engine.core.flow as f, engine.core.records as r;"
+        "import engine, engine.core.coordinator as f, engine.core.records as r;"
         " print(engine.IMPLEMENTATION, f.__file__.endswith('.so'), r.__file__.endswith('.so'))"
     )
     out = subprocess.run(

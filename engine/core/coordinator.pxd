@@ -1,27 +1,15 @@
 # cython: language_level=3
-"""Typed layout of engine/core/flow.py, compiled in place (see that file)."""
+"""Typed layout of engine/core/coordinator.py, compiled in place (see that file)."""
 
 cimport cython
 
 from engine.core.counters cimport StepCounters, WorkflowCounters
-from engine.core.symbols cimport MarketData, SymbolState, SymbolTable
+from engine.core.dispatcher cimport Dispatcher, StepHooks
 from engine.core.runs cimport Lane, ReadyQueue, Run, StepDef, StepRun, WorkflowDef
+from engine.core.symbols cimport MarketData, SymbolState, SymbolTable
 
 
-cdef class Agent:
-    cdef public object index
-    cdef public object task
-    cdef public object inbox
-    cdef public StepRun step
-    cdef public StepRun reserved
-    cdef public Lane reserved_lane
-    cdef public object interrupt
-    cdef public long long start_seq
-    cdef public int streak
-    cdef public double streak_until
-
-
-cdef class CoordinatorCore:
+cdef class Coordinator(StepHooks):
     cdef public dict workflows
     cdef public SymbolTable symbols
     cdef public MarketData market
@@ -31,7 +19,7 @@ cdef class CoordinatorCore:
     cdef public object rng
     cdef public object broker
     cdef public object risk
-    cdef public DispatcherCore dispatcher
+    cdef public Dispatcher dispatcher
     cdef public object _now
     cdef public object _wall
     cdef public bint stopping
@@ -83,41 +71,9 @@ cdef class CoordinatorCore:
     cpdef _end_run(self, Run run, object state, object outcome, object error, double now=*)
     @cython.locals(symbol=SymbolState)
     cpdef _update_symbol(self, Run run, object state, object error)
-
-
-cdef class DispatcherCore:
-    cdef public ReadyQueue queue
-    cdef public object clock
-    cdef public object _now
-    cdef public CoordinatorCore hooks
-    cdef public object executor
-    cdef public list agents
-    cdef public list _idle
-    cdef public bint _scheduled
-    cdef public object _loop
-    cdef public long long dispatched
-    cdef public long long preemptions
-    cdef public long long timeouts
-    cdef public long long overruns
-    cdef public long long passes
-    cdef public long long _starts
-    cdef public double _ended_at
-    cdef public object on_preemption_latency
-
-    cpdef schedule(self)
-    @cython.locals(lane=Lane, agent=Agent, step=StepRun, victim=Agent)
-    cpdef _dispatch(self)
-    @cython.locals(best=Agent, agent=Agent, step=StepRun)
-    cpdef Agent _pick_victim(self, object priority)
-    cpdef bint _interrupt(self, Agent agent, object reason) except -1
-    @cython.locals(lane=Lane, step=StepRun)
-    cpdef StepRun _take(self, Agent agent)
-    cpdef object streak(self, Agent agent, StepRun step)
-    @cython.locals(lane=Lane, now=double, spec=StepDef)
-    cpdef object run_step(self, Agent agent, StepRun step)
-    cpdef bint _cancelled(self, Agent agent, StepRun step, Lane lane, object timer) except -1
-    cpdef _settle(self, Agent agent, StepRun step, Lane lane, object timer, object output,
-                  object error)
-    cpdef _finish(self, Agent agent, Lane lane, object timer)
-    @cython.locals(step=StepRun, lane=Lane)
-    cpdef _release_handed(self, Agent agent)
+    @cython.locals(run=Run, sc=StepCounters)
+    cpdef step_failed(self, StepRun step, object error, double now, bint timeout)
+    @cython.locals(run=Run, counters=WorkflowCounters)
+    cpdef step_preempted(self, StepRun step, double now)
+    @cython.locals(run=Run)
+    cpdef step_cancelled(self, StepRun step, double now, object reason)
