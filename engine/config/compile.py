@@ -8,8 +8,6 @@ async, thread) decided once at load instead of per step.
 
 from __future__ import annotations
 
-from types import MappingProxyType
-
 from engine.config.loader import effective_run_in, resolve_action
 from engine.config.schema import Config, Workflow
 from engine.core.context import sends_orders_flag
@@ -28,32 +26,9 @@ def compile_workflow(name: str, wf: Workflow) -> WorkflowDef:
         cfg = wf.step(step_name)
         fn = resolve_action(cfg.action)
         kind = ExecKind(effective_run_in(cfg, fn))
-        steps.append(
-            StepDef(
-                index[step_name],
-                step_name,
-                cfg.action,
-                fn,
-                kind,
-                cfg.timeout_ms / 1000.0,
-                cfg.retry,
-                # Inline steps never suspend, so nothing could interrupt them mid-way anyway.
-                cfg.preemptible and kind is not ExecKind.INLINE,
-                MappingProxyType(dict(cfg.params)),
-                tuple(index[d] for d in cfg.depends_on),
-                sends_orders_flag(fn),
-            )
-        )
-    return WorkflowDef(
-        name,
-        wf.priority,
-        wf.route,
-        wf.max_concurrent,
-        wf.on_busy,
-        wf.deadline_ms / 1000.0,
-        wf.enabled,
-        tuple(steps),
-    )
+        deps = tuple(index[d] for d in cfg.depends_on)
+        steps.append(StepDef(index[step_name], cfg, fn, kind, deps, sends_orders_flag(fn)))
+    return WorkflowDef(name, wf, tuple(steps))
 
 
 def compile_workflows(config: Config) -> dict[str, WorkflowDef]:

@@ -14,6 +14,7 @@ cdef class Lane
 
 cdef class StepDef:
     cdef public int index
+    cdef public object config
     cdef public object name
     cdef public object action
     cdef public object fn
@@ -30,6 +31,7 @@ cdef class StepDef:
 
 cdef class WorkflowDef:
     cdef public object name
+    cdef public object config
     cdef public object priority
     cdef public object route
     cdef public int max_concurrent

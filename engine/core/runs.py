@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.core.fsm import RUN_TRANSITIONS, STEP_TRANSITIONS, RunState, StepState, check_transition
 from engine.core.stats import QueueStatistics
+from engine.core.workflow import ExecKind
 from fastpath import heap as _heaps
 
 if TYPE_CHECKING:
@@ -41,9 +43,11 @@ __all__ = [
     "Lane",
     "ReadyQueue",
     "Run",
+    "StepConfig",
     "StepContext",
     "StepDef",
     "StepRun",
+    "WorkflowConfig",
     "WorkflowDef",
 ]
 
@@ -61,11 +65,51 @@ assert _RUN_RUNNING in RUN_TRANSITIONS[_RUN_PENDING]
 assert _RUN_COMPLETED in RUN_TRANSITIONS[_RUN_RUNNING]
 
 
+class StepConfig(Protocol):
+    """What a step's definition is built from: :class:`engine.config.Step` (the core does not
+    import the config layer; this names the fields it reads)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def timeout_ms(self) -> float: ...
+    @property
+    def retry(self) -> Any: ...
+    @property
+    def preemptible(self) -> bool: ...
+    @property
+    def params(self) -> Mapping[str, Any]: ...
+
+
+class WorkflowConfig(Protocol):
+    """What a workflow's definition is built from: :class:`engine.config.Workflow`."""
+
+    @property
+    def priority(self) -> int: ...
+    @property
+    def route(self) -> Any: ...
+    @property
+    def max_concurrent(self) -> int: ...
+    @property
+    def on_busy(self) -> str: ...
+    @property
+    def deadline_ms(self) -> float: ...
+    @property
+    def enabled(self) -> bool: ...
+
+
 class StepDef:
-    """One step of a workflow, compiled: its action resolved, its DAG edges as indices."""
+    """One step of a workflow, compiled: its action resolved, its DAG edges as indices.
+
+    Built from the step's config struct, which it keeps (``config``): a new step option is a
+    field of :class:`engine.config.Step` read here (or as ``spec.config.<option>`` where it is
+    used), not a new constructor argument threaded through the loader."""
 
     __slots__ = (
         "action",
+        "config",
         "counters",
         "dependents",
         "deps",
@@ -83,26 +127,23 @@ class StepDef:
     def __init__(
         self,
         index: int,
-        name: str,
-        action: str,
+        config: StepConfig,
         fn: Callable[..., Any],
-        kind: Any,
-        timeout_s: float,
-        retry: Any,
-        preemptible: bool,
-        params: Mapping[str, Any],
+        kind: ExecKind,
         deps: tuple[int, ...],
         sends_orders: bool,
     ) -> None:
         self.index = index
-        self.name = name
-        self.action = action
+        self.config = config
+        self.name = config.name
+        self.action = config.action
         self.fn = fn
-        self.kind = kind  # engine.core.workflow.ExecKind, decided once at load
-        self.timeout_s = timeout_s
-        self.retry = retry
-        self.preemptible = preemptible
-        self.params = params
+        self.kind = kind  # decided once at load (the action's kind and the step's run_in)
+        self.timeout_s = config.timeout_ms / 1000.0
+        self.retry = config.retry
+        # Inline steps never suspend, so nothing could interrupt them mid-way anyway.
+        self.preemptible = config.preemptible and kind is not ExecKind.INLINE
+        self.params = MappingProxyType(dict(config.params))
         self.deps = deps
         self.sends_orders = sends_orders  # decided once, read for every finished step
         self.dependents: tuple[int, ...] = ()
@@ -116,6 +157,7 @@ class WorkflowDef:
     """A workflow, compiled: steps in topological order, roots and dependents as indices."""
 
     __slots__ = (
+        "config",
         "counters",
         "deadline_s",
         "enabled",
@@ -129,24 +171,15 @@ class WorkflowDef:
         "steps",
     )
 
-    def __init__(
-        self,
-        name: str,
-        priority: int,
-        route: Any,
-        max_concurrent: int,
-        on_busy: str,
-        deadline_s: float,
-        enabled: bool,
-        steps: tuple[StepDef, ...],
-    ) -> None:
+    def __init__(self, name: str, config: WorkflowConfig, steps: tuple[StepDef, ...]) -> None:
         self.name = name
-        self.priority = priority
-        self.route = route  # engine.config.Route
-        self.max_concurrent = max_concurrent
-        self.on_busy = on_busy
-        self.deadline_s = deadline_s
-        self.enabled = enabled
+        self.config = config
+        self.priority = config.priority
+        self.route = config.route  # engine.config.Route
+        self.max_concurrent = config.max_concurrent
+        self.on_busy = config.on_busy
+        self.deadline_s = config.deadline_ms / 1000.0
+        self.enabled = config.enabled
         self.counters: Any = None  # the engine's WorkflowCounters, bound once
         self.lane: Any = None  # its ready-queue lane, bound by the coordinator
         for step in steps:
