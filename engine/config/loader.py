@@ -16,6 +16,7 @@ order, so a user fixing errors one by one always sees the earliest one next.
 from __future__ import annotations
 
 import difflib
+import graphlib
 import hashlib
 import importlib
 import inspect
@@ -534,33 +535,18 @@ def _action_errors(step: Step, here: str) -> Iterator[tuple[str, str]]:
 
 
 def _find_cycle(workflow: Workflow) -> list[str] | None:
-    """The first dependency cycle met walking steps in declaration order, closed
-    (``[a, b, a]``), or ``None``. Self-dependencies and unknown names are reported elsewhere
+    """A dependency cycle, closed and in "depends on" order (``[a, c, b, a]``: a depends on c,
+    c on b, b on a), or ``None``. Self-dependencies and unknown names are reported elsewhere
     and skipped here."""
-    edges = {
-        step.name: [dep for dep in step.depends_on if dep != step.name] for step in workflow.steps
-    }
-    done: set[str] = set()
-    for start in edges:
-        if start in done:
-            continue
-        # Iterative DFS: a long chain of steps must not hit the recursion limit.
-        path: list[str] = [start]
-        on_path = {start}
-        pending: list[Iterator[str]] = [iter(edges[start])]
-        while pending:
-            dep = next(pending[-1], None)
-            if dep is None:
-                pending.pop()
-                finished = path.pop()
-                on_path.discard(finished)
-                done.add(finished)
-            elif dep in on_path:
-                return [*path[path.index(dep) :], dep]
-            elif dep in edges and dep not in done:
-                path.append(dep)
-                on_path.add(dep)
-                pending.append(iter(edges[dep]))
+    sorter = graphlib.TopologicalSorter(
+        {step.name: [d for d in step.depends_on if d != step.name] for step in workflow.steps}
+    )
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as exc:
+        # graphlib walks from a step to the steps that depend on it: reversed, each step
+        # depends on the next.
+        return list(reversed(exc.args[1]))
     return None
 
 

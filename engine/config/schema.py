@@ -14,6 +14,8 @@ read-only.
 
 from __future__ import annotations
 
+import graphlib
+import heapq
 import random
 from typing import Annotated, Any, Literal
 
@@ -319,24 +321,22 @@ def topological_order(workflow: Workflow) -> tuple[str, ...]:
     has neither (the loader rejects both). The result is recomputed on every call: callers on
     a hot path compute it once per config.
     """
-    names = [step.name for step in workflow.steps]
-    known = set(names)
-    waiting_on = {
-        step.name: {dep for dep in step.depends_on if dep in known} for step in workflow.steps
-    }
+    position = {step.name: i for i, step in enumerate(workflow.steps)}
+    sorter = graphlib.TopologicalSorter(
+        {step.name: [d for d in step.depends_on if d in position] for step in workflow.steps}
+    )
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as exc:
+        raise ValueError(f"dependency cycle among steps: {', '.join(exc.args[1])}") from None
+    # graphlib hands out every ready step at once; taking the earliest-declared one each time
+    # is what keeps ties in declaration order.
+    ready: list[tuple[int, str]] = []
     order: list[str] = []
-    done: set[str] = set()
-    while len(order) < len(names):
-        progressed = False
-        for name in names:
-            if name not in done and waiting_on[name] <= done:
-                order.append(name)
-                done.add(name)
-                progressed = True
-                # Restart the scan so an earlier-declared step that just became ready goes
-                # before later-declared ones.
-                break
-        if not progressed:
-            stuck = [name for name in names if name not in done]
-            raise ValueError(f"dependency cycle among steps: {', '.join(stuck)}")
+    while sorter.is_active():
+        for name in sorter.get_ready():
+            heapq.heappush(ready, (position[name], name))
+        _, name = heapq.heappop(ready)
+        order.append(name)
+        sorter.done(name)
     return tuple(order)
