@@ -17,7 +17,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 
 __all__ = ["Notifier", "monotonic_usec", "watchdog_interval"]
@@ -123,21 +123,27 @@ class Notifier:
         return self.notify("WATCHDOG=1")
 
     async def run(
-        self, status: Callable[[], str] | None = None, *, status_interval_s: float = 5.0
+        self,
+        status: Callable[[], str] | None = None,
+        *,
+        status_interval_s: float = 5.0,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         """Ping the watchdog and refresh ``STATUS=`` until cancelled (run it on the engine loop).
 
         Returns at once when there is nothing to do (no socket, or neither a watchdog nor a
-        status callback).
+        status callback). ``clock``/``sleep`` (default: the loop's) are for tests that drive the
+        cadence on a fake clock.
         """
         if not self.enabled or (self.watchdog_s is None and status is None):
             return
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+        time_now = clock if clock is not None else asyncio.get_running_loop().time
+        now = time_now()
         next_ping = now if self.watchdog_s is not None else float("inf")
         next_status = now if status is not None else float("inf")
         while True:
-            now = loop.time()
+            now = time_now()
             if now >= next_ping and self.watchdog_s is not None:
                 self.watchdog()
                 # From "now", not from the schedule: after a stall, no burst of catch-up pings.
@@ -145,7 +151,7 @@ class Notifier:
             if now >= next_status and status is not None:
                 self.status(status())
                 next_status = now + status_interval_s
-            await asyncio.sleep(max(0.0, min(next_ping, next_status) - loop.time()))
+            await sleep(max(0.0, min(next_ping, next_status) - time_now()))
 
     def close(self) -> None:
         sock, self._sock = self._sock, None

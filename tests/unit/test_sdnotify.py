@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -68,54 +67,51 @@ def test_watchdog_interval() -> None:
     assert watchdog_interval(mine) == 1.0
 
 
-def _busy(seconds: float) -> None:
-    """Hold the event loop like a runaway inline action (a synchronous busy call)."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        pass
+class _Stop(Exception):
+    """Ends a fake-clock run after a fixed number of sleeps."""
 
 
-def test_pings_at_half_the_watchdog_period_and_stop_while_the_loop_is_blocked(
+def test_pings_at_half_the_watchdog_period_and_no_burst_after_a_stall(
     sink: NotifySink,
 ) -> None:
+    """The cadence on a fake clock: a ping every half period, and after the loop was held up
+    (time jumps 0.6 s inside one sleep, as a blocked loop sees it) one ping, then the normal
+    cadence -- no catch-up burst. That pings stop while the loop is blocked follows from their
+    being sent by a task on the loop; tests/integration/test_systemd_live.py shows systemd
+    restarting a daemon whose loop stopped."""
     env = {"NOTIFY_SOCKET": sink.address, "WATCHDOG_USEC": "100000"}  # ping every 50 ms
-    block_s = 0.6
+    now = [1000.0]
+    sent: list[float] = []
+    sleeps: list[float] = []
 
-    async def main() -> tuple[float, float]:
+    async def fake_sleep(delay: float) -> None:
+        sleeps.append(delay)
+        now[0] += delay
+        if len(sleeps) == 5:
+            now[0] += 0.6  # the stall
+        if len(sleeps) == 10:
+            raise _Stop
+
+    async def main() -> None:
         with Notifier(env=env) as notifier:
             assert notifier.watchdog_s == pytest.approx(0.05)
-            task = asyncio.create_task(notifier.run())
-            try:
-                for _ in range(2000):  # bounded: until five pings arrived
-                    if len(sink.with_key("WATCHDOG")) >= 5:
-                        break
-                    await asyncio.sleep(0.01)
-                blocked_at = time.monotonic()
-                _busy(block_s)
-                unblocked_at = time.monotonic()
-                for _ in range(2000):  # bounded: until a ping after the block
-                    if any(at > unblocked_at for at, _ in sink.with_key("WATCHDOG")):
-                        break
-                    await asyncio.sleep(0.01)
-            finally:
-                task.cancel()
-                with pytest.raises(asyncio.CancelledError):
-                    await task
-            return blocked_at, unblocked_at
+            real_ping = notifier.watchdog
 
-    blocked_at, unblocked_at = asyncio.run(main())
-    pings = [at for at, _ in sink.with_key("WATCHDOG")]
-    before = [at for at in pings if at <= blocked_at]
-    gaps = [b - a for a, b in itertools.pairwise(before)]
-    assert len(gaps) >= 4
-    assert all(0.03 <= g <= 0.2 for g in gaps), gaps
-    # Nothing while the loop was blocked (10 ms slack for a datagram in flight at the start).
-    during = [at for at in pings if blocked_at + 0.01 < at < unblocked_at]
-    assert during == [], during
-    after = [at for at in pings if at >= unblocked_at]
-    assert after
-    # ...and no burst of catch-up pings afterwards: one, then the normal cadence.
-    assert len([at for at in after if at < unblocked_at + 0.03]) <= 1
+            def ping() -> bool:
+                sent.append(now[0])
+                return real_ping()
+
+            notifier.watchdog = ping  # type: ignore[method-assign]
+            with pytest.raises(_Stop):
+                await notifier.run(clock=lambda: now[0], sleep=fake_sleep)
+
+    asyncio.run(main())
+    # Every ping reached the socket.
+    wait_until(lambda: len(sink.with_key("WATCHDOG")) == len(sent), "the pings", timeout=5)
+    assert len(sent) == 10
+    gaps = [round(b - a, 9) for a, b in itertools.pairwise(sent)]
+    assert gaps == [0.05] * 4 + [0.65] + [0.05] * 4
+    assert sleeps == [pytest.approx(0.05)] * 10
 
 
 def test_status_lines_are_refreshed(sink: NotifySink) -> None:
