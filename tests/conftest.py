@@ -1,8 +1,9 @@
-"""Shared fixtures: the heap implementations every fastpath test runs against."""
+"""Shared fixtures: each fastpath primitive in both builds, the compiled one and its twin."""
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from types import ModuleType
 
 import pytest
@@ -15,39 +16,24 @@ from fastpath.heap import NO_EXTENSIONS
 settings.register_profile("tickflow", deadline=None, derandomize=True)
 settings.load_profile("tickflow")
 
-# With TICKFLOW_NO_EXTENSIONS set the compiled heap is deliberately out of play; otherwise it
-# must be importable -- a missing extension fails the suite instead of silently testing less.
+# With TICKFLOW_NO_EXTENSIONS set the compiled builds are deliberately out of play; otherwise
+# they must be importable -- a missing extension fails the suite instead of silently testing less.
 HEAP_IMPLEMENTATIONS = ["python"] if NO_EXTENSIONS else ["python", "cython"]
-_MODULES = {"python": "fastpath._heap_py", "cython": "fastpath._heap"}
 
 
-@pytest.fixture(params=HEAP_IMPLEMENTATIONS)
-def heap_module(request: pytest.FixtureRequest) -> ModuleType:
-    return importlib.import_module(_MODULES[request.param])
+def twin_fixture(name: str) -> Callable[[pytest.FixtureRequest], ModuleType]:
+    """A fixture giving ``fastpath._<name>_py`` and ``fastpath._<name>`` in turn, as aiohttp
+    and uvloop parametrise their C and Python parsers: one suite, both builds."""
+
+    @pytest.fixture(params=HEAP_IMPLEMENTATIONS, name=f"{name}_module")
+    def module(request: pytest.FixtureRequest) -> ModuleType:
+        suffix = "_py" if request.param == "python" else ""
+        return importlib.import_module(f"fastpath._{name}{suffix}")
+
+    return module
 
 
-_LATENCY_MODULES = {"python": "fastpath._latency_py", "cython": "fastpath._latency"}
-
-
-@pytest.fixture(params=HEAP_IMPLEMENTATIONS)
-def latency_module(request: pytest.FixtureRequest) -> ModuleType:
-    """The compiled latency histogram and its twin, like ``heap_module``."""
-    return importlib.import_module(_LATENCY_MODULES[request.param])
-
-
-_CORO_MODULES = {"python": "fastpath._coro_py", "cython": "fastpath._coro"}
-
-
-@pytest.fixture(params=HEAP_IMPLEMENTATIONS)
-def coro_module(request: pytest.FixtureRequest) -> ModuleType:
-    """The compiled coroutine starter and its twin, like ``heap_module``."""
-    return importlib.import_module(_CORO_MODULES[request.param])
-
-
-_JSONW_MODULES = {"python": "fastpath._jsonw_py", "cython": "fastpath._jsonw"}
-
-
-@pytest.fixture(params=HEAP_IMPLEMENTATIONS)
-def jsonw_module(request: pytest.FixtureRequest) -> ModuleType:
-    """The compiled JSON writer and its twin, like ``heap_module``."""
-    return importlib.import_module(_JSONW_MODULES[request.param])
+heap_module = twin_fixture("heap")
+latency_module = twin_fixture("latency")
+coro_module = twin_fixture("coro")
+jsonw_module = twin_fixture("jsonw")
