@@ -40,6 +40,7 @@ ENGINE_COMPILED = (
     "core/symbols",
     "core/runs",
     "core/records",
+    "core/runlog",
     "core/dispatcher",
     "core/coordinator",
 )

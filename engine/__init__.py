@@ -14,6 +14,7 @@ COMPILED_MODULES = (
     "core/symbols",
     "core/runs",
     "core/records",
+    "core/runlog",
     "core/dispatcher",
     "core/coordinator",
 )

@@ -21,6 +21,7 @@ from engine.core.counters import StepCounters, WorkflowCounters
 from engine.core.dispatcher import Dispatcher, StepHooks
 from engine.core.events import DataReady, Tick
 from engine.core.fsm import Interrupt, RunState, StepState
+from engine.core.runlog import RunLog
 from engine.core.runs import ReadyQueue, Run, StepContext, StepRun, WorkflowDef
 from engine.core.stats import EngineCounters
 from engine.core.symbols import MarketData, SymbolState, SymbolTable
@@ -80,15 +81,11 @@ class Coordinator(StepHooks):
         self._pending: dict[tuple[str, str], Run] = {}
         self._active: dict[tuple[str, str], Run] = {}
         self._route_cache: dict[int, tuple[WorkflowDef, ...]] = {}
-        # Storage's change log of runs (track_runs; see "the change log" below).
-        self._run_log: list[Run] | None = None
-        self._on_runs_changed: Callable[[], None] | None = None  # the log stops being empty
-        self._marked: dict[int, Run] = {}  # live runs changed since the last take, by id
+        # Storage's change log of runs, once storage asks for it (track_runs).
+        self.run_log: RunLog | None = None
         self.last_run_id = 0  # storage keeps it: run ids are never reused, stored or not
-        # Completed runs skip the log: their records are made as they end (FinishedRuns), so
-        # the run is freed at once. ``record_offset``: wall minus monotonic time, kept by the
-        # storage writer.
-        self.finished = _records.FinishedRuns()
+        # Wall minus monotonic time, kept by the storage writer, for the records of runs made
+        # as they complete.
         self.record_offset = 0.0
         # Observers; None costs one attribute test.
         self.on_run_finished: Callable[[Run], None] | None = None  # a run ended
@@ -172,8 +169,9 @@ class Coordinator(StepHooks):
         if pending is not None:
             pending.tick = tick  # latest tick wins; the run keeps its place (and age) in line
             counters.conflated += 1
-            if self._run_log is not None:
-                self._log_shared(pending)
+            runlog = self.run_log
+            if runlog is not None:
+                self._log_shared(runlog, pending)
             return None
         active = self._active.get(key)
         if active is not None:
@@ -193,8 +191,9 @@ class Coordinator(StepHooks):
         self.last_run_id = run.id
         self._register(run)
         self._pending[run.key] = run
-        if self._run_log is not None:
-            self._log_shared(run)
+        runlog = self.run_log
+        if runlog is not None:
+            self._log_shared(runlog, run)
         steps = run.steps
         for index in wf.roots:
             if run.outcome is not None:
@@ -210,90 +209,37 @@ class Coordinator(StepHooks):
         runs[run.id] = run
         run.symbol.runs.add(run)
 
-    # -- the change log ---------------------------------------------------------------------
-    # What storage must write, kept at the cost of a flag test per change (a run changes five
-    # or six times) and without holding finished runs:
-    # * a live run that changed is marked (``run.logged``) and kept by id until it ends: a
-    #   finished run is dropped from the marks, so they never hold it (thousands of finished
-    #   runs a commit window can see), and taking them never walks the runs in flight (tens of
-    #   thousands when a burst is queued);
-    # * a run that ended other than completed (failed, cancelled, cut by the drain) is logged;
-    # * a completed run's record is made as it ends (FinishedRuns) and the run is freed.
+    # -- storage's change log (engine.core.runlog) -------------------------------------------
 
     def track_runs(self, wake: Callable[[], None]) -> None:
         """Keep the change log from now on; ``wake()`` is called when it stops being empty."""
-        if self._run_log is None:
-            self._run_log = []
-            self.finished = _records.FinishedRuns()
-        self._on_runs_changed = wake
+        if self.run_log is None:
+            self.run_log = RunLog(wake)
+        else:
+            self.run_log.wake = wake
 
     def take_finished(self) -> _records.FinishedRuns:
-        """The records of the runs completed since the last call (a FinishedRuns)."""
-        finished = self.finished
-        self.finished = _records.FinishedRuns()
-        return finished
+        """The records of the runs completed since the last call."""
+        runlog = self.run_log
+        return _records.FinishedRuns() if runlog is None else runlog.take_finished()
 
     def take_changed_runs(self) -> list[Run]:
         """The runs changed since the last call and not completed (each once)."""
-        log = self._run_log
-        if log is None:
-            return []
-        self._run_log = []
-        marked = self._marked
-        if marked:
-            self._marked = {}
-            log.extend(marked.values())
-        for run in log:
-            run.logged = False
-        return log
+        runlog = self.run_log
+        return [] if runlog is None else runlog.take_changed()
 
     @property
     def changed_runs(self) -> int:
         """How many runs the change log holds: ended, marked live, and completed."""
-        if self._run_log is None:
-            return 0
-        finished: int = self.finished.count
-        return len(self._run_log) + len(self._marked) + finished
+        runlog = self.run_log
+        return 0 if runlog is None else runlog.count
 
-    def _record_finished(self, run: Run) -> None:
-        finished = self.finished
-        finished.add(run, self.record_offset)
-        if finished.count == 1:
-            self._wake_storage()
-
-    def _log_ended(self, run: Run) -> None:
-        log = self._run_log
-        assert log is not None  # callers test it
-        run.logged = True  # a step still running when it ended logs it again only after a take
-        log.append(run)
-        if len(log) == 1:
-            self._wake_storage()
-
-    def _log_shared(self, run: Run) -> None:
+    def _log_shared(self, runlog: RunLog, run: Run) -> None:
         """Mark a run that has done nothing yet only where routes overlap or its row is stored
         already (a run adopted at start): on a symbol routed to its workflow alone, storage has
         no use for it (see engine.core.records.run_record)."""
         if run.stored or len(self.routes(run.symbol.priority)) > 1:
-            self._log_run(run)
-
-    def _log_run(self, run: Run) -> None:
-        if run.logged:
-            return
-        if run.state in _TERMINAL_RUN:
-            # A step that was still running when its run ended: the run has left the marks
-            # (they hold live runs only), so it goes to the log of ended runs.
-            self._log_ended(run)
-            return
-        run.logged = True
-        marked = self._marked
-        marked[run.id] = run
-        if len(marked) == 1:
-            self._wake_storage()
-
-    def _wake_storage(self) -> None:
-        wake = self._on_runs_changed
-        if wake is not None:
-            wake()
+            runlog.mark(run)
 
     # -- the queue --------------------------------------------------------------------------
 
@@ -335,10 +281,11 @@ class Coordinator(StepHooks):
         step.advance(_STEP_RUNNING)
         step.started_at = now
         run.running += 1
-        if step.spec.sends_orders and self._run_log is not None:
+        runlog = self.run_log
+        if step.spec.sends_orders and runlog is not None:
             # An order goes out: the run is stored (with its id, hence its client order ids)
             # at the next commit, so a restart resumes it instead of sending a new order.
-            self._log_run(run)
+            runlog.mark(run)
         run.workflow.counters.dispatch_wait.record(now - step.ready_at)
         if run.state is _RUN_PENDING:
             run.advance(_RUN_RUNNING)
@@ -349,8 +296,8 @@ class Coordinator(StepHooks):
                 del self._pending[key]
             self._active[key] = run
             self.symbols.mark_processing(run.symbol)
-            if self._run_log is not None:
-                self._log_shared(run)
+            if runlog is not None:
+                self._log_shared(runlog, run)
 
     def step_succeeded(self, step: StepRun, output: Any, now: float) -> None:
         run = step.run
@@ -363,8 +310,9 @@ class Coordinator(StepHooks):
         sc = spec.counters
         sc.outcomes["completed"] += 1
         sc.duration.record(now - step.started_at)  # type: ignore[operator]  # set at start
-        if self._run_log is not None:
-            self._log_run(run)
+        runlog = self.run_log
+        if runlog is not None:
+            runlog.mark(run)
         if spec.sends_orders and self.on_order_finished is not None:
             self.on_order_finished(step)
         if run.state in _TERMINAL_RUN:
@@ -440,13 +388,14 @@ class Coordinator(StepHooks):
         # step keeps its client order id) instead of starting the work over.
         if self.stopping and outcome == "cancelled":
             run.suspended = True
-        if self._run_log is not None:
+        runlog = self.run_log
+        if runlog is not None:
             if run.logged:
-                self._marked.pop(run.id, None)
+                runlog.forget(run)
             if state is _RUN_COMPLETED:
-                self._record_finished(run)
+                runlog.add_completed(run, self.record_offset)
             else:
-                self._log_ended(run)
+                runlog.add_ended(run)
         if self.on_run_finished is not None:
             self.on_run_finished(run)
         if not self.runs and self.on_idle is not None:
@@ -595,8 +544,9 @@ class Coordinator(StepHooks):
         step.finished_at = now
         step.advance(StepState.FAILED)
         sc.outcomes["failed"] += 1
-        if self._run_log is not None:
-            self._log_run(run)
+        runlog = self.run_log
+        if runlog is not None:
+            runlog.mark(run)
         if step.spec.sends_orders and self.on_order_finished is not None:
             self.on_order_finished(step)
         if self._settle_cancel(run):
