@@ -118,6 +118,9 @@ def status_document(engine: Engine) -> dict[str, Any]:
         "runs": summary["runs"],
         "orders": summary["orders"],
         "pnl": summary["pnl"],
+        # Cumulative since start; `tickflow top` and the terminal status line show them.
+        "latency": summary["latency"],
+        "positions": summary["positions"],
         "storage": summary["storage"],
         "recovery": summary["recovery"],
         "reloads": dict(reloader.counts) if reloader is not None else {},
