@@ -33,6 +33,7 @@ from . import __version__
 from .config import AdminSettings
 from .errors import EventError, StorageError, TickflowError
 from .intake import EventDecoder
+from .ratelimit import RateLimitedLog
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 __all__ = ["TOKEN_ENV", "AdminApi", "AdminTokenError", "load_token", "status_document"]
 
 log = logging.getLogger("tickflow.admin")
+# Clients that misbehave (unauthenticated ones included) must not flood the journal.
+_client_log = RateLimitedLog(log)
 
 TOKEN_ENV = "TICKFLOW_ADMIN_TOKEN"
 MAX_BODY_BYTES = 1 << 20  # one request's events; a larger feed belongs on the network intake
@@ -209,7 +212,14 @@ class AdminApi:
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             engine.reject("oversized")
             return _json(413, {"error": f"body over {MAX_BODY_BYTES} bytes"})
-        body = await request.read()
+        try:
+            body = await request.read()
+        except ConnectionError as exc:  # the client left mid-body: nothing was submitted
+            _client_log.warning(
+                "client_gone", "admin request body cut short: %s", exc or type(exc).__name__,
+                path=request.path, remote=request.remote,
+            )
+            return _json(400, {"error": "request body cut short"})
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
