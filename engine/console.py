@@ -29,6 +29,7 @@ __all__ = [
     "format_seconds",
     "net_pnl",
     "run_latency",
+    "status_segments",
     "status_text",
 ]
 
@@ -139,29 +140,48 @@ def net_pnl(pnl: Mapping[str, Any]) -> float:
     )
 
 
-def status_text(doc: StatusDoc, rates: Rates) -> Text:
-    """The one-line status: events/s, runs/s and p99 by workflow, queue, agents, fills, P&L."""
-    line = Text(no_wrap=True, overflow="ellipsis")
+def status_segments(doc: StatusDoc, rates: Rates) -> list[Text]:
+    """The status line's parts: state and events/s, each workflow's runs/s and p99, queue and
+    agents, fills and P&L."""
     state = "ready" if doc.get("ready") else str(doc.get("ready_reason", "starting"))
-    line.append(f"● {state} ", style="bold green" if doc.get("ready") else "bold yellow")
-    line.append(f"{_rate_text(rates.events)} ev/s", style="bold")
+    head = Text()
+    head.append(f"● {state} ", style="bold green" if doc.get("ready") else "bold yellow")
+    head.append(f"{_rate_text(rates.events)} ev/s", style="bold")
+    parts = [head]
     for name in sorted(doc.get("workflows", {})):
-        line.append("  │ ", style="dim")
-        line.append(f"{name} ", style="cyan")
-        line.append(f"{_rate_text(rates.runs(name))} runs/s")
-        line.append(f" p99 {format_seconds(run_latency(doc, name))}", style="dim")
+        part = Text()
+        part.append(f"{name} ", style="cyan")
+        part.append(f"{_rate_text(rates.runs(name))} runs/s")
+        part.append(f" p99 {format_seconds(run_latency(doc, name))}", style="dim")
+        parts.append(part)
     queue = doc.get("queue", {})
     agents = doc.get("agents", {})
-    line.append("  │ ", style="dim")
-    line.append(f"queue {queue.get('depth', 0)}  agents {agents.get('busy', 0)}/"
-                f"{agents.get('total', 0)}")
-    orders = doc.get("orders", {})
-    pnl = doc.get("pnl", {})
-    net = net_pnl(pnl)
-    line.append("  │ ", style="dim")
-    line.append(f"fills {orders.get('fills', 0)}  P&L ")
-    line.append(format_money(net), style="green" if net >= 0 else "red")
-    return line
+    parts.append(Text(f"queue {queue.get('depth', 0)}  agents {agents.get('busy', 0)}/"
+                      f"{agents.get('total', 0)}"))
+    net = net_pnl(doc.get("pnl", {}))
+    money = Text(f"fills {doc.get('orders', {}).get('fills', 0)}  P&L ")
+    money.append(format_money(net), style="green" if net >= 0 else "red")
+    parts.append(money)
+    return parts
+
+
+_SEPARATOR = "  │ "
+
+
+def status_text(doc: StatusDoc, rates: Rates, width: int | None = None) -> Text:
+    """The status as one line, or as few lines of at most ``width`` cells as it takes: a part
+    is never cut (a narrow terminal gets two lines, not an ellipsis over the P&L)."""
+    lines: list[Text] = []
+    for part in status_segments(doc, rates):
+        if lines and (width is None or lines[-1].cell_len + len(_SEPARATOR) + part.cell_len
+                      <= width):
+            lines[-1].append(_SEPARATOR, style="dim")
+            lines[-1].append_text(part)
+        else:
+            lines.append(part.copy())
+    out = Text("\n").join(lines)
+    out.no_wrap, out.overflow = True, "ellipsis"  # a part wider than the terminal
+    return out
 
 
 class StatusLine:
@@ -191,7 +211,7 @@ class StatusLine:
         doc = self.snapshot()
         rates = Rates(self._prev, doc, now - self._prev_at)
         self._prev, self._prev_at = doc, now
-        return status_text(doc, rates)
+        return status_text(doc, rates, self.console.width)
 
     async def run(self) -> None:
         """Refresh until cancelled; the line is removed on exit (the drain logs follow)."""

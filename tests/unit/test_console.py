@@ -259,6 +259,16 @@ def test_status_text_shows_rates_latency_queue_fills_and_pnl() -> None:
     assert "- runs/s" in first
 
 
+def test_status_text_wraps_between_parts_on_a_narrow_terminal() -> None:
+    rates = Rates(DOCS["prev"], DOCS["cur"], 2.0)
+    one = status_text(DOCS["cur"], rates).plain
+    narrow = status_text(DOCS["cur"], rates, width=80).plain.splitlines()
+    assert len(narrow) == 3
+    assert all(len(line) <= 80 for line in narrow)
+    assert "  │ ".join(narrow) == one  # the same parts, none cut
+    assert narrow[1].startswith("trend_trading 162 runs/s")
+
+
 def test_status_line_samples_against_the_previous_sample() -> None:
     clock = FakeClock()
     docs = iter([DOCS["prev"], DOCS["cur"]])
