@@ -157,10 +157,11 @@ class TopView:
         return line
 
     def _workflows(self, doc: Mapping[str, Any], rates: Rates) -> Table:
-        table = Table(title="workflows", title_justify="left", box=box.SIMPLE_HEAD, expand=True)
+        table = Table(title="workflows", title_justify="left", box=box.SIMPLE_HEAD,
+                      pad_edge=False)
         for column, justify in (
             ("workflow", "left"), ("state", "left"), ("prio", "right"), ("runs/s", "right"),
-            ("completed", "right"), ("failed", "right"), ("p50", "right"), ("p99", "right"),
+            ("done", "right"), ("failed", "right"), ("p50", "right"), ("p99", "right"),
             ("queued", "right"), ("running", "right"),
         ):
             table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
