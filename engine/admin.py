@@ -196,7 +196,14 @@ class AdminApi:
             if refusal is not None:
                 return refusal
             log.info("admin request", extra={"path": request.path, "remote": request.remote})
-            return await handler(request)
+            try:
+                return await handler(request)
+            except ConnectionError as exc:  # the client left mid-request (its body cut short)
+                _client_log.warning(
+                    "client_gone", "admin request cut short: %s", exc or type(exc).__name__,
+                    path=request.path, remote=request.remote,
+                )
+                return _json(400, {"error": "request cut short"})
 
         return guarded
 
@@ -212,14 +219,7 @@ class AdminApi:
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             engine.reject("oversized")
             return _json(413, {"error": f"body over {MAX_BODY_BYTES} bytes"})
-        try:
-            body = await request.read()
-        except ConnectionError as exc:  # the client left mid-body: nothing was submitted
-            _client_log.warning(
-                "client_gone", "admin request body cut short: %s", exc or type(exc).__name__,
-                path=request.path, remote=request.remote,
-            )
-            return _json(400, {"error": "request body cut short"})
+        body = await request.read()
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:

@@ -39,8 +39,36 @@ log = logging.getLogger("tickflow.cli")
 STATUS_INTERVAL_S = 2.0  # the terminal status line's refresh period
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one ``tickflow failed`` JSON line when the logs are JSON (journald):
+    the usage text stays for a person at a terminal."""
+
+    log_format = "auto"  # what the command line asks for, read before parsing (see main)
+
+    def error(self, message: str) -> NoReturn:
+        from .logs import resolve_format, setup_logging
+
+        if resolve_format(_Parser.log_format) == "json":
+            setup_logging("error", "json")
+            _fail(f"{self.prog}: {message}", 2, usage=self.format_usage().strip())
+            self.exit(2)
+        super().error(message)
+
+
+def _requested_log_format(argv: Sequence[str]) -> str:
+    for index, arg in enumerate(argv):
+        value = None
+        if arg == "--log-format" and index + 1 < len(argv):
+            value = argv[index + 1]
+        elif arg.startswith("--log-format="):
+            value = arg.partition("=")[2]
+        if value in ("auto", "json", "text"):
+            return value
+    return "auto"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tickflow",
         description="High-throughput trading-pipeline daemon: market-data events trigger "
         "workflows that a priority heap and a preemptive dispatcher feed to a bounded agent pool.",
@@ -81,6 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "uses, when the daemon is not reachable)")
     status.add_argument("--json", action="store_true", help="print JSON instead of text")
 
+    top = sub.add_parser(
+        "top", help="live full-screen view of a running daemon (its GET /status); q quits"
+    )
+    top.add_argument("--url", default=DEFAULT_ADMIN_URL,
+                     help=f"admin API of the daemon (default {DEFAULT_ADMIN_URL})")
+    top.add_argument("--interval", type=float, default=1.0, metavar="S",
+                     help="seconds between refreshes (default 1)")
+    top.add_argument("--count", type=int, default=None, metavar="N",
+                     help="stop after N refreshes (default: until q or Ctrl-C)")
+
     replay = sub.add_parser(
         "replay", help="feed a recorded CSV / JSON-lines tick file through an embedded engine"
     )
@@ -95,16 +133,6 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--json", action="store_true", help="print the summary as JSON")
     replay.add_argument("--drain-timeout", type=float, default=60.0, metavar="SECONDS",
                         help="after the file ends, how long runs in flight get to finish")
-
-    top = sub.add_parser(
-        "top", help="live full-screen view of a running daemon (its GET /status); q quits"
-    )
-    top.add_argument("--url", default=DEFAULT_ADMIN_URL,
-                     help=f"admin API of the daemon (default {DEFAULT_ADMIN_URL})")
-    top.add_argument("--interval", type=float, default=1.0, metavar="S",
-                     help="seconds between refreshes (default 1)")
-    top.add_argument("--count", type=int, default=None, metavar="N",
-                     help="stop after N refreshes (default: until q or Ctrl-C)")
     return parser
 
 
@@ -530,6 +558,7 @@ def _exit_now(code: int) -> NoReturn:
     """Second SIGINT: leave without draining. Storage is crash-safe by design (a SIGKILL loses
     no run recorded as accepted), so skipping the drain loses at most the last group commit."""
     log.warning("second SIGINT: stopping at once")
+    _fail("interrupted twice (SIGINT): stopped without the drain", code)
     logging.shutdown()  # flush the log line above; os._exit skips atexit handlers
     os._exit(code)
 
@@ -613,6 +642,7 @@ def _run_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from .logs import setup_logging
 
+    _Parser.log_format = _requested_log_format(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level, args.log_format, install_hooks=True)

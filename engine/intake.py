@@ -24,9 +24,9 @@ from typing import Any, Final, NamedTuple
 import msgspec
 import orjson
 
+from . import ratelimit
 from .errors import EventError
 from .events import DATA_READY, HIGH_PRIORITY_ARRIVED, DataReady, Event, HighPriorityArrived
-from .ratelimit import RateLimitedLog
 
 __all__ = [
     "DECODE_REASONS",
@@ -312,7 +312,7 @@ class RejectLog:
         clock: Callable[[], float] = time.monotonic,
         logger: logging.Logger | None = None,
     ) -> None:
-        self._limited = RateLimitedLog(
+        self._limited = ratelimit.RateLimitedLog(
             logger if logger is not None else _log, limit, interval,
             clock=clock, key_field="reason", what="rejections",
         )

@@ -107,7 +107,7 @@ def test_client_leaving_mid_body_is_one_json_warning(
     cut = [r for r in records if r.get("event") == "client_gone"]
     assert len(cut) == 3, records
     assert cut[0]["level"] == "warning"
-    assert cut[0]["msg"].startswith("admin request body cut short")
+    assert cut[0]["msg"].startswith("admin request cut short")
     assert not [r for r in records if r["logger"].startswith("aiohttp")], records
 
 
@@ -150,6 +150,26 @@ def test_duration_that_is_not_a_finite_time_is_refused(
         _failed(records)["msg"]
     )
     assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["run", "--duration", "abc"], "argument --duration: invalid float value: 'abc'"),
+        (["run", "--no-such-option"], "unrecognized arguments: --no-such-option"),
+        (["--log-format", "json", "nosuchcommand"], "invalid choice: 'nosuchcommand'"),
+    ],
+)
+def test_usage_error_is_one_json_line(
+    tmp_path: Path, spawned: list[StderrLines], args: list[str], reason: str
+) -> None:
+    log = _watch(spawned, args, tmp_path)
+    assert log.finish() == 2
+    records = log.records()
+    assert len(records) == 1
+    failed = _failed(records)
+    assert reason in failed["msg"]
+    assert failed["usage"].startswith("usage: tickflow")
 
 
 @pytest.mark.parametrize(
