@@ -28,24 +28,22 @@ wheel: $(STAMP)
 
 # System packages the tests need: Prometheus and promtool (the monitoring integration test runs
 # a real Prometheus against the daemon and checks the shipped config with promtool), and
-# systemd's systemd-analyze (tests/integration/test_service.py verifies the shipped unit), and
-# tmux (tests/integration/test_terminal.py runs `tickflow top` and `tickflow run` in a real
-# terminal).
+# systemd's systemd-analyze (tests/integration/test_service.py verifies the shipped unit).
 system-deps:
 	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
 		echo "installing Debian's prometheus package (prometheus, promtool)"; \
 		export DEBIAN_FRONTEND=noninteractive; \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	}
+	@command -v tmux >/dev/null 2>&1 || { \
+		echo "installing Debian's tmux (tests/integration/test_terminal.py runs tickflow in it)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends tmux >/dev/null; \
+	}
 	@command -v systemd-analyze >/dev/null 2>&1 || { \
 		echo "installing Debian's systemd package (systemd-analyze)"; \
 		export DEBIAN_FRONTEND=noninteractive; \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends systemd >/dev/null; \
-	}
-	@command -v tmux >/dev/null 2>&1 || { \
-		echo "installing Debian's tmux package"; \
-		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get update -qq && apt-get install -y -qq --no-install-recommends tmux >/dev/null; \
 	}
 
 test: build system-deps
