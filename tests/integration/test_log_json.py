@@ -130,6 +130,9 @@ def test_second_daemon_on_the_same_state_file_fails_with_one_line(
     daemon: tuple[subprocess.Popen[bytes], StderrLines, int], tmp_path: Path,
     spawned: list[StderrLines],
 ) -> None:
+    # Refused at start by the state-file lock (issue 18 item 8); without it the second daemon
+    # fails only if its first commit collides, which is a matter of timing.
+    pytest.importorskip("engine.storage.lock", reason="needs the state-file lock (issue 18 #8)")
     first, first_log, _ = daemon
     log = _watch(spawned, ["run", "--metrics-port", "0", "--duration", "30"], tmp_path)
     assert log.finish() == 1, log.text()[-3000:]
