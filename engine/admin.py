@@ -29,11 +29,10 @@ import msgspec
 import orjson
 from aiohttp import web
 
-from . import __version__
+from . import __version__, ratelimit
 from .config import AdminSettings
 from .errors import EventError, StorageError, TickflowError
 from .intake import EventDecoder
-from .ratelimit import RateLimitedLog
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -42,7 +41,7 @@ __all__ = ["TOKEN_ENV", "AdminApi", "AdminTokenError", "load_token", "status_doc
 
 log = logging.getLogger("tickflow.admin")
 # Clients that misbehave (unauthenticated ones included) must not flood the journal.
-_client_log = RateLimitedLog(log)
+_client_log = ratelimit.RateLimitedLog(log)
 
 TOKEN_ENV = "TICKFLOW_ADMIN_TOKEN"
 MAX_BODY_BYTES = 1 << 20  # one request's events; a larger feed belongs on the network intake
