@@ -35,6 +35,11 @@ system-deps:
 		export DEBIAN_FRONTEND=noninteractive; \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	}
+	@command -v tmux >/dev/null 2>&1 || { \
+		echo "installing Debian's tmux (tests/integration/test_terminal.py runs tickflow in it)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends tmux >/dev/null; \
+	}
 	@command -v systemd-analyze >/dev/null 2>&1 || { \
 		echo "installing Debian's systemd package (systemd-analyze)"; \
 		export DEBIAN_FRONTEND=noninteractive; \

@@ -24,6 +24,7 @@ from typing import Any, Final, NamedTuple
 import msgspec
 import orjson
 
+from engine.core import ratelimit
 from engine.core.errors import EventError
 from engine.core.events import (
     DATA_READY,
@@ -284,25 +285,31 @@ def _preview(value: str, limit: int = 40) -> str:
     return repr(value if len(value) <= limit else value[:limit] + "…")
 
 
-class _ReasonWindow:
-    __slots__ = ("logged", "started", "suppressed", "suppressed_total")
+class _Preview:
+    """The start of a rejected line, formatted only when the line is logged (a flood's held-back
+    lines cost nothing). repr() of a bounded prefix: the bytes are attacker-controlled and must
+    not forge log lines."""
 
-    def __init__(self, started: float) -> None:
-        self.started = started
-        self.logged = 0
-        self.suppressed = 0
-        self.suppressed_total = 0
+    __slots__ = ("line",)
+
+    def __init__(self, line: bytes | None) -> None:
+        self.line = line
+
+    def __str__(self) -> str:
+        return "" if self.line is None else f" {bytes(self.line[:120])!r}"
 
 
 class RejectLog:
     """Logs rejections to ``tickflow.intake``, at most ``limit`` lines per ``interval`` per reason.
 
     A flood of one bad kind must neither fill the journal nor hide a different problem, hence a
-    budget per reason. What is held back is counted and reported in one summary line when the
-    reason's next window opens (or on :meth:`flush`).
+    budget per reason (the project's one rate limiter,
+    :class:`~engine.core.ratelimit.RateLimitedLog`).
+    What is held back is counted and reported in one summary line when the reason's next window
+    opens (or on :meth:`flush`).
     """
 
-    __slots__ = ("_clock", "_interval", "_limit", "_logger", "_windows")
+    __slots__ = ("_limited",)
 
     def __init__(
         self,
@@ -312,63 +319,23 @@ class RejectLog:
         clock: Callable[[], float] = time.monotonic,
         logger: logging.Logger | None = None,
     ) -> None:
-        if limit < 1:
-            raise ValueError("limit must be >= 1")
-        if interval <= 0:
-            raise ValueError("interval must be > 0")
-        self._limit = limit
-        self._interval = interval
-        self._clock = clock
-        self._logger = logger if logger is not None else _log
-        self._windows: dict[str, _ReasonWindow] = {}
+        self._limited = ratelimit.RateLimitedLog(
+            logger if logger is not None else _log, limit, interval,
+            clock=clock, key_field="reason", what="rejections",
+        )
 
     def log(self, error: EventError, *, source: str = "", line: bytes | None = None) -> bool:
         """Log ``error`` unless its reason is over budget; True when a line was written."""
-        now = self._clock()
-        reason = error.reason
-        window = self._windows.get(reason)
-        if window is None:
-            window = self._windows[reason] = _ReasonWindow(now)
-        elif now - window.started >= self._interval:
-            self._summarise(reason, window, now)
-            window.started = now
-            window.logged = 0
-        if window.logged >= self._limit:
-            window.suppressed += 1
-            window.suppressed_total += 1
-            return False
-        window.logged += 1
-        # repr() of a bounded prefix: the bytes are attacker-controlled and must not forge lines.
-        preview = "" if line is None else f" {bytes(line[:120])!r}"
         where = f" from {source}" if source else ""
-        self._logger.warning(
-            "rejected event%s: %s%s",
-            where,
-            error,
-            preview,
-            extra={"reason": reason, "source": source},
+        return self._limited.log(
+            logging.WARNING, error.reason, "rejected event%s: %s%s", where, error,
+            _Preview(line), extra={"source": source},
         )
-        return True
 
     def flush(self) -> None:
         """Write the pending suppression summaries now (e.g. when a source finishes)."""
-        now = self._clock()
-        for reason, window in self._windows.items():
-            self._summarise(reason, window, now)
+        self._limited.flush()
 
     def suppressed(self) -> Mapping[str, int]:
         """Lines held back so far, by reason (cumulative)."""
-        return MappingProxyType(
-            {reason: window.suppressed_total for reason, window in self._windows.items()}
-        )
-
-    def _summarise(self, reason: str, window: _ReasonWindow, now: float) -> None:
-        if window.suppressed:
-            self._logger.warning(
-                "suppressed %d more %r rejections in the last %.1f s",
-                window.suppressed,
-                reason,
-                now - window.started,
-                extra={"reason": reason, "suppressed": window.suppressed},
-            )
-            window.suppressed = 0
+        return self._limited.suppressed()

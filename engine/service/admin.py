@@ -31,6 +31,7 @@ from aiohttp import web
 
 from engine import __version__
 from engine.config import AdminSettings
+from engine.core import ratelimit
 from engine.core.errors import EventError, StorageError, TickflowError
 from engine.intake import EventDecoder
 
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 __all__ = ["TOKEN_ENV", "AdminApi", "AdminTokenError", "load_token", "status_document"]
 
 log = logging.getLogger("tickflow.admin")
+# Clients that misbehave (unauthenticated ones included) must not flood the journal.
+_client_log = ratelimit.RateLimitedLog(log)
 
 TOKEN_ENV = "TICKFLOW_ADMIN_TOKEN"
 MAX_BODY_BYTES = 1 << 20  # one request's events; a larger feed belongs on the network intake
@@ -118,6 +121,9 @@ def status_document(engine: Engine) -> dict[str, Any]:
         "runs": summary["runs"],
         "orders": summary["orders"],
         "pnl": summary["pnl"],
+        # Cumulative since start; `tickflow top` and the terminal status line show them.
+        "latency": summary["latency"],
+        "positions": summary["positions"],
         "storage": summary["storage"],
         "recovery": summary["recovery"],
         "reloads": dict(reloader.counts) if reloader is not None else {},
@@ -190,7 +196,14 @@ class AdminApi:
             if refusal is not None:
                 return refusal
             log.info("admin request", extra={"path": request.path, "remote": request.remote})
-            return await handler(request)
+            try:
+                return await handler(request)
+            except ConnectionError as exc:  # the client left mid-request (its body cut short)
+                _client_log.warning(
+                    "client_gone", "admin request cut short: %s", exc or type(exc).__name__,
+                    path=request.path, remote=request.remote,
+                )
+                return _json(400, {"error": "request cut short"})
 
         return guarded
 

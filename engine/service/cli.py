@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -19,6 +20,7 @@ import orjson
 
 from engine import __version__
 from engine.core.errors import ConfigError, TickflowError
+from engine.service.logs import text_console
 from engine.service.reload import Reloader
 from engine.service.sdnotify import Notifier
 
@@ -34,9 +36,39 @@ DEFAULT_ADMIN_URL = "http://127.0.0.1:9108"
 
 log = logging.getLogger("tickflow.cli")
 
+STATUS_INTERVAL_S = 2.0  # the terminal status line's refresh period
+
+
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one ``tickflow failed`` JSON line when the logs are JSON (journald):
+    the usage text stays for a person at a terminal."""
+
+    log_format = "auto"  # what the command line asks for, read before parsing (see main)
+
+    def error(self, message: str) -> NoReturn:
+        from .logs import resolve_format, setup_logging
+
+        if resolve_format(_Parser.log_format) == "json":
+            setup_logging("error", "json")
+            _fail(f"{self.prog}: {message}", 2, usage=self.format_usage().strip())
+            self.exit(2)
+        super().error(message)
+
+
+def _requested_log_format(argv: Sequence[str]) -> str:
+    for index, arg in enumerate(argv):
+        value = None
+        if arg == "--log-format" and index + 1 < len(argv):
+            value = argv[index + 1]
+        elif arg.startswith("--log-format="):
+            value = arg.partition("=")[2]
+        if value in ("auto", "json", "text"):
+            return value
+    return "auto"
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tickflow",
         description="High-throughput trading-pipeline daemon: market-data events trigger "
         "workflows that a priority heap and a preemptive dispatcher feed to a bounded agent pool.",
@@ -45,7 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
-    parser.add_argument("--log-format", default="json", choices=["json", "text"])
+    parser.add_argument(
+        "--log-format", default="auto", choices=["auto", "json", "text"],
+        help="stderr log lines: text for a person, one JSON object per line for journald; "
+        "auto (default) = text when stderr is a terminal, JSON otherwise",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the daemon (default config + simulated market)")
@@ -73,6 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "uses, when the daemon is not reachable)")
     status.add_argument("--json", action="store_true", help="print JSON instead of text")
 
+    top = sub.add_parser(
+        "top", help="live full-screen view of a running daemon (its GET /status); q quits"
+    )
+    top.add_argument("--url", default=DEFAULT_ADMIN_URL,
+                     help=f"admin API of the daemon (default {DEFAULT_ADMIN_URL})")
+    top.add_argument("--interval", type=float, default=1.0, metavar="S",
+                     help="seconds between refreshes (default 1)")
+    top.add_argument("--count", type=int, default=None, metavar="N",
+                     help="stop after N refreshes (default: until q or Ctrl-C)")
+
     replay = sub.add_parser(
         "replay", help="feed a recorded CSV / JSON-lines tick file through an embedded engine"
     )
@@ -88,6 +134,55 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--drain-timeout", type=float, default=60.0, metavar="SECONDS",
                         help="after the file ends, how long runs in flight get to finish")
     return parser
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from .top import run_top
+
+    if not (args.interval > 0 and math.isfinite(args.interval)):
+        print("tickflow top: --interval must be a positive number of seconds", file=sys.stderr)
+        return 2
+    if args.count is not None and args.count < 1:
+        print("tickflow top: --count must be >= 1", file=sys.stderr)
+        return 2
+    return run_top(args.url, args.interval, count=args.count)
+
+
+def _fail(message: str, code: int = 1, **fields: Any) -> int:
+    """The one line a failed ``run`` / ``replay`` ends with (JSON in JSON mode)."""
+    log.error("tickflow failed: %s", message, extra={"exit_code": code, **fields})
+    return code
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line for an exception, an ExceptionGroup's leaves included (a task group's)."""
+    if isinstance(exc, BaseExceptionGroup):
+        leaves: list[str] = []
+        for sub in exc.exceptions:
+            text = describe_failure(sub)
+            if text not in leaves:
+                leaves.append(text)
+        return "; ".join(leaves)
+    if isinstance(exc, TickflowError):
+        return str(exc)
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _summary_writable(path: Path) -> str | None:
+    """Why ``--summary`` could not be written at exit, checked before the run: a run of hours
+    must not end in a traceback over a typo in a path."""
+    target = path if path.is_absolute() else Path.cwd() / path
+    if target.is_dir():
+        return f"--summary {str(path)!r} is a directory"
+    if target.exists():
+        return None if os.access(target, os.W_OK) else f"--summary {str(path)!r} is not writable"
+    parent = target.parent
+    if not parent.is_dir():
+        return f"--summary {str(path)!r}: directory {str(parent)!r} does not exist"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"--summary {str(path)!r}: directory {str(parent)!r} is not writable"
+    return None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -171,14 +266,18 @@ def format_live_status(doc: dict[str, Any], url: str) -> str:
     return "\n".join(lines)
 
 
-def _load_config(path: Path) -> tuple[Config, str] | None:
-    """The config and its digest, or None after printing why it is invalid (exit status 1)."""
+def _load_config(path: Path, *, logged: bool = False) -> tuple[Config, str] | None:
+    """The config and its digest, or None after saying why it is invalid (exit status 1):
+    printed for ``validate``, a ``tickflow failed`` log line for the daemon (``logged``)."""
     from engine.config import load_config_with_digest
 
     try:
         return load_config_with_digest(path)
     except ConfigError as exc:
-        print(f"invalid config: {exc}", file=sys.stderr)
+        if logged:
+            _fail(f"invalid config: {exc}")
+        else:
+            print(f"invalid config: {exc}", file=sys.stderr)
         return None
 
 
@@ -197,17 +296,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from engine.service.daemon import Engine
 
-    loaded = _load_config(args.config)
+    # Arguments first (nothing is loaded or opened for a run that cannot start).
+    if args.duration is not None and not (args.duration >= 0 and math.isfinite(args.duration)):
+        return _fail(f"--duration must be a finite number of seconds >= 0, got {args.duration}", 2)
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        return _fail(f"--metrics-port must be in 0..65535, got {args.metrics_port}", 2)
+    if args.summary is not None and (why := _summary_writable(args.summary)) is not None:
+        return _fail(why, 2)
+    loaded = _load_config(args.config, logged=True)
     if loaded is None:
         return 1
     config, digest = loaded
-    if args.duration is not None and args.duration < 0:
-        print("--duration must be >= 0", file=sys.stderr)
-        return 2
     if args.metrics_port is not None:
-        if not 0 <= args.metrics_port <= 65535:
-            print("--metrics-port must be in 0..65535", file=sys.stderr)
-            return 2
         import msgspec
 
         config = msgspec.structs.replace(
@@ -252,6 +352,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         # Last service: READY=1 once storage is open, sources run and the other services
         # (network intake) listen.
         engine.services.append(_serve_reloads)
+        engine.services.append(_terminal_status)  # a no-op unless a person watches stderr
         engine.services.append(partial(_announce_ready, notifier=notifier))
         # Watchdog + STATUS from the engine's own loop, for the whole run (drain included).
         pinger = asyncio.create_task(notifier.run(_status_line(engine)), name="sd-notify")
@@ -278,10 +379,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         with notifier:
             _run_loop(main)
     except TickflowError as exc:
-        log.error("tickflow failed: %s", exc)
-        return 1
+        return _fail(str(exc))
     if args.summary is not None:
-        args.summary.write_bytes(orjson.dumps(engine.summary(), option=orjson.OPT_INDENT_2))
+        try:
+            args.summary.write_bytes(orjson.dumps(engine.summary(), option=orjson.OPT_INDENT_2))
+        except OSError as exc:  # checked at start; the disk can still fill or vanish
+            return _fail(f"cannot write --summary {str(args.summary)!r}: {exc}")
     return 0
 
 
@@ -290,11 +393,14 @@ class Progress:
     (a log file or CI output must not fill with carriage returns)."""
 
     def __init__(
-        self, total: int, stream: Any = None, *, interval_s: float | None = None
+        self, total: int, stream: Any = None, *, interval_s: float | None = None,
+        as_json: bool = False,
     ) -> None:
         self.total = total
         self.stream = stream if stream is not None else sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        # With JSON logs every stderr line is a JSON object: progress too (at any log level).
+        self.as_json = as_json and not self.tty
         self.interval_s = interval_s if interval_s is not None else (0.2 if self.tty else 5.0)
         self.started = time.monotonic()
 
@@ -319,6 +425,10 @@ class Progress:
         text = self.line(done)
         if self.tty:
             self.stream.write("\r\x1b[K" + text + ("\n" if final else ""))
+        elif self.as_json:
+            record = {"ts": round(time.time(), 6), "level": "info", "logger": "tickflow.replay",
+                      "msg": text, "done": done, "total": max(self.total, done)}
+            self.stream.write(orjson.dumps(record).decode() + "\n")
         else:
             self.stream.write(text + "\n")
         self.stream.flush()
@@ -377,13 +487,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from engine.service.daemon import Engine
     from engine.sources import ReplaySource
 
-    loaded = _load_config(args.config)
+    loaded = _load_config(args.config, logged=True)
     if loaded is None:
         return 1
     config = loaded[0]
-    if not (args.speed >= 0 and args.speed != float("inf")):
-        print("--speed must be finite and >= 0", file=sys.stderr)
-        return 2
+    if not (args.speed >= 0 and math.isfinite(args.speed)):
+        return _fail(f"--speed must be finite and >= 0, got {args.speed}", 2)
     if args.db is not None:
         config = msgspec.structs.replace(
             config,
@@ -396,11 +505,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         )
         total = source.count_lines()
     except (TickflowError, OSError) as exc:
-        print(f"tickflow replay: {exc}", file=sys.stderr)
-        return 1
+        return _fail(f"replay: {exc}")
     # An embedded engine: no metrics port, storage only with --db.
     engine = Engine(config, sources=[source], persist=args.db is not None, serve_metrics=False)
-    progress = Progress(total)
+    progress = Progress(total, as_json=text_console() is None)
     drained = True
 
     async def main() -> None:
@@ -426,17 +534,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except* (TickflowError, OSError) as group:  # from the session's task group (a bad header)
         failures.extend(group.exceptions)
     if failures:
-        for failure in failures:
-            print(f"tickflow replay: {failure}", file=sys.stderr)
-        return 1
+        return _fail("replay: " + "; ".join(str(failure) for failure in failures))
     summary = replay_summary(engine, source.statistics())
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
     else:
         print(format_replay_summary(summary))
     if not drained:
-        print(f"tickflow replay: runs still in flight after {args.drain_timeout}s were cancelled",
-              file=sys.stderr)
+        log.warning("replay: runs still in flight after %ss were cancelled", args.drain_timeout,
+                    extra={"drain_timeout_s": args.drain_timeout})
     return 0
 
 
@@ -452,6 +558,7 @@ def _exit_now(code: int) -> NoReturn:
     """Second SIGINT: leave without draining. Storage is crash-safe by design (a SIGKILL loses
     no run recorded as accepted), so skipping the drain loses at most the last group commit."""
     log.warning("second SIGINT: stopping at once")
+    _fail("interrupted twice (SIGINT): stopped without the drain", code)
     logging.shutdown()  # flush the log line above; os._exit skips atexit handlers
     os._exit(code)
 
@@ -461,6 +568,29 @@ async def _serve_reloads(engine: Engine) -> AsyncIterator[None]:
     """The task that serves SIGHUP reload requests, owned (and awaited) by the session."""
     assert engine.reloader is not None
     task = asyncio.create_task(engine.reloader.serve_requests(), name="reload")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@contextlib.asynccontextmanager
+async def _terminal_status(engine: Engine) -> AsyncIterator[None]:
+    """A live status line under the log lines while the engine runs, when a person reads
+    stderr (text logs on a terminal); nothing on journald, a pipe or a file."""
+    from .logs import text_console
+
+    console = text_console()
+    if console is None or not console.is_terminal:
+        yield
+        return
+    from .admin import status_document
+    from .console import StatusLine
+
+    line = StatusLine(console, partial(status_document, engine), interval_s=STATUS_INTERVAL_S)
+    task = asyncio.create_task(line.run(), name="status-line")
     try:
         yield
     finally:
@@ -512,9 +642,24 @@ def _run_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from engine.service.logs import setup_logging
 
+    _Parser.log_format = _requested_log_format(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.log_level, args.log_format)
+    setup_logging(args.log_level, args.log_format, install_hooks=True)
+    try:
+        return _command(parser, args)
+    except KeyboardInterrupt:  # Ctrl-C where no drain is set up (replay, validate, status)
+        return _fail("interrupted (SIGINT)", 130)
+    except (Exception, BaseExceptionGroup) as exc:  # one line saying why, not a raw traceback
+        log.error(
+            "tickflow failed: %s", describe_failure(exc), exc_info=exc, extra={"exit_code": 1}
+        )
+        return 1
+
+
+def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.command == "top":
+        return cmd_top(args)
     if args.command == "validate":
         return cmd_validate(args)
     if args.command == "run":

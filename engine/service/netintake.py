@@ -39,7 +39,6 @@ import logging
 import os
 import socket
 import stat
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -49,6 +48,7 @@ import orjson
 
 from engine.config import IntakeSettings
 from engine.core.errors import EventError
+from engine.core.ratelimit import RateLimitedLog
 from engine.intake import EventDecoder, IntakeStats, RejectLog
 from engine.service.netlines import (
     TOKEN_ENV,
@@ -108,27 +108,6 @@ class IntakeServerStats(msgspec.Struct, frozen=True, kw_only=True):
     decoder: IntakeStats
 
 
-class _RateLimitedLog:
-    """At most ``limit`` warnings per ``interval`` per key; a connection flood must not flood
-    the journal."""
-
-    __slots__ = ("_interval", "_limit", "_windows")
-
-    def __init__(self, limit: int = 10, interval: float = 10.0) -> None:
-        self._limit = limit
-        self._interval = interval
-        self._windows: dict[str, tuple[float, int]] = {}
-
-    def warning(self, key: str, msg: str, *args: object, **extra: object) -> None:
-        now = time.monotonic()
-        started, count = self._windows.get(key, (now, 0))
-        if now - started >= self._interval:
-            started, count = now, 0
-        self._windows[key] = (started, count + 1)
-        if count < self._limit:
-            log.warning(msg, *args, extra={"event": key, **extra})
-
-
 class _Conn:
     __slots__ = ("failed", "reading", "source", "task")
 
@@ -160,7 +139,7 @@ class IntakeServers:
         self.token = token if token is not None else load_token(self.settings, environ)
         self.decoder = EventDecoder(engine.config.engine.max_line_bytes)
         self.reject_log = RejectLog()
-        self._log = _RateLimitedLog()
+        self._log = RateLimitedLog(log)  # the project's one rate limiter (engine.core.ratelimit)
         self._servers: list[asyncio.Server] = []
         self._conns: dict[asyncio.StreamWriter, _Conn] = {}
         self._closing = False

@@ -45,9 +45,10 @@ def test_csv_summary_and_progress(tmp_path: Path) -> None:
     assert summary["runs"]["high_freq_trading"] == {}
     assert summary["runs_in_flight"] == 0
     assert summary["orders"]["submitted"] == summary["orders"]["fills"]
-    # Not a TTY: plain lines, the last one complete.
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("replay 5/5 lines (100.0%)"), proc.stderr
+    # Not a TTY, JSON logs: progress lines are JSON objects too, the last one complete.
+    last = orjson.loads(proc.stderr.strip().splitlines()[-1])
+    assert last["msg"].startswith("replay 5/5 lines (100.0%)"), proc.stderr
+    assert (last["done"], last["total"]) == (5, 5)
     assert "\r" not in proc.stderr
 
 
