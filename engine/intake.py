@@ -86,7 +86,9 @@ def encode_event(event: Event) -> bytes:
 def _terminator_len(line: bytes) -> int:
     if line.endswith(b"\r\n"):
         return 2
-    if line.endswith(b"\n"):
+    # A lone trailing "\r" is what a line reader leaves of a "\r\n" after cutting at "\n":
+    # it is terminator too, so CRLF and LF lines have the same limit.
+    if line.endswith((b"\n", b"\r")):
         return 1
     return 0
 
