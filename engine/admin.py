@@ -17,6 +17,7 @@ token gets 401 and changes nothing (the check runs before the body is even read)
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
@@ -43,6 +44,7 @@ log = logging.getLogger("tickflow.admin")
 
 TOKEN_ENV = "TICKFLOW_ADMIN_TOKEN"
 MAX_BODY_BYTES = 1 << 20  # one request's events; a larger feed belongs on the network intake
+BODY_TIMEOUT_S = 10.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -144,8 +146,11 @@ class AdminApi:
         return self._token is not None
 
     def reload_token(self) -> None:
-        """(Re-)read the token: at start and on every config reload (token rotation)."""
-        token = load_token(self.engine.config.admin)
+        """(Re-)read the token of the running config."""
+        self.set_token(load_token(self.engine.config.admin))
+
+    def set_token(self, token: str | None) -> None:
+        """Use ``token`` from now on (a config reload reads it first, then commits it)."""
         self._token = token.encode() if token is not None else None
         if token is None:
             log.info("admin API: no token configured, changing endpoints disabled (403)")
@@ -206,7 +211,12 @@ class AdminApi:
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             engine.reject("oversized")
             return _json(413, {"error": f"body over {MAX_BODY_BYTES} bytes"})
-        body = await request.read()
+        try:
+            # A client trickling its body must not hold the handler (and its connection).
+            async with asyncio.timeout(BODY_TIMEOUT_S):
+                body = await request.read()
+        except TimeoutError:
+            return _json(408, {"error": f"request body not received within {BODY_TIMEOUT_S:g} s"})
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -281,5 +291,6 @@ class AdminApi:
         if reloader is None:
             return _json(503, {"error": "reload unavailable: the engine has no config file"})
         report = await reloader.reload_async()
-        status = 200 if report.outcome == "success" else 422
+        # 409: another reload is running (refused, not queued); 422: refused, config kept.
+        status = {"success": 200, "busy": 409}.get(report.outcome, 422)
         return _json(status, msgspec.to_builtins(report))
