@@ -220,6 +220,12 @@ class AdminApi:
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
+            # Bad UTF-8 first, as on the intake: orjson words it "surrogates not allowed".
+            try:
+                body.decode("utf-8")
+            except UnicodeDecodeError as uexc:
+                engine.reject("invalid_utf8")
+                return _json(400, {"error": f"invalid UTF-8 at byte {uexc.start}"})
             engine.reject("malformed_json")
             return _json(400, {"error": f"malformed JSON: {exc}"})
         items = payload if isinstance(payload, list) else [payload]
