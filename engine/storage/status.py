@@ -37,7 +37,10 @@ def read_status(path: Path, *, limit: int = 20) -> StatusReport:
         raise StorageError(f"{path}: cannot open read-only: {exc}") from exc
     try:
         conn.row_factory = sqlite3.Row
-        version = schema_version(conn)
+        try:
+            version = schema_version(conn)
+        except StorageError as exc:
+            raise StorageError(f"{path}: {exc}") from None
         if version == 0:
             raise StorageError(f"{path}: empty database (the daemon has not written yet)")
         if version > SCHEMA_VERSION:
