@@ -25,7 +25,14 @@ import msgspec
 import orjson
 
 from .errors import EventError
-from .events import DATA_READY, HIGH_PRIORITY_ARRIVED, DataReady, Event, HighPriorityArrived
+from .events import (
+    DATA_READY,
+    HIGH_PRIORITY_ARRIVED,
+    SYMBOL_RULE,
+    DataReady,
+    Event,
+    HighPriorityArrived,
+)
 
 __all__ = [
     "DECODE_REASONS",
@@ -255,11 +262,27 @@ class EventDecoder:
         try:
             event: Event = msgspec.convert(obj, cls)
         except msgspec.ValidationError as exc:
-            raise EventError("bad_field", str(exc)) from None
+            raise EventError("bad_field", _field_message(str(exc), obj)) from None
         error = _semantic_error(event)
         if error is not None:
             raise error
         return event
+
+
+def _field_message(message: str, obj: dict[str, Any]) -> str:
+    """msgspec's wording, made plain where it misleads: a regex for the symbol alphabet, and
+    "got `float`" for an integer orjson could only parse as a float (above 2**64)."""
+    if message.endswith("- at `$.symbol`") and "regex" in message:
+        # ascii(): the rejected name is shown escaped, never raw (it may hold terminal controls).
+        return (
+            f"bad symbol {ascii(obj.get('symbol'))[:80]}: a symbol is {SYMBOL_RULE}"
+            " - at `$.symbol`"
+        )
+    if message.startswith("Expected `int`, got `float`") and message.endswith("`$.priority`"):
+        value = obj.get("priority")
+        if isinstance(value, float) and value.is_integer() and value > MAX_PRIORITY:
+            return f"priority above {MAX_PRIORITY} - at `$.priority`"
+    return message
 
 
 def _json_kind(value: object) -> str:

@@ -34,6 +34,7 @@ import msgspec
 
 from ..context import is_cheap, sends_orders_flag
 from ..errors import ConfigError
+from ..events import SYMBOL_PATTERN, SYMBOL_RULE
 from .schema import ACTION_PATTERN, NAME_PATTERN, Config, Step, Workflow
 
 __all__ = [
@@ -266,6 +267,7 @@ _PATTERN_HINTS = {
     repr(ACTION_PATTERN): "an action of the form `package.module:function`",
     repr(NAME_PATTERN): "a name of letters, digits and `_`, not starting with a digit, "
     "at most 64 characters",
+    repr(SYMBOL_PATTERN): f"a symbol: {SYMBOL_RULE}",
 }
 _TOML_TYPE_NAMES = {"`object`": "`table`", "`null`": "`nothing`"}
 

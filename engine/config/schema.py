@@ -19,6 +19,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from ..events import SYMBOL_MAX_LENGTH, SYMBOL_PATTERN
+
 __all__ = [
     "ACTION_PATTERN",
     "NAME_PATTERN",
@@ -56,7 +58,7 @@ Fraction = Annotated[float, msgspec.Meta(ge=0, le=1)]
 StepName = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
 ActionSpec = Annotated[str, msgspec.Meta(pattern=ACTION_PATTERN)]
 SymbolName = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[^\x00-\x1f\x7f]+$")
+    str, msgspec.Meta(min_length=1, max_length=SYMBOL_MAX_LENGTH, pattern=SYMBOL_PATTERN)
 ]
 
 

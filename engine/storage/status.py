@@ -12,7 +12,7 @@ from ..errors import StorageError
 from .db import schema_version
 from .schema import SCHEMA_VERSION
 
-__all__ = ["StatusReport", "format_report", "read_status"]
+__all__ = ["StatusReport", "format_report", "read_status", "shown"]
 
 
 class StatusReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -95,28 +95,46 @@ def read_status(path: Path, *, limit: int = 20) -> StatusReport:
         conn.close()
 
 
+def shown(value: object) -> str:
+    """``value`` as text safe for a terminal: as is when every character is printable, else
+    quoted with escapes, so a stored name holding controls (``\x9b2J`` clears the screen) or
+    invisible characters (``AA\u200bPL``) can neither act on the terminal nor pass for another.
+    Names written before the symbol alphabet was enforced may still hold such characters."""
+    text = str(value)
+    return text if text.isprintable() else ascii(text)
+
+
 def format_report(r: StatusReport) -> str:
-    out = [f"database {r.path} (schema v{r.schema_version})"]
+    out = [f"database {shown(r.path)} (schema v{r.schema_version})"]
     out.append(
         f"journal: {r.journal_events} events   fills: {r.fills}   runs: "
         + ", ".join(f"{k} {v}" for k, v in sorted(r.runs_by_state.items()))
     )
     out.append(f"\nsymbols ({len(r.symbols)}):")
     for s in r.symbols[:40]:
-        err = f"  error: {s['last_error']}" if s["last_error"] else ""
-        out.append(f"  {s['name']:<8} p{s['priority']:<3} {s['phase']:<10} {s['status']}{err}")
+        err = f"  error: {shown(s['last_error'])}" if s["last_error"] else ""
+        out.append(
+            f"  {shown(s['name']):<8} p{s['priority']:<3} {shown(s['phase']):<10} "
+            f"{shown(s['status'])}{err}"
+        )
     if len(r.symbols) > 40:
         out.append(f"  ... {len(r.symbols) - 40} more")
     out.append(f"\nruns in flight ({len(r.in_flight)}):")
     for run in r.in_flight:
-        out.append(f"  #{run['id']} {run['workflow']} {run['symbol']} {run['state']}")
+        out.append(
+            f"  #{run['id']} {shown(run['workflow'])} {shown(run['symbol'])} "
+            f"{shown(run['state'])}"
+        )
     out.append(f"\nrecent failures ({len(r.recent_failures)}):")
     for run in r.recent_failures:
-        out.append(f"  #{run['id']} {run['workflow']} {run['symbol']}: {run['error']}")
+        out.append(
+            f"  #{run['id']} {shown(run['workflow'])} {shown(run['symbol'])}: "
+            f"{shown(run['error'])}"
+        )
     out.append("\npositions:")
     for p in r.positions:
         out.append(
-            f"  {p['symbol']:<8} qty {p['qty']:>10.2f}  avg {p['avg_cost']:>10.4f}  "
+            f"  {shown(p['symbol']):<8} qty {p['qty']:>10.2f}  avg {p['avg_cost']:>10.4f}  "
             f"realized {p['realized_pnl']:>10.2f}"
         )
     if r.account:
