@@ -33,7 +33,7 @@ from aiohttp import web
 from . import __version__
 from .config import AdminSettings
 from .errors import EventError, StorageError, TickflowError
-from .intake import EventDecoder
+from .intake import EventDecoder, duplicate_key
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -228,6 +228,11 @@ class AdminApi:
                 return _json(400, {"error": f"invalid UTF-8 at byte {uexc.start}"})
             engine.reject("malformed_json")
             return _json(400, {"error": f"malformed JSON: {exc}"})
+        duplicate = duplicate_key(body)  # orjson kept the last value of a repeated key
+        if duplicate is not None:
+            engine.reject("malformed_json")
+            return _json(400, {"error": f"duplicate key {ascii(duplicate)[:80]}: "
+                                        "an event's keys must be unique"})
         items = payload if isinstance(payload, list) else [payload]
         results: list[dict[str, Any]] = []
         accepted = 0

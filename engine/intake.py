@@ -15,6 +15,7 @@ oversized lines are refused on their length before anything parses them.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -43,6 +44,7 @@ __all__ = [
     "EventDecoder",
     "IntakeStats",
     "RejectLog",
+    "duplicate_key",
     "encode_event",
 ]
 
@@ -172,7 +174,9 @@ class EventDecoder:
             # RecursionError: msgspec skips an ignored field recursively, so a deeply nested one
             # exhausts the stack; orjson's own depth limit turns that into malformed_json.
             event = self._decode_slow(line)
+            slow = True
         else:
+            slow = False
             # msgspec skips ignored fields without validating their UTF-8; the whole line must be.
             if not line.isascii():
                 try:
@@ -189,6 +193,15 @@ class EventDecoder:
             priority = event.priority
             if priority is not None and priority > MAX_PRIORITY:
                 raise self.reject("bad_field", _PRIORITY_RANGE)
+        # Duplicate keys: both decoders keep the last value, so {"type":"TASK_COMPLETED",
+        # "type":"DATA_READY"} would pass as a DATA_READY. Cheap gate first: JSON has a colon per
+        # key (and others only inside strings), so a line with no more colons than the event
+        # has fields it certainly carries cannot repeat a key; only other lines are re-parsed.
+        # (The slow path's lines may lack `type`, which the count assumes: always checked.)
+        if slow or line.count(b":") > _fields_present(event):
+            duplicate = duplicate_key(line)
+            if duplicate is not None:
+                raise self.reject("malformed_json", _duplicate_message(duplicate))
         self._accepted += 1
         return event
 
@@ -283,6 +296,49 @@ def _field_message(message: str, obj: dict[str, Any]) -> str:
         if isinstance(value, float) and value.is_integer() and value > MAX_PRIORITY:
             return f"priority above {MAX_PRIORITY} - at `$.priority`"
     return message
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def duplicate_key(raw: bytes) -> str | None:
+    """The first key that some object of the JSON document ``raw`` repeats, else None (also for
+    what is not JSON: other checks reject that). orjson and msgspec keep the last value of a
+    repeated key without a word; the standard library's hook sees every pair. Slow (a full
+    parse in Python): only for lines the colon count could not clear, and admin bodies."""
+    try:
+        json.loads(raw, object_pairs_hook=_unique_pairs)
+    except _DuplicateKey as exc:
+        return exc.key
+    except (ValueError, RecursionError):
+        return None
+    return None
+
+
+def _duplicate_message(key: str) -> str:
+    return f"duplicate key {ascii(key)[:80]}: an event's keys must be unique"
+
+
+def _fields_present(event: Event) -> int:
+    """How many keys ``event``'s line certainly had (``type`` and every non-default field)."""
+    if type(event) is DataReady:
+        return (
+            4 + (event.volume != 0.0) + (event.bid is not None) + (event.ask is not None)
+            + (event.priority is not None)
+        )
+    return 3
 
 
 def _json_kind(value: object) -> str:

@@ -133,3 +133,24 @@ def test_a_posted_body_with_invalid_utf8_is_rejected_as_invalid_utf8(tmp_path: P
             assert rejected.get("malformed_json", 0) == 0
 
     run(main)
+
+
+def test_a_posted_event_repeating_a_key_is_refused(tmp_path: Path) -> None:
+    config = write(tmp_path)
+
+    async def main() -> None:
+        async with serving(config) as api:
+            async with api.session.post(
+                api.base + "/events",
+                data=b'[{"type":"TASK_COMPLETED","type":"DATA_READY","symbol":"A","ts":1,'
+                b'"price":1}]',
+                headers={"Authorization": AUTH},
+            ) as resp:
+                assert resp.status == 400
+                body = await resp.json()
+            assert "duplicate key 'type'" in body["error"]
+            counters = api.engine.statistics().counters
+            assert counters.events_rejected["malformed_json"] == 1
+            assert counters.events_received == {}
+
+    run(main)

@@ -127,3 +127,41 @@ def test_status_escapes_stored_names_it_cannot_print(tmp_path: Path) -> None:
 def test_an_integral_float_priority_in_range_keeps_its_type_error() -> None:
     with pytest.raises(EventError, match="got `float`"):
         EventDecoder().decode(b'{"type":"HIGH_PRIORITY_ARRIVED","symbol":"A","priority":1.0}')
+
+
+# -- duplicate keys ("Also" of issue 18): refused, never last-wins ---------------------------
+
+DUPLICATES = [
+    b'{"type":"TASK_COMPLETED","type":"DATA_READY","symbol":"A","ts":1,"price":1}',
+    b'{"type":"DATA_READY","symbol":"A","symbol":"B","ts":1,"price":1}',
+    b'{"type":"DATA_READY","symbol":"A","ts":1,"price":1,"price":2,"volume":3,"bid":1,"ask":9}',
+    b'{"type":"HIGH_PRIORITY_ARRIVED","symbol":"A","priority":5,"priority":0}',
+    b'{"type" : "DATA_READY", "symbol" : "A", "ts" : 1, "price" : 1, "ts" : 2}',
+]
+
+
+@pytest.mark.parametrize("line", DUPLICATES)
+def test_an_event_repeating_a_key_is_rejected(line: bytes) -> None:
+    decoder = EventDecoder()
+    with pytest.raises(EventError, match="duplicate key") as info:
+        decoder.decode(line)
+    assert info.value.reason == "malformed_json"
+    assert decoder.statistics().rejected["malformed_json"] == 1
+
+
+def test_replay_lines_without_type_are_checked_too() -> None:
+    with pytest.raises(EventError, match="duplicate key 'price'"):
+        EventDecoder(default_type="DATA_READY").decode(b'{"symbol":"A","ts":1,"price":1,"price":2}')
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"type":"DATA_READY","symbol":"A","ts":1,"price":1,"note":"a:b:c"}',
+        b'{"type":"DATA_READY","symbol":"A","ts":1,"price":1,"volume":0.0}',
+        b'{"type":"DATA_READY","symbol":"A","ts":1,"price":1,"meta":{"ts":1,"x":{"ts":2}}}',
+    ],
+    ids=["colons-in-a-string", "explicit-default", "same-name-nested"],
+)
+def test_lines_the_colon_gate_sends_to_the_exact_check_are_still_accepted(line: bytes) -> None:
+    assert EventDecoder().decode(line).symbol == "A"
