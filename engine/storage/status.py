@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import msgspec
 
@@ -32,7 +34,36 @@ def read_status(path: Path, *, limit: int = 20) -> StatusReport:
     if not path.exists():
         raise StorageError(f"{path}: no such database")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        return _read_status(path, limit, immutable=False)
+    except sqlite3.OperationalError as exc:
+        if not _read_only_place(path):
+            raise StorageError(f"{path}: cannot read the database: {exc}") from exc
+        # A WAL database on a read-only mount (a backup, a snapshot): SQLite cannot create the
+        # -shm file a reader needs, and fails with "unable to open database file". Nothing can
+        # write there either, so reading it as immutable (no locks, no WAL index) is exact.
+        first = exc
+    try:
+        return _read_status(path, limit, immutable=True)
+    except sqlite3.OperationalError as exc:
+        raise StorageError(
+            f"{path}: cannot read the database on this read-only file system: {first}; {exc}"
+        ) from exc
+
+
+def _read_only_place(path: Path) -> bool:
+    """The database's directory is on a read-only mount, or not writable by us."""
+    try:
+        if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+            return True
+    except OSError:
+        return False
+    return not os.access(path.parent, os.W_OK)
+
+
+def _read_status(path: Path, limit: int, *, immutable: bool) -> StatusReport:
+    uri = f"file:{quote(str(path))}?mode=ro" + ("&immutable=1" if immutable else "")
+    try:
+        conn = sqlite3.connect(uri, uri=True)
     except sqlite3.Error as exc:
         raise StorageError(f"{path}: cannot open read-only: {exc}") from exc
     try:
@@ -89,6 +120,8 @@ def read_status(path: Path, *, limit: int = 20) -> StatusReport:
             ).fetchone()[0],
             fills=conn.execute("SELECT COUNT(*) FROM fills").fetchone()[0],
         )
+    except sqlite3.OperationalError:
+        raise  # cannot read (locking, I/O, a read-only mount): not a verdict on the file
     except sqlite3.DatabaseError as exc:
         raise StorageError(f"{path}: not a tickflow database or corrupted: {exc}") from exc
     finally:

@@ -7,10 +7,14 @@ Real SQLite files, real ``tickflow`` subprocesses, every wait bounded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -165,3 +169,46 @@ def test_a_second_daemon_on_the_same_state_file_refuses_to_start(tmp_path: Path)
         first.close()
         if second is not None:
             second.close()
+
+
+# -- item 12: status --db on a read-only mount ------------------------------------------------
+
+
+@contextlib.contextmanager
+def _read_only_dir(path: Path) -> Iterator[None]:
+    """``path`` made read-only for real: a read-only tmpfs mount as root, chmod otherwise."""
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        try:
+            yield
+        finally:
+            path.chmod(0o755)
+        return
+    staging = path.with_name(path.name + "-staging")
+    path.rename(staging)
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(path)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only file system here: {mounted.stderr!r}")
+    try:
+        for item in staging.iterdir():
+            shutil.copy2(item, path / item.name)
+        subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
+        yield
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def test_status_reads_a_database_on_a_read_only_mount(tmp_path: Path) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    db = ro / "state.db"
+    _make_db(db)
+    _damage(db, "INSERT INTO symbols (name, phase, status, priority, updated_at) "
+                "VALUES ('AAPL', 'idle', 'completed', 0, 0)")
+    assert not (ro / "state.db-shm").exists()  # as after a clean stop: no WAL index to reuse
+    with _read_only_dir(ro):
+        status = _tickflow(["status", "--db", str(db)], tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert b"AAPL" in status.stdout
+    assert b"corrupted" not in status.stderr
