@@ -8,7 +8,9 @@ In-process engines serve the admin API on a real 127.0.0.1 port; the daemon test
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
 import sys
 import textwrap
 import threading
@@ -21,6 +23,7 @@ import pytest
 from engine.config import load_config_with_digest
 from engine.engine import Engine
 from engine.reload import Reloader
+from tests.integration.daemon import TICKFLOW
 from tests.integration.service_support import REPO, Daemon, http, wait_until, write_config
 from tests.integration.test_admin_api import TOKEN, run, serving, write
 
@@ -269,3 +272,17 @@ def test_sigterm_during_a_slow_reload_import_stops_within_the_drain_deadline(
         assert outcome
     finally:
         daemon.close()
+
+
+def test_validate_refuses_deeply_nested_toml_in_one_line(tmp_path: Path) -> None:
+    config = write(tmp_path)
+    config.write_text(NESTED + config.read_text())
+    result = subprocess.run(
+        [*TICKFLOW, "validate", str(config)], capture_output=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == 1
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert "nested too deeply" in lines[0]
+    assert str(config) in lines[0]
