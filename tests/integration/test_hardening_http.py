@@ -72,7 +72,7 @@ def test_a_silent_connection_is_closed_at_the_header_timeout() -> None:
 
 def test_connections_beyond_the_cap_get_a_503_and_the_endpoint_recovers() -> None:
     async def main() -> None:
-        async with metrics_server(header_timeout_s=1.0, max_connections=3) as server:
+        async with metrics_server(header_timeout_s=3.0, max_connections=3) as server:
             port = server.port
             assert port is not None
             slow = [await _open(port) for _ in range(3)]

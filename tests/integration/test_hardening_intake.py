@@ -185,10 +185,10 @@ def test_a_client_dripping_bytes_without_ever_finishing_a_line_is_closed_as_idle
 
 def test_complete_lines_keep_a_connection_alive_past_the_idle_timeout(tmp_path: Path) -> None:
     async def main() -> None:
-        async with serving(tmp_path, idle_timeout_s=0.5) as (_engine, servers):
+        async with serving(tmp_path, idle_timeout_s=1.0) as (_engine, servers):
             async with connect(servers.tcp_port or 0) as c:
                 started = asyncio.get_running_loop().time()
-                while asyncio.get_running_loop().time() - started < 1.5:
+                while asyncio.get_running_loop().time() - started < 2.5:
                     await c.send(tick())
                     assert (await c.ack())["ok"] is True
                     await asyncio.sleep(0.1)  # client pacing: a line every 0.1 s
