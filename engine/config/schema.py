@@ -275,6 +275,7 @@ class IntakeSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     token_file: str = ""
     max_connections: PositiveInt = 64
     # Finite and bounded: an infinite idle timeout would let stalled clients hold every slot.
+    # Idle means no complete line (a byte now and then does not count), or acks left unread.
     idle_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 300.0
     max_batch: Annotated[int, msgspec.Meta(ge=1, le=65536)] = 256
     write_high_water: Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)] = 1 << 20
