@@ -15,6 +15,7 @@ oversized lines are refused on their length before anything parses them.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -29,6 +30,7 @@ from engine.core.errors import EventError
 from engine.core.events import (
     DATA_READY,
     HIGH_PRIORITY_ARRIVED,
+    SYMBOL_RULE,
     DataReady,
     Event,
     HighPriorityArrived,
@@ -43,6 +45,7 @@ __all__ = [
     "EventDecoder",
     "IntakeStats",
     "RejectLog",
+    "duplicate_key",
     "encode_event",
 ]
 
@@ -93,7 +96,9 @@ def encode_event(event: Event) -> bytes:
 def _terminator_len(line: bytes) -> int:
     if line.endswith(b"\r\n"):
         return 2
-    if line.endswith(b"\n"):
+    # A lone trailing "\r" is what a line reader leaves of a "\r\n" after cutting at "\n":
+    # it is terminator too, so CRLF and LF lines have the same limit.
+    if line.endswith((b"\n", b"\r")):
         return 1
     return 0
 
@@ -170,7 +175,9 @@ class EventDecoder:
             # RecursionError: msgspec skips an ignored field recursively, so a deeply nested one
             # exhausts the stack; orjson's own depth limit turns that into malformed_json.
             event = self._decode_slow(line)
+            slow = True
         else:
+            slow = False
             # msgspec skips ignored fields without validating their UTF-8; the whole line must be.
             if not line.isascii():
                 try:
@@ -187,6 +194,15 @@ class EventDecoder:
             priority = event.priority
             if priority is not None and priority > MAX_PRIORITY:
                 raise self.reject("bad_field", _PRIORITY_RANGE)
+        # Duplicate keys: both decoders keep the last value, so {"type":"TASK_COMPLETED",
+        # "type":"DATA_READY"} would pass as a DATA_READY. Cheap gate first: JSON has a colon per
+        # key (and others only inside strings), so a line with no more colons than the event
+        # has fields it certainly carries cannot repeat a key; only other lines are re-parsed.
+        # (The slow path's lines may lack `type`, which the count assumes: always checked.)
+        if slow or line.count(b":") > _fields_present(event):
+            duplicate = duplicate_key(line)
+            if duplicate is not None:
+                raise self.reject("malformed_json", _duplicate_message(duplicate))
         self._accepted += 1
         return event
 
@@ -260,11 +276,70 @@ class EventDecoder:
         try:
             event: Event = msgspec.convert(obj, cls)
         except msgspec.ValidationError as exc:
-            raise EventError("bad_field", str(exc)) from None
+            raise EventError("bad_field", _field_message(str(exc), obj)) from None
         error = _semantic_error(event)
         if error is not None:
             raise error
         return event
+
+
+def _field_message(message: str, obj: dict[str, Any]) -> str:
+    """msgspec's wording, made plain where it misleads: a regex for the symbol alphabet, and
+    "got `float`" for an integer orjson could only parse as a float (above 2**64)."""
+    if message.endswith("- at `$.symbol`") and "regex" in message:
+        # ascii(): the rejected name is shown escaped, never raw (it may hold terminal controls).
+        return (
+            f"bad symbol {ascii(obj.get('symbol'))[:80]}: a symbol is {SYMBOL_RULE}"
+            " - at `$.symbol`"
+        )
+    if message.startswith("Expected `int`, got `float`") and message.endswith("`$.priority`"):
+        value = obj.get("priority")
+        if isinstance(value, float) and value.is_integer() and value > MAX_PRIORITY:
+            return f"priority above {MAX_PRIORITY} - at `$.priority`"
+    return message
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def duplicate_key(raw: bytes) -> str | None:
+    """The first key that some object of the JSON document ``raw`` repeats, else None (also for
+    what is not JSON: other checks reject that). orjson and msgspec keep the last value of a
+    repeated key without a word; the standard library's hook sees every pair. Slow (a full
+    parse in Python): only for lines the colon count could not clear, and admin bodies."""
+    try:
+        json.loads(raw, object_pairs_hook=_unique_pairs)
+    except _DuplicateKey as exc:
+        return exc.key
+    except (ValueError, RecursionError):
+        return None
+    return None
+
+
+def _duplicate_message(key: str) -> str:
+    return f"duplicate key {ascii(key)[:80]}: an event's keys must be unique"
+
+
+def _fields_present(event: Event) -> int:
+    """How many keys ``event``'s line certainly had (``type`` and every non-default field)."""
+    if type(event) is DataReady:
+        return (
+            4 + (event.volume != 0.0) + (event.bid is not None) + (event.ask is not None)
+            + (event.priority is not None)
+        )
+    return 3
 
 
 def _json_kind(value: object) -> str:

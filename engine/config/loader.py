@@ -35,6 +35,7 @@ import msgspec
 
 from engine.core.context import is_cheap, sends_orders_flag
 from engine.core.errors import ConfigError
+from engine.core.events import SYMBOL_PATTERN, SYMBOL_RULE
 
 from .schema import ACTION_PATTERN, NAME_PATTERN, Config, Step, Workflow
 
@@ -131,7 +132,9 @@ def resolve_action(spec: str) -> Callable[..., Any]:
             f"cannot import module `{module_name}` of action `{spec}`: "
             f"it imports `{missing}`, which is not installed"
         ) from exc
-    except Exception as exc:  # an action module may fail at import time in any way
+    except BaseException as exc:
+        # An action module may fail at import time in any way, sys.exit() and
+        # KeyboardInterrupt included: user code must never stop the daemon from here.
         raise ConfigError(
             f"cannot import module `{module_name}` of action `{spec}`: {type(exc).__name__}: {exc}"
         ) from exc
@@ -201,6 +204,9 @@ def _read_bytes(shown: str) -> bytes:
 _TOML_WHERE_RE = re.compile(r"^(?P<msg>.*) \(at (?P<where>line \d+, column \d+|end of document)\)$")
 
 
+_TOO_DEEP = "invalid TOML: arrays or tables nested too deeply"
+
+
 def _load_text(text: str, shown: str, *, base_dir: Path) -> Config:
     try:
         raw = tomllib.loads(text)
@@ -212,10 +218,19 @@ def _load_text(text: str, shown: str, *, base_dir: Path) -> Config:
         else:
             problem = f"invalid TOML: {detail}"
         raise ConfigError(problem, path=shown) from None
+    except RecursionError:
+        # tomllib parses arrays and inline tables recursively: `x = [[[...]]]` a few hundred
+        # deep exhausts the stack. No config needs more than a handful of levels.
+        raise ConfigError(_TOO_DEEP, path=shown) from None
     try:
         config = msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
-        raise _from_validation_error(exc, raw, shown) from None
+        try:
+            raise _from_validation_error(exc, raw, shown) from None
+        except RecursionError:
+            raise ConfigError(_TOO_DEEP, path=shown) from None
+    except RecursionError:
+        raise ConfigError(_TOO_DEEP, path=shown) from None
     config = _resolve_paths(config, base_dir)
     for error in _semantic_errors(config, shown):
         raise error
@@ -254,6 +269,7 @@ _PATTERN_HINTS = {
     repr(ACTION_PATTERN): "an action of the form `package.module:function`",
     repr(NAME_PATTERN): "a name of letters, digits and `_`, not starting with a digit, "
     "at most 64 characters",
+    repr(SYMBOL_PATTERN): f"a symbol: {SYMBOL_RULE}",
 }
 _TOML_TYPE_NAMES = {"`object`": "`table`", "`null`": "`nothing`"}
 

@@ -21,6 +21,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from engine.core.events import SYMBOL_MAX_LENGTH, SYMBOL_PATTERN
+
 __all__ = [
     "ACTION_PATTERN",
     "NAME_PATTERN",
@@ -58,7 +60,7 @@ Fraction = Annotated[float, msgspec.Meta(ge=0, le=1)]
 StepName = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
 ActionSpec = Annotated[str, msgspec.Meta(pattern=ACTION_PATTERN)]
 SymbolName = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[^\x00-\x1f\x7f]+$")
+    str, msgspec.Meta(min_length=1, max_length=SYMBOL_MAX_LENGTH, pattern=SYMBOL_PATTERN)
 ]
 
 
@@ -276,6 +278,7 @@ class IntakeSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     token_file: str = ""
     max_connections: PositiveInt = 64
     # Finite and bounded: an infinite idle timeout would let stalled clients hold every slot.
+    # Idle means no complete line (a byte now and then does not count), or acks left unread.
     idle_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 300.0
     max_batch: Annotated[int, msgspec.Meta(ge=1, le=65536)] = 256
     write_high_water: Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)] = 1 << 20

@@ -22,10 +22,16 @@ __all__ = [
 DATA_READY = "DATA_READY"
 HIGH_PRIORITY_ARRIVED = "HIGH_PRIORITY_ARRIVED"
 
-# No control characters: a symbol is a name people read, and storage's JSON batches end a string
-# at a NUL (two names differing only after one would collide).
+# The symbol alphabet: 1 to SYMBOL_MAX_LENGTH printable ASCII characters, no spaces ("AAPL",
+# "BRK.B", "ES=F", "^GSPC", "EUR/USD"). A symbol is a name people read and compare: anything
+# invisible or look-alike (U+200B in "AA\u200bPL", U+202E, a BOM, fullwidth letters) or that a
+# terminal interprets (C0/C1 controls, U+009B starts an escape sequence) is refused, and storage's
+# JSON batches end a string at a NUL.
+SYMBOL_PATTERN = r"^[!-~]+$"
+SYMBOL_MAX_LENGTH = 32
+SYMBOL_RULE = f"1-{SYMBOL_MAX_LENGTH} printable ASCII characters without spaces"
 Symbol = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[^\x00-\x1f\x7f]+$")
+    str, msgspec.Meta(min_length=1, max_length=SYMBOL_MAX_LENGTH, pattern=SYMBOL_PATTERN)
 ]
 NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 NonNegFloat = Annotated[float, msgspec.Meta(ge=0.0)]

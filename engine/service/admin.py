@@ -17,6 +17,7 @@ token gets 401 and changes nothing (the check runs before the body is even read)
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
@@ -33,7 +34,7 @@ from engine import __version__
 from engine.config import AdminSettings
 from engine.core import ratelimit
 from engine.core.errors import EventError, StorageError, TickflowError
-from engine.intake import EventDecoder
+from engine.intake import EventDecoder, duplicate_key
 
 if TYPE_CHECKING:
     from engine.service.daemon import Engine
@@ -46,6 +47,7 @@ _client_log = ratelimit.RateLimitedLog(log)
 
 TOKEN_ENV = "TICKFLOW_ADMIN_TOKEN"
 MAX_BODY_BYTES = 1 << 20  # one request's events; a larger feed belongs on the network intake
+BODY_TIMEOUT_S = 10.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -150,8 +152,11 @@ class AdminApi:
         return self._token is not None
 
     def reload_token(self) -> None:
-        """(Re-)read the token: at start and on every config reload (token rotation)."""
-        token = load_token(self.engine.config.admin)
+        """(Re-)read the token of the running config."""
+        self.set_token(load_token(self.engine.config.admin))
+
+    def set_token(self, token: str | None) -> None:
+        """Use ``token`` from now on (a config reload reads it first, then commits it)."""
         self._token = token.encode() if token is not None else None
         if token is None:
             log.info("admin API: no token configured, changing endpoints disabled (403)")
@@ -219,12 +224,28 @@ class AdminApi:
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             engine.reject("oversized")
             return _json(413, {"error": f"body over {MAX_BODY_BYTES} bytes"})
-        body = await request.read()
+        try:
+            # A client trickling its body must not hold the handler (and its connection).
+            async with asyncio.timeout(BODY_TIMEOUT_S):
+                body = await request.read()
+        except TimeoutError:
+            return _json(408, {"error": f"request body not received within {BODY_TIMEOUT_S:g} s"})
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
+            # Bad UTF-8 first, as on the intake: orjson words it "surrogates not allowed".
+            try:
+                body.decode("utf-8")
+            except UnicodeDecodeError as uexc:
+                engine.reject("invalid_utf8")
+                return _json(400, {"error": f"invalid UTF-8 at byte {uexc.start}"})
             engine.reject("malformed_json")
             return _json(400, {"error": f"malformed JSON: {exc}"})
+        duplicate = duplicate_key(body)  # orjson kept the last value of a repeated key
+        if duplicate is not None:
+            engine.reject("malformed_json")
+            return _json(400, {"error": f"duplicate key {ascii(duplicate)[:80]}: "
+                                        "an event's keys must be unique"})
         items = payload if isinstance(payload, list) else [payload]
         results: list[dict[str, Any]] = []
         accepted = 0
@@ -294,5 +315,6 @@ class AdminApi:
         if reloader is None:
             return _json(503, {"error": "reload unavailable: the engine has no config file"})
         report = await reloader.reload_async()
-        status = 200 if report.outcome == "success" else 422
+        # 409: another reload is running (refused, not queued); 422: refused, config kept.
+        status = {"success": 200, "busy": 409}.get(report.outcome, 422)
         return _json(status, msgspec.to_builtins(report))

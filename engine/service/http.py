@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 from aiohttp import web
@@ -31,6 +31,23 @@ log = logging.getLogger("tickflow.http")
 # The classic text format, which every Prometheus version parses (newer prometheus-client
 # versions announce 1.0.0; the body is the same for tickflow's plain metric names).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+# Bounds against slow or idle clients (docs/security.md). A connection must complete a request's
+# header within HEADER_TIMEOUT_S of connecting or of its previous response, else it is closed
+# (aiohttp's keep-alive timer, which also runs before the first request); past MAX_CONNECTIONS
+# open connections a new one gets a 503 at once and is closed, so slow clients cannot use up
+# the process's file descriptors (shared with the intake and the database).
+HEADER_TIMEOUT_S: Final = 10.0
+MAX_CONNECTIONS: Final = 64
+# At shutdown, requests still in progress get this long before they are cancelled (aiohttp's
+# default is 60 s: a hung POST /reload would hold up the exit well past the drain deadline).
+SHUTDOWN_TIMEOUT_S: Final = 2.0
+_BUSY: Final = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 31\r\nConnection: close\r\n\r\n"
+    b'{"error":"too many connections"}'
+)
 
 
 def _json(status: int, body: dict[str, Any]) -> web.Response:
@@ -55,8 +72,13 @@ class MetricsServer:
         ready: Callable[[], tuple[bool, str]],
         loop_monitor: LoopMonitor | None = None,
         admin: AdminApi | None = None,
+        header_timeout_s: float = HEADER_TIMEOUT_S,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.registry = registry
+        self.header_timeout_s = header_timeout_s
+        self.max_connections = max_connections
+        self.refused = 0  # connections turned away at the cap
         self.host = host
         self.requested_port = port
         self.port: int | None = None
@@ -74,10 +96,13 @@ class MetricsServer:
         self.app = app
 
     async def start(self) -> None:
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False,
+            keepalive_timeout=self.header_timeout_s, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.host, self.requested_port)
+            site = _CappedSite(runner, self.host, self.requested_port, owner=self)
             await site.start()
         except OSError as exc:
             await runner.cleanup()
@@ -124,3 +149,39 @@ class MetricsServer:
     async def _readyz(self, request: web.Request) -> web.Response:
         ok, reason = self._ready()
         return _json(200 if ok else 503, {"status": "ready" if ok else reason})
+
+
+class _Refuse(asyncio.Protocol):
+    """What a connection past the cap gets: a 503 and a close, without reading its request."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(_BUSY)
+        transport.close()
+
+
+class _CappedSite(web.TCPSite):
+    """A TCP site that refuses connections beyond its owner's ``max_connections``."""
+
+    def __init__(
+        self, runner: web.AppRunner, host: str, port: int, *, owner: MetricsServer
+    ) -> None:
+        super().__init__(runner, host, port)
+        self._owner = owner
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with its runner
+        server = self._runner.server
+        assert server is not None
+        owner = self._owner
+
+        def protocol() -> asyncio.BaseProtocol:
+            if len(server.connections) >= owner.max_connections:
+                owner.refused += 1
+                return _Refuse()
+            return server()
+
+        self._server = await asyncio.get_running_loop().create_server(
+            protocol, self._host, self._port, reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port, backlog=self._backlog,
+        )

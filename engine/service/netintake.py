@@ -86,6 +86,10 @@ AUTH_TIMEOUT_S: Final = 10.0
 _TOO_MANY: Final = b'{"ok":false,"error":"too many connections"}\n'
 _AUTH_OK: Final = b'{"ok":true}\n'
 _SHUTDOWN_GRACE_S: Final = 5.0
+# How long a closing connection may take to flush its last acks to a client that reads them;
+# past it the socket is aborted (RST). Without the bound, a client that never reads would keep
+# the socket ESTABLISHED forever after we "closed" it (a leaked fd and its buffers).
+_CLOSE_GRACE_S: Final = 1.0
 # Read chunks whose acks may wait (for their commit, or for the client to read them) while the
 # next chunk is read: enough to keep a couple of group commits in flight per connection.
 PIPELINE_DEPTH: Final = 8
@@ -109,13 +113,16 @@ class IntakeServerStats(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class _Conn:
-    __slots__ = ("failed", "reading", "source", "task")
+    __slots__ = ("failed", "idle_deadline", "reading", "source", "task")
 
-    def __init__(self, task: asyncio.Task[None] | None, source: str) -> None:
+    def __init__(self, task: asyncio.Task[None] | None, source: str, idle_deadline: float) -> None:
         self.task = task
         self.source = source
         self.reading = False
         self.failed = False  # the acker failed (client gone or stalled): the reader stops
+        # Loop time by which the next complete line must arrive. Bytes alone do not push it
+        # back: a client dripping a space every few seconds is as idle as a silent one.
+        self.idle_deadline = idle_deadline
 
 
 class IntakeServers:
@@ -226,10 +233,16 @@ class IntakeServers:
             tasks.append(conn.task)
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=_SHUTDOWN_GRACE_S)
-            for task in pending:
-                task.cancel()  # stuck in drain() on a client that never reads its acks
             if pending:
-                await asyncio.wait(pending)
+                # Stuck in drain() on a client that never reads its acks: drop the connection
+                # (its unacked events are the client's to resend) so nothing waits on it.
+                for writer, conn in list(self._conns.items()):
+                    if conn.task in pending:
+                        conn.failed = True
+                        writer.transport.abort()
+                for task in pending:
+                    task.cancel()
+                await asyncio.wait(pending, timeout=_CLOSE_GRACE_S)
         await self._close_servers()
 
     async def _close_servers(self) -> None:
@@ -275,34 +288,42 @@ class IntakeServers:
             )
             with contextlib.suppress(ConnectionError):
                 writer.write(_TOO_MANY)
-            await _close(writer)
+            await _close(writer, _CLOSE_GRACE_S)
             return
-        conn = _Conn(asyncio.current_task(), source)
+        loop = asyncio.get_running_loop()
+        conn = _Conn(asyncio.current_task(), source, loop.time() + self.settings.idle_timeout_s)
         self._conns[writer] = conn
         self.connections_accepted += 1
         try:
-            await self._serve(reader, writer, conn)
-        except (ConnectionError, TimeoutError):
-            pass  # the client went away (or stalled, counted in _serve): nothing to report
+            try:
+                await self._serve(reader, writer, conn)
+            except (ConnectionError, TimeoutError):
+                pass  # the client went away (or stalled, counted in _serve): nothing to report
+            except asyncio.CancelledError:
+                # A property: mypy would keep the narrowing of self._closing from above.
+                if not (self.closing or conn.failed):
+                    raise
+                # Cancelled by close() or by our own acker failing: a clean end, not an error.
+                _uncancel()
+            except Exception:
+                log.exception(
+                    "intake connection from %s failed", source, extra={"source": source}
+                )
+            finally:
+                del self._conns[writer]
+                # A failed connection (stalled or gone) is dropped at once: its acks cannot go out.
+                await _close(writer, 0.0 if conn.failed else _CLOSE_GRACE_S)
         except asyncio.CancelledError:
-            # A property: mypy would keep the narrowing of self._closing from above.
-            if not (self.closing or conn.failed):
-                raise
-            # Cancelled by close() or by our own acker failing: a clean end, not an error.
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-        except Exception:
-            log.exception("intake connection from %s failed", source, extra={"source": source})
-        finally:
-            del self._conns[writer]
-            await _close(writer)
+            # Never end cancelled: the stream server's done-callback calls task.exception(),
+            # which raises on a cancelled task and logs a raw CancelledError traceback.
+            writer.transport.abort()
+            _uncancel()
 
     async def _read(self, reader: asyncio.StreamReader, conn: _Conn) -> bytes | None:
         """The next chunk: b"" at end of stream, None when close() interrupted the wait."""
         conn.reading = True
         try:
-            async with asyncio.timeout(self.settings.idle_timeout_s):
+            async with asyncio.timeout_at(conn.idle_deadline):
                 return await reader.read(READ_CHUNK)
         except TimeoutError:
             self._idle(conn)
@@ -311,9 +332,7 @@ class IntakeServers:
             if conn.failed or not self.closing:
                 raise
             # Shutdown: stop reading, but the acks still queued for this client go out.
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
+            _uncancel()
             return None
         finally:
             conn.reading = False
@@ -367,6 +386,10 @@ class IntakeServers:
                         self._half_line(half, conn)
                     break
                 items = splitter.feed(data)
+                if items:
+                    conn.idle_deadline = (
+                        asyncio.get_running_loop().time() + s.idle_timeout_s
+                    )
                 if not authed:
                     if not items:
                         continue  # the auth line is still arriving
@@ -533,10 +556,28 @@ def _source(writer: asyncio.StreamWriter) -> str:
     return "unknown"
 
 
-async def _close(writer: asyncio.StreamWriter) -> None:
+def _uncancel() -> None:
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+
+
+async def _close(writer: asyncio.StreamWriter, grace: float) -> None:
+    """Close, flushing what is buffered for at most ``grace`` seconds, then abort: a peer that
+    does not read must not keep the socket (and its buffers) alive after we let go of it."""
     writer.close()
+    if grace > 0:
+        try:
+            async with asyncio.timeout(grace):
+                await writer.wait_closed()
+            return
+        except (ConnectionError, OSError):
+            return
+        except TimeoutError:
+            pass
+    writer.transport.abort()
     with contextlib.suppress(ConnectionError, OSError):
-        await writer.wait_closed()
+        await writer.wait_closed()  # prompt after abort(): connection_lost is already queued
 
 
 async def _remove_stale_socket(path: Path) -> None:
@@ -551,7 +592,7 @@ async def _remove_stale_socket(path: Path) -> None:
         return
     except OSError as exc:
         raise IntakeError(f"cannot check [intake] unix_path {str(path)!r}: {exc}") from exc
-    await _close(writer)
+    await _close(writer, _CLOSE_GRACE_S)
     raise IntakeError(f"[intake] unix_path {str(path)!r} is in use by another process")
 
 

@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from engine.core.errors import StorageError
 from engine.core.runs import StepRun
 from engine.core.symbols import SymbolStatus
 from engine.storage.db import default_db_path, open_database
+from engine.storage.lock import StateLock
 from engine.storage.recovery import LoadedState, RecoveryReport, load_state
 from engine.storage.writer import StorageWriter
 
@@ -37,19 +39,31 @@ class Persistence:
         self.writer: StorageWriter | None = None
         self._loaded: LoadedState | None = None
         self.report = RecoveryReport()
+        self._lock = StateLock(self.path)
 
     async def open(self) -> None:
         """Open, migrate and read the database (inside the engine's session: its loop runs)."""
         s = self.settings
-        conn = await open_database(
-            self.path, synchronous=s.synchronous, busy_timeout_ms=s.busy_timeout_ms
-        )
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"{self.path}: cannot create the state directory: {exc}") from exc
+        # Before opening: a second daemon must not even migrate or recover the file.
+        self._lock.acquire()
+        try:
+            conn = await open_database(
+                self.path, synchronous=s.synchronous, busy_timeout_ms=s.busy_timeout_ms
+            )
+        except BaseException:
+            self._lock.release()
+            raise
         try:
             loaded = await load_state(
                 conn, str(self.path), self.engine.symbols, self.engine.config.broker
             )
         except BaseException:
             await conn.close()
+            self._lock.release()
             raise
         if loaded.broker is not None:
             self.engine.broker = loaded.broker
@@ -120,8 +134,11 @@ class Persistence:
         return self.report
 
     async def close(self) -> None:
-        if self.writer is not None:
-            await self.writer.close()
+        try:
+            if self.writer is not None:
+                await self.writer.close()
+        finally:
+            self._lock.release()  # only once the last commit is done
 
     def _chain_orders(self, previous: Any) -> Any:
         """An order step finished: its order (and fill) go to storage, then to ``previous``."""

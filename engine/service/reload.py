@@ -17,8 +17,10 @@ leaves the daemon exactly as it was. A valid one is applied by :func:`apply_conf
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -26,7 +28,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import msgspec
 
 from engine.config import Config, compile_workflows, load_config_with_digest
-from engine.core.errors import ConfigError
+from engine.core.errors import ConfigError, TickflowError
+from engine.service.admin import load_token as load_admin_token
 from engine.service.sdnotify import Notifier
 from strategies.risk import RiskLimits
 
@@ -39,8 +42,14 @@ __all__ = ["RELOAD_OUTCOMES", "ReloadReport", "Reloader", "apply_config"]
 
 log = logging.getLogger("tickflow.reload")
 
-ReloadOutcome = Literal["success", "invalid", "error"]
+ReloadOutcome = Literal["success", "invalid", "error", "busy"]
+# The outcomes counted in tickflow_config_reloads_total. "busy" (a request refused because a
+# reload is still running) is not a reload: it is counted apart, in Reloader.busy_refused.
 RELOAD_OUTCOMES: Final[tuple[ReloadOutcome, ...]] = ("success", "invalid", "error")
+# How long reading a file and importing its actions may take before the reload is given up as
+# an error. The import goes on in its (daemon) thread -- threads cannot be stopped -- and
+# further reloads are refused while it does, so at most one such thread ever exists.
+LOAD_TIMEOUT_S: Final = 60.0
 
 # Settings read where they are used, so a reload changes them; every other field of these
 # sections is fixed when the engine is built.
@@ -76,7 +85,12 @@ def _changed_fields(old: msgspec.Struct, new: msgspec.Struct, prefix: str) -> li
 
 
 def apply_config(engine: Engine, new: Config, digest: str) -> ReloadReport:
-    """Apply an already validated ``new`` config to a (running or not yet started) engine."""
+    """Apply an already validated ``new`` config to a (running or not yet started) engine.
+
+    All or nothing: everything that can fail (compiling the workflows, building the risk
+    limits, reading the admin token file) is done before the first change to the engine, so an
+    exception leaves the engine exactly as it was.
+    """
     old = engine.config
     previous_version = engine.config_version
     version = digest[:12]
@@ -101,6 +115,28 @@ def apply_config(engine: Engine, new: Config, digest: str) -> ReloadReport:
         sorted(n for n in set(old.workflows) & set(new.workflows)
                if old.workflows[n] != new.workflows[n])
     )
+    risk_changed = old.risk != new.risk
+    r = new.risk
+    limits = RiskLimits(
+        max_position=r.max_position,
+        max_notional=r.max_notional,
+        max_orders_per_sec=r.max_orders_per_sec,
+    )
+    if old.admin != new.admin:
+        applied += _changed_fields(old.admin, new.admin, "admin")
+    server = engine.metrics_server
+    admin = server.admin if server is not None else None
+    # Read now (a rotated token file takes effect on reload): an unreadable one refuses the
+    # whole reload, before anything below has changed.
+    token = load_admin_token(new.admin) if admin is not None else None
+    # engine.config describes what runs: live settings from the new file, fixed ones kept.
+    live_engine = msgspec.structs.replace(
+        old.engine, **{name: getattr(new.engine, name) for name in _LIVE_ENGINE_FIELDS}
+    )
+    kept: dict[str, Any] = {section: getattr(old, section) for section in _RESTART_SECTIONS}
+    running_config = msgspec.structs.replace(new, engine=live_engine, **kept)
+
+    # -- commit: nothing below may fail on a validated config ---------------------------------
     coordinator = engine.coordinator
     if coordinator is not None:
         coordinator.set_workflows(workflows)
@@ -110,31 +146,12 @@ def apply_config(engine: Engine, new: Config, digest: str) -> ReloadReport:
             engine.queue.add_lane(name, wf.max_concurrent)
             engine.counters.workflow(name, tuple(s.name for s in wf.steps))
     engine.workflows = workflows
-
-    risk_changed = old.risk != new.risk
     if risk_changed:
-        r = new.risk
-        engine.risk.set_limits(
-            RiskLimits(
-                max_position=r.max_position,
-                max_notional=r.max_notional,
-                max_orders_per_sec=r.max_orders_per_sec,
-            )
-        )
-    if old.admin != new.admin:
-        applied += _changed_fields(old.admin, new.admin, "admin")
-
-    # engine.config describes what runs: live settings from the new file, fixed ones kept.
-    live_engine = msgspec.structs.replace(
-        old.engine, **{name: getattr(new.engine, name) for name in _LIVE_ENGINE_FIELDS}
-    )
-    kept: dict[str, Any] = {section: getattr(old, section) for section in _RESTART_SECTIONS}
-    engine.config = msgspec.structs.replace(new, engine=live_engine, **kept)
+        engine.risk.set_limits(limits)
+    engine.config = running_config
     engine.config_version = version
-
-    server = engine.metrics_server
-    if server is not None and server.admin is not None:
-        server.admin.reload_token()  # a rotated token file takes effect on reload
+    if admin is not None:
+        admin.set_token(token)
     if engine.dispatcher is not None:
         engine.dispatcher.schedule()  # a raised max_concurrent may make queued steps eligible
     return ReloadReport(
@@ -150,12 +167,27 @@ def apply_config(engine: Engine, new: Config, digest: str) -> ReloadReport:
     )
 
 
+class _LoadFailed(msgspec.Struct, frozen=True):
+    """Reading the file failed in a way that is not a :class:`ConfigError` (a bug, a timeout)."""
+
+    error: str
+
+
+_Loaded = tuple[Config, str] | ConfigError | _LoadFailed
+
+
 class Reloader:
     """Re-reads one config file on request; SIGHUP and ``POST /reload`` both come here.
 
     ``adjust`` re-applies command-line overrides (``--metrics-port``) to the new file, so an
     override does not show up as a change needing a restart. Outcomes are counted for
     ``tickflow_config_reloads_total{outcome}``.
+
+    Reading the file imports user code (the actions), which may do anything at import time:
+    raise ``SystemExit``, ``KeyboardInterrupt`` or any ``BaseException``, or hang. So the load
+    runs in a daemon thread of its own (never the loop's default executor, which the event loop
+    joins at exit: a hung import would hold up shutdown), every exception it raises becomes a
+    refused reload, and it is waited for at most ``load_timeout_s``.
     """
 
     def __init__(
@@ -165,15 +197,25 @@ class Reloader:
         *,
         notifier: Notifier | None = None,
         adjust: Callable[[Config], Config] | None = None,
+        load_timeout_s: float = LOAD_TIMEOUT_S,
     ) -> None:
         self.engine = engine
         self.path = Path(path)
         self.notifier = notifier
         self.adjust = adjust
+        self.load_timeout_s = load_timeout_s
         self.counts: Counter[str] = Counter(dict.fromkeys(RELOAD_OUTCOMES, 0))
+        self.busy_refused = 0
         self.last: ReloadReport | None = None
         self._lock = asyncio.Lock()
         self._requested = asyncio.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def busy(self) -> bool:
+        """A reload is running, or a timed-out one is still importing in its thread."""
+        thread = self._thread
+        return self._lock.locked() or (thread is not None and thread.is_alive())
 
     def reload(self) -> ReloadReport:
         """Reload now, on the calling thread (tests, tools); the daemon uses reload_async()."""
@@ -181,20 +223,25 @@ class Reloader:
 
     async def reload_async(self) -> ReloadReport:
         """Reload with the file read, validated and its actions imported in a worker thread:
-        only applying the result runs on the event loop. Reloads run one at a time."""
+        only applying the result runs on the event loop. One reload at a time: a request made
+        while one runs is refused (outcome ``busy``), not queued."""
+        if self.busy:
+            return self._refuse_busy()
         async with self._lock:
             notifier = self.notifier
             if notifier is not None:
                 notifier.reloading()
             try:
-                loaded = await asyncio.to_thread(self._load)
-                return self._apply(loaded)
+                return self._apply(await self._load_in_thread())
             finally:
                 if notifier is not None:
                     notifier.ready(f"config {self.engine.config_version}")
 
     async def serve_requests(self) -> None:
-        """A task body (owned by the session): serve SIGHUP requests made with request()."""
+        """A task body (owned by the session): serve SIGHUP requests made with request().
+
+        Requests made while a reload runs coalesce into one more reload (an Event, not a queue).
+        """
         while True:
             await self._requested.wait()
             self._requested.clear()
@@ -219,43 +266,69 @@ class Reloader:
                 # READY=1 ends the reload for systemd whether or not it took effect.
                 notifier.ready(f"config {self.engine.config_version}")
 
-    def _load(self) -> tuple[Config, str] | ConfigError:
+    def _refuse_busy(self) -> ReloadReport:
+        self.busy_refused += 1
+        current = self.engine.config_version
+        log.warning(
+            "config reload refused: another reload is still running",
+            extra={"config": str(self.path), "config_version": current},
+        )
+        return ReloadReport(
+            outcome="busy", config_version=current, previous_version=current,
+            error="another reload is still running; try again once it has finished",
+        )
+
+    async def _load_in_thread(self) -> _Loaded:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[_Loaded] = loop.create_future()
+
+        def settle(result: _Loaded) -> None:
+            if not done.done():
+                done.set_result(result)
+
+        def work() -> None:
+            result = self._load()
+            # RuntimeError: the loop closed while we imported (the daemon stopped): nobody waits.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, result)
+
+        thread = threading.Thread(target=work, name="tickflow-reload", daemon=True)
+        self._thread = thread
+        thread.start()
+        try:
+            async with asyncio.timeout(self.load_timeout_s):
+                return await done
+        except TimeoutError:
+            return _LoadFailed(
+                f"reading the config and importing its actions took over "
+                f"{self.load_timeout_s:g} s (an action module hangs at import?); "
+                "reloads are refused until that import finishes"
+            )
+
+    def _load(self) -> _Loaded:
         try:
             return load_config_with_digest(self.path)
         except ConfigError as exc:
             return exc
+        except BaseException as exc:  # user code ran (imports): nothing may escape
+            return _LoadFailed(f"{type(exc).__name__}: {exc}")
 
-    def _apply(self, loaded: tuple[Config, str] | ConfigError) -> ReloadReport:
+    def _apply(self, loaded: _Loaded) -> ReloadReport:
         engine = self.engine
-        current = engine.config_version
-        if not isinstance(loaded, ConfigError):
-            config, digest = loaded
-        else:
-            exc = loaded
-            self.counts["invalid"] += 1
-            log.error(
-                "config reload refused, keeping the running config",
-                extra={"config": str(self.path), "config_version": current, "error": str(exc)},
-            )
-            report = ReloadReport(
-                outcome="invalid", config_version=current, previous_version=current,
-                error=str(exc),
-            )
-            self.last = report
-            return report
+        if isinstance(loaded, ConfigError):
+            return self._refused("invalid", str(loaded))
+        if isinstance(loaded, _LoadFailed):
+            return self._refused("error", loaded.error)
+        config, digest = loaded
         if self.adjust is not None:
             config = self.adjust(config)
         try:
             report = engine.reload(config, digest)
+        except TickflowError as exc:  # e.g. an unreadable admin token file: nothing applied
+            return self._refused("invalid", str(exc))
         except Exception as exc:  # a bug, not a bad file: keep the daemon up and say so
-            self.counts["error"] += 1
             log.exception("config reload failed", extra={"config": str(self.path)})
-            report = ReloadReport(
-                outcome="error", config_version=engine.config_version,
-                previous_version=current, error=f"{type(exc).__name__}: {exc}",
-            )
-            self.last = report
-            return report
+            return self._refused("error", f"{type(exc).__name__}: {exc}", logged=True)
         self.counts["success"] += 1
         self.last = report
         log.info(
@@ -276,4 +349,21 @@ class Reloader:
                 "config reload: some changed settings need a restart to take effect",
                 extra={"restart_required": list(report.restart_required)},
             )
+        return report
+
+    def _refused(
+        self, outcome: ReloadOutcome, error: str, *, logged: bool = False
+    ) -> ReloadReport:
+        current = self.engine.config_version
+        self.counts[outcome] += 1
+        if not logged:
+            log.error(
+                "config reload refused, keeping the running config",
+                extra={"config": str(self.path), "config_version": current,
+                       "outcome": outcome, "error": error},
+            )
+        report = ReloadReport(
+            outcome=outcome, config_version=current, previous_version=current, error=error,
+        )
+        self.last = report
         return report

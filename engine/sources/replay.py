@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import logging
 import math
 import os
 import time
@@ -39,6 +40,11 @@ _CSV_REQUIRED: Final = ("symbol", "ts", "price")
 _CSV_FLOATS: Final = frozenset({"ts", "price", "volume", "bid", "ask"})
 _CSV_COLUMNS: Final = frozenset({"type", "priority", *_CSV_REQUIRED, *_CSV_FLOATS})
 _CHUNK_BYTES: Final = 1 << 16
+# A wait for the next tick longer than this (a gap in the recording: a night, a halt) is logged,
+# so a paced replay that seems stuck says why.
+GAP_NOTICE_S: Final = 5.0
+
+log = logging.getLogger("tickflow.replay")
 
 
 class ReplayFileError(TickflowError, ValueError):
@@ -54,7 +60,8 @@ def detect_format(path: str | os.PathLike[str]) -> ReplayFormat:
         known = ", ".join(sorted(_EXTENSIONS))
         raise ReplayFileError(
             f"{os.fspath(path)}: cannot tell the format from {suffix or 'no extension'!r} "
-            f"(known: {known}); pass format='csv' or 'jsonl'"
+            f"(known: {known}); name the format: `--format csv` or `--format jsonl` "
+            "(format= in code)"
         ) from None
 
 
@@ -194,6 +201,7 @@ class ReplaySource:
         self._state: SourceState = "idle"
         self._emitted = 0
         self._position = 0
+        self._held = 0  # 1 while a read event waits for its time
 
     @property
     def path(self) -> Path:
@@ -205,8 +213,12 @@ class ReplaySource:
 
     @property
     def position(self) -> int:
-        """Records (lines after any CSV header) read so far: progress against count_lines()."""
-        return self._position
+        """Records (lines after any CSV header) done so far: progress against count_lines().
+
+        A record read but still held back by the pacing is not done: over a gap in the
+        recording, progress must not show 100 % while the last tick waits for its time.
+        """
+        return self._position - self._held
 
     def count_lines(self) -> int:
         """Records in the file: its lines, blank ones included, less a CSV header (a fast scan)."""
@@ -237,8 +249,17 @@ class ReplaySource:
                     if self._speed > 0 and type(event) is DataReady:
                         if first_ts is None:
                             first_ts = event.ts
-                        offset = (event.ts - first_ts) / self._speed
+                        previous, offset = offset, (event.ts - first_ts) / self._speed
+                        if offset - previous > GAP_NOTICE_S:
+                            gap = offset - previous
+                            log.info(
+                                "replay: the next tick is %.0f s later at this speed "
+                                "(a gap in the recording); waiting", gap,
+                                extra={"wait_s": gap, "ts": event.ts, "speed": self._speed},
+                            )
+                    self._held = 1
                     await pacer.wait_until(offset)
+                    self._held = 0
                     await submit(event)
                     self._emitted += 1
             self._state = "finished"

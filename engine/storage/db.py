@@ -12,7 +12,7 @@ from engine.core.errors import StorageError
 
 from .schema import MIGRATIONS, PRAGMAS, SCHEMA_VERSION
 
-__all__ = ["default_db_path", "open_database", "schema_version"]
+__all__ = ["default_db_path", "open_database", "parse_schema_version", "schema_version"]
 
 
 async def open_database(
@@ -58,6 +58,11 @@ async def open_database(
     except sqlite3.Error as exc:
         await conn.close()
         raise StorageError(f"{path}: {_explain(exc)}") from exc
+    except BaseException:
+        # Whatever else goes wrong, the connection's thread must go: aiosqlite's thread is not
+        # a daemon thread, and a leaked one keeps the process alive after main() returns.
+        await conn.close()
+        raise
     return conn
 
 
@@ -78,7 +83,29 @@ def schema_version(conn: sqlite3.Connection) -> int:
             raise StorageError("not a tickflow database (it has tables but no meta table)")
         return 0
     row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-    return int(row[0]) if row else 0
+    return parse_schema_version(row, tables)
+
+
+def parse_schema_version(row: tuple[object, ...] | None, tables: set[str]) -> int:
+    """The version stored in ``meta`` (``row`` as read), or :class:`StorageError` saying why it
+    cannot be trusted. Only a file with no tables at all is new (version 0): a meta table
+    without its version row is a damaged tickflow database, not an empty one, and migrating it
+    "from 0" would fail half-way on tables that already exist."""
+    if row is None:
+        raise StorageError(
+            "damaged tickflow database: the meta table has no schema_version row "
+            f"(tables: {', '.join(sorted(tables))})"
+        )
+    value = row[0]
+    text = value if isinstance(value, str) else repr(value)
+    if not (isinstance(value, str | int) and str(value).isascii() and str(value).isdigit()):
+        raise StorageError(
+            f"damaged tickflow database: schema_version is {text[:40]!r}, not a version number"
+        )
+    version = int(value)
+    if version < 1:
+        raise StorageError(f"damaged tickflow database: schema_version is {version}")
+    return version
 
 
 async def _read_version(conn: aiosqlite.Connection, path: Path) -> int:
@@ -93,7 +120,10 @@ async def _read_version(conn: aiosqlite.Connection, path: Path) -> int:
         return 0
     async with conn.execute("SELECT value FROM meta WHERE key='schema_version'") as cur:
         row = await cur.fetchone()
-    return int(row[0]) if row else 0
+    try:
+        return parse_schema_version(None if row is None else tuple(row), tables)
+    except StorageError as exc:
+        raise StorageError(f"{path}: {exc}; refusing to open it") from None
 
 
 async def _migrate(conn: aiosqlite.Connection, current: int) -> None:

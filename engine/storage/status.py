@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import msgspec
 
@@ -13,7 +15,7 @@ from engine.core.errors import StorageError
 from .db import schema_version
 from .schema import SCHEMA_VERSION
 
-__all__ = ["StatusReport", "format_report", "read_status"]
+__all__ = ["StatusReport", "format_report", "read_status", "shown"]
 
 
 class StatusReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -33,12 +35,44 @@ def read_status(path: Path, *, limit: int = 20) -> StatusReport:
     if not path.exists():
         raise StorageError(f"{path}: no such database")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        return _read_status(path, limit, immutable=False)
+    except sqlite3.OperationalError as exc:
+        if not _read_only_place(path):
+            raise StorageError(f"{path}: cannot read the database: {exc}") from exc
+        # A WAL database on a read-only mount (a backup, a snapshot): SQLite cannot create the
+        # -shm file a reader needs, and fails with "unable to open database file". Nothing can
+        # write there either, so reading it as immutable (no locks, no WAL index) is exact.
+        first = exc
+    try:
+        return _read_status(path, limit, immutable=True)
+    except sqlite3.OperationalError as exc:
+        raise StorageError(
+            f"{path}: cannot read the database on this read-only file system: {first}; {exc}"
+        ) from exc
+
+
+def _read_only_place(path: Path) -> bool:
+    """The database's directory is on a read-only mount, or not writable by us."""
+    try:
+        if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+            return True
+    except OSError:
+        return False
+    return not os.access(path.parent, os.W_OK)
+
+
+def _read_status(path: Path, limit: int, *, immutable: bool) -> StatusReport:
+    uri = f"file:{quote(str(path))}?mode=ro" + ("&immutable=1" if immutable else "")
+    try:
+        conn = sqlite3.connect(uri, uri=True)
     except sqlite3.Error as exc:
         raise StorageError(f"{path}: cannot open read-only: {exc}") from exc
     try:
         conn.row_factory = sqlite3.Row
-        version = schema_version(conn)
+        try:
+            version = schema_version(conn)
+        except StorageError as exc:
+            raise StorageError(f"{path}: {exc}") from None
         if version == 0:
             raise StorageError(f"{path}: empty database (the daemon has not written yet)")
         if version > SCHEMA_VERSION:
@@ -87,34 +121,54 @@ def read_status(path: Path, *, limit: int = 20) -> StatusReport:
             ).fetchone()[0],
             fills=conn.execute("SELECT COUNT(*) FROM fills").fetchone()[0],
         )
+    except sqlite3.OperationalError:
+        raise  # cannot read (locking, I/O, a read-only mount): not a verdict on the file
     except sqlite3.DatabaseError as exc:
         raise StorageError(f"{path}: not a tickflow database or corrupted: {exc}") from exc
     finally:
         conn.close()
 
 
+def shown(value: object) -> str:
+    """``value`` as text safe for a terminal: as is when every character is printable, else
+    quoted with escapes, so a stored name holding controls (``\x9b2J`` clears the screen) or
+    invisible characters (``AA\u200bPL``) can neither act on the terminal nor pass for another.
+    Names written before the symbol alphabet was enforced may still hold such characters."""
+    text = str(value)
+    return text if text.isprintable() else ascii(text)
+
+
 def format_report(r: StatusReport) -> str:
-    out = [f"database {r.path} (schema v{r.schema_version})"]
+    out = [f"database {shown(r.path)} (schema v{r.schema_version})"]
     out.append(
         f"journal: {r.journal_events} events   fills: {r.fills}   runs: "
         + ", ".join(f"{k} {v}" for k, v in sorted(r.runs_by_state.items()))
     )
     out.append(f"\nsymbols ({len(r.symbols)}):")
     for s in r.symbols[:40]:
-        err = f"  error: {s['last_error']}" if s["last_error"] else ""
-        out.append(f"  {s['name']:<8} p{s['priority']:<3} {s['phase']:<10} {s['status']}{err}")
+        err = f"  error: {shown(s['last_error'])}" if s["last_error"] else ""
+        out.append(
+            f"  {shown(s['name']):<8} p{s['priority']:<3} {shown(s['phase']):<10} "
+            f"{shown(s['status'])}{err}"
+        )
     if len(r.symbols) > 40:
         out.append(f"  ... {len(r.symbols) - 40} more")
     out.append(f"\nruns in flight ({len(r.in_flight)}):")
     for run in r.in_flight:
-        out.append(f"  #{run['id']} {run['workflow']} {run['symbol']} {run['state']}")
+        out.append(
+            f"  #{run['id']} {shown(run['workflow'])} {shown(run['symbol'])} "
+            f"{shown(run['state'])}"
+        )
     out.append(f"\nrecent failures ({len(r.recent_failures)}):")
     for run in r.recent_failures:
-        out.append(f"  #{run['id']} {run['workflow']} {run['symbol']}: {run['error']}")
+        out.append(
+            f"  #{run['id']} {shown(run['workflow'])} {shown(run['symbol'])}: "
+            f"{shown(run['error'])}"
+        )
     out.append("\npositions:")
     for p in r.positions:
         out.append(
-            f"  {p['symbol']:<8} qty {p['qty']:>10.2f}  avg {p['avg_cost']:>10.4f}  "
+            f"  {shown(p['symbol']):<8} qty {p['qty']:>10.2f}  avg {p['avg_cost']:>10.4f}  "
             f"realized {p['realized_pnl']:>10.2f}"
         )
     if r.account:
