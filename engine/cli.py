@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import orjson
 
 from . import __version__
+from .ctl import add_reload_parser, cmd_reload
 from .errors import ConfigError, TickflowError
 from .reload import Reloader
 from .sdnotify import Notifier
@@ -87,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--json", action="store_true", help="print the summary as JSON")
     replay.add_argument("--drain-timeout", type=float, default=60.0, metavar="SECONDS",
                         help="after the file ends, how long runs in flight get to finish")
+    add_reload_parser(sub)
     return parser
 
 
@@ -523,6 +525,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_status(args)
     if args.command == "replay":
         return cmd_replay(args)
+    if args.command == "reload":
+        return cmd_reload(args)
     parser.print_help()
     return 0
 
