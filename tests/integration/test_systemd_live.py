@@ -102,7 +102,7 @@ class Service:
     intake_port: int
     figures: dict[str, Any] = field(default_factory=dict)
 
-    def config(self, *, drain_timeout_s: float = 5.0, sleep_s: float = 0.05,
+    def config(self, *, drain_timeout_s: float = 5.0, sleep_s: float = 0.2,
                max_position: float = 1000.0) -> str:
         return f"""
 [engine]
@@ -423,6 +423,8 @@ def test_stop_under_load_drains_and_loses_nothing_acked(
         wait_until(lambda: len(load.acked) >= 400 or not load.is_alive(),
                    "events flowing into the intake", WAIT_S)
         assert load.is_alive(), load.ended
+        # Stop while runs are in flight, not between two.
+        wait_until(lambda: service.status()["runs_in_flight"] > 0, "runs in flight", WAIT_S)
         took = service.stop()
     finally:
         load.finish()
