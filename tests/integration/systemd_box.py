@@ -147,8 +147,8 @@ class SystemdBox:
             # The shell joins the box's cgroup first, so the cgroup namespace is rooted there.
             self.proc = subprocess.Popen(
                 ["sh", "-c", 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"', "box",
-                 str(self.cgroup), "unshare", "--pid", "--fork", "--mount", "--uts", "--cgroup",
-                 "--mount-proc", "--propagation", "private", "sh", "-c", _BOOT, "boot",
+                 str(self.cgroup), "unshare", "--pid", "--fork", "--kill-child", "--mount", "--uts",
+                 "--cgroup", "--mount-proc", "--propagation", "private", "sh", "-c", _BOOT, "boot",
                  str(self.root)],
                 stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
             )

@@ -300,6 +300,8 @@ def service(
         "[Service]\n"
         "Environment=PYTHONPATH=/opt/tickflow/lib\n"
         f"Environment=TICKFLOW_ADMIN_URL=http://127.0.0.1:{svc.metrics_port}\n"
+        # The watchdog's SIGABRT must not hand a core to whatever the host's core_pattern runs.
+        "LimitCORE=0\n"
         # How the main process ended, in the journal: an inactive unit is unloaded, and its
         # ExecMain* properties with it.
         "ExecStopPost=/bin/sh -c 'echo \"main process ended: result=$$SERVICE_RESULT "
@@ -341,6 +343,26 @@ def test_the_service_python_lives_outside_root_and_tmp(service: Service) -> None
     ).stdout.split()
     assert where[0].startswith(f"{VENV}/lib/"), where  # the wheel, not a checkout
     assert where[1] == "cython"
+
+
+def test_a_venv_from_a_python_under_root_or_tmp_cannot_run_under_the_unit(
+    service: Service,
+) -> None:
+    # The rule above, shown failing: a venv under /opt whose interpreter links into /root (the
+    # pyenv Python running these tests) gets 203/EXEC under the unit's ProtectHome=.
+    base = Path(sys.base_prefix).resolve()
+    if not base.is_relative_to("/root") and not base.is_relative_to("/tmp"):
+        pytest.skip(f"the test's own Python ({base}) is outside /root and /tmp")
+    bad = "/opt/tickflow/venv-from-root"
+    service.box.run([sys.executable, "-m", "venv", "--without-pip", bad])
+    probe = service.box.run(
+        ["systemd-run", "--wait", "--pipe", "--quiet", "--collect", *_sandbox_properties(),
+         f"{bad}/bin/python", "-c", "print('ran')"],
+        check=False,
+    )
+    # systemd-run --wait exits with the unit's status: 203/EXEC, the interpreter not reachable.
+    assert probe.returncode == 203, (probe.returncode, probe.stdout, probe.stderr)
+    assert "ran" not in probe.stdout
 
 
 def test_start_reaches_ready_and_metrics_have_process_metrics(service: Service) -> None:
