@@ -39,8 +39,8 @@ class CtlError(TickflowError):
     """The daemon could not be asked, or answered something that is not a verdict."""
 
 
-def add_reload_parser(sub: Any) -> None:
-    """The ``reload`` subcommand on ``sub`` (argparse's subparsers object)."""
+def add_reload_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``reload`` subcommand on ``sub`` (the parser's subcommands)."""
     reload = sub.add_parser(
         "reload",
         help="ask the running daemon to reload its config file; exit 1 when it refuses",

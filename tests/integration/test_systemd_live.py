@@ -71,7 +71,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(WHY_SKIP is not None, reason=WHY_SKIP or ""),
     # Building the wheel (shared with test_wheel.py) and installing it come first.
-    pytest.mark.timeout(400),
+    pytest.mark.timeout(600),
 ]
 
 SLOW_STEP = '''

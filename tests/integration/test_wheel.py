@@ -20,7 +20,9 @@ import pytest
 
 from tests.integration.conftest import clean_env as _clean_env
 
-pytestmark = pytest.mark.slow
+# The first test to need `dists` builds them (~90 s, longer on a busy machine) inside its own
+# timeout.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("engine", "fastpath", "strategies")
