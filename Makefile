@@ -27,8 +27,11 @@ wheel: $(STAMP)
 	$(BIN)/python -m build --outdir dist .
 
 # System packages the tests need: Prometheus and promtool (the monitoring integration test runs
-# a real Prometheus against the daemon and checks the shipped config with promtool), and
-# systemd's systemd-analyze (tests/integration/test_service.py verifies the shipped unit).
+# a real Prometheus against the daemon and checks the shipped config with promtool), systemd
+# (systemd-analyze verifies the shipped unit; tests/integration/test_systemd_live.py boots
+# systemd itself in namespaces made with util-linux's unshare/nsenter), and Debian's python3
+# with venv: the live test installs the wheel into a venv under /opt made from it, since the
+# sandboxed service cannot run a Python under /root (ProtectHome=) or /tmp (PrivateTmp=).
 system-deps:
 	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
 		echo "installing Debian's prometheus package (prometheus, promtool)"; \
@@ -44,6 +47,16 @@ system-deps:
 		echo "installing Debian's systemd package (systemd-analyze)"; \
 		export DEBIAN_FRONTEND=noninteractive; \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends systemd >/dev/null; \
+	}
+	@command -v unshare >/dev/null 2>&1 && command -v nsenter >/dev/null 2>&1 || { \
+		echo "installing Debian's util-linux (unshare, nsenter)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends util-linux mount >/dev/null; \
+	}
+	@/usr/bin/python3 -c "import ensurepip, venv" >/dev/null 2>&1 || { \
+		echo "installing Debian's python3-venv (the live systemd test's service Python)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends python3 python3-venv >/dev/null; \
 	}
 
 test: build system-deps

@@ -20,6 +20,7 @@ import orjson
 
 from engine import __version__
 from engine.core.errors import ConfigError, TickflowError
+from engine.service.ctl import add_reload_parser, cmd_reload
 from engine.service.logs import text_console
 from engine.service.reload import Reloader
 from engine.service.sdnotify import Notifier
@@ -133,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--json", action="store_true", help="print the summary as JSON")
     replay.add_argument("--drain-timeout", type=float, default=60.0, metavar="SECONDS",
                         help="after the file ends, how long runs in flight get to finish")
+    add_reload_parser(sub)
     return parser
 
 
@@ -668,6 +670,8 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return cmd_status(args)
     if args.command == "replay":
         return cmd_replay(args)
+    if args.command == "reload":
+        return cmd_reload(args)
     parser.print_help()
     return 0
 

@@ -10,9 +10,7 @@ directory with the source tree off ``sys.path``.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import venv
 import zipfile
 from pathlib import Path
@@ -20,18 +18,14 @@ from pathlib import Path
 import orjson
 import pytest
 
-pytestmark = pytest.mark.slow
+from tests.integration.conftest import clean_env as _clean_env
+
+# The first test to need `dists` builds them (~90 s, longer on a busy machine) inside its own
+# timeout.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("engine", "fastpath", "strategies")
-
-
-def _clean_env(**extra: str) -> dict[str, str]:
-    """The caller's environment without anything that would put the source tree on the path."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    env.pop("TICKFLOW_NO_EXTENSIONS", None)
-    env.update(extra)
-    return env
 
 
 def _source_packages() -> set[str]:
@@ -42,22 +36,6 @@ def _source_packages() -> set[str]:
             if "__pycache__" not in init.parts:
                 found.add(".".join(init.parent.relative_to(ROOT).parts))
     return found
-
-
-@pytest.fixture(scope="module")
-def dists(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("dist")
-    proc = subprocess.run(
-        [sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)],
-        capture_output=True, timeout=900, env=_clean_env(),
-    )
-    assert proc.returncode == 0, proc.stderr.decode()[-4000:]
-    wheels = list(out.glob("tickflow-*.whl"))
-    sdists = list(out.glob("tickflow-*.tar.gz"))
-    built = sorted(p.name for p in out.iterdir())
-    assert len(wheels) == 1, built
-    assert len(sdists) == 1, built
-    return {"wheel": wheels[0], "sdist": sdists[0]}
 
 
 def _install(target: Path, spec: Path, **env: str) -> Path:
