@@ -11,6 +11,7 @@ from cpython.long cimport PyLong_CheckExact
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.math cimport isnan
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t, uintptr_t
+from libc.string cimport memcpy
 
 from ._stats import HeapFullError, HeapStatistics
 
@@ -28,7 +29,41 @@ cdef extern from "Python.h":
     long long PyLong_AsLongLongAndOverflow(object, int*) except? -1
 
 
-cdef inline bint _lt(const Entry* a, const Entry* b) noexcept nogil:
+cdef extern from *:
+    """
+    #define TF_LIKELY(x) __builtin_expect(!!(x), 1)
+    """
+    bint TF_LIKELY(bint) noexcept nogil
+
+
+# The packed key: the priority in the top PRIO_BITS bits, the deadline's order-preserving bit
+# pattern (its top 64 - PRIO_BITS bits) below it. Packing is monotone: a key that comes first
+# never packs larger, so unequal packed keys order two entries exactly as their full keys do,
+# and equal ones (same priority and deadline -- FIFO ties -- or the rare near-equal deadline or
+# priority >= PRIO_CLAMP) fall back to comparing the full keys.
+cdef int PRIO_BITS = 8
+cdef uint64_t PRIO_CLAMP = (1 << 8) - 1
+cdef uint64_t SIGN_BIT = 0x8000000000000000
+
+
+cdef inline uint64_t _pack(int64_t prio, double deadline) noexcept nogil:
+    cdef uint64_t bits
+    if <uint64_t>prio >= PRIO_CLAMP:
+        # Every priority from the clamp up packs the same: the full keys decide among them.
+        return PRIO_CLAMP << (64 - PRIO_BITS)
+    if deadline == 0.0:
+        deadline = 0.0  # -0.0 equals 0.0 as a key; its bit pattern must not say otherwise
+    memcpy(&bits, &deadline, 8)
+    # IEEE doubles order like sign-magnitude integers: flip every bit of a negative one and
+    # only the sign bit of a positive one, and unsigned order is numeric order (infinities too).
+    if bits & SIGN_BIT:
+        bits = ~bits
+    else:
+        bits |= SIGN_BIT
+    return (<uint64_t>prio << (64 - PRIO_BITS)) | (bits >> PRIO_BITS)
+
+
+cdef bint _key_lt(const Key* a, const Key* b) noexcept nogil:
     if a.prio != b.prio:
         return a.prio < b.prio
     if a.deadline != b.deadline:
@@ -36,13 +71,19 @@ cdef inline bint _lt(const Entry* a, const Entry* b) noexcept nogil:
     return a.seq < b.seq
 
 
+cdef inline bint _lt(const Entry* a, const Entry* b, const Key* keys) noexcept nogil:
+    if TF_LIKELY(a.key != b.key):
+        return a.key < b.key
+    return _key_lt(&keys[a.slot], &keys[b.slot])
+
+
 cdef inline bint _min_level(Py_ssize_t i) noexcept nogil:
     # Level of position i is floor(log2(i + 1)); even levels (the root's included) are min levels.
     return ((63 - __builtin_clzll(<unsigned long long>(i + 1))) & 1) == 0
 
 
-cdef inline bint _better(const Entry* a, const Entry* b, bint is_min) noexcept nogil:
-    return _lt(a, b) if is_min else _lt(b, a)
+cdef inline bint _better(const Entry* a, const Entry* b, const Key* keys, bint is_min) noexcept nogil:
+    return _lt(a, b, keys) if is_min else _lt(b, a, keys)
 
 
 cdef inline int64_t _check_priority(object priority) except -1:
@@ -92,17 +133,20 @@ cdef class PriorityHeap:
             raise ValueError(f"capacity must be between 1 and {MAX_CAPACITY}, got {capacity}")
         cdef Py_ssize_t n = capacity
         self._capacity = n
-        # Two spare entries let us align &heap[1] to a cache line: siblings (2i+1, 2i+2) then
-        # share one 64-byte line, and the four grandchildren of a node span exactly two.
-        self._raw = PyMem_Malloc((n + 2) * sizeof(Entry))
+        # Spare entries let us align &heap[3] to a cache line: with 16-byte entries the four
+        # grandchildren of node i (4i+3 .. 4i+6) then fill exactly one 64-byte line, and a pair
+        # of siblings never straddles two.
+        self._raw = PyMem_Malloc((n + 8) * sizeof(Entry))
         if self._raw != NULL:
             self._heap = <Entry*>(
-                ((<uintptr_t>self._raw + sizeof(Entry) + 63) & ~(<uintptr_t>63)) - sizeof(Entry)
+                ((<uintptr_t>self._raw + 3 * sizeof(Entry) + 63) & ~(<uintptr_t>63))
+                - 3 * sizeof(Entry)
             )
+        self._keys = <Key*>PyMem_Malloc(n * sizeof(Key))
         self._pos = <int32_t*>PyMem_Malloc(n * sizeof(int32_t))
         self._gen = <uint32_t*>PyMem_Malloc(n * sizeof(uint32_t))
         self._free = <int32_t*>PyMem_Malloc(n * sizeof(int32_t))
-        if not (self._heap and self._pos and self._gen and self._free):
+        if not (self._heap and self._keys and self._pos and self._gen and self._free):
             raise MemoryError()
         cdef Py_ssize_t s
         for s in range(n):
@@ -117,6 +161,7 @@ cdef class PriorityHeap:
 
     def __dealloc__(self):
         PyMem_Free(self._raw)
+        PyMem_Free(self._keys)
         PyMem_Free(self._pos)
         PyMem_Free(self._gen)
         PyMem_Free(self._free)
@@ -179,15 +224,19 @@ cdef class PriorityHeap:
         """``(priority, deadline, seq)`` of the entry ``pop`` would return."""
         if self._size == 0:
             raise IndexError("peek at an empty PriorityHeap")
-        cdef Entry* e = &self._heap[0]
-        return (e.prio, e.deadline, e.seq)
+        cdef Key* k = &self._keys[self._heap[0].slot]
+        return (k.prio, k.deadline, k.seq)
 
     cpdef bint head_before(self, PriorityHeap other) except -1:
         """Whether this heap's head comes before ``other``'s (both non-empty): how a caller
         merging several heaps picks the next one without building key tuples."""
         if self._size == 0 or other._size == 0:
             raise IndexError("head_before needs two non-empty heaps")
-        return _lt(&self._heap[0], &other._heap[0])
+        cdef Entry* a = &self._heap[0]
+        cdef Entry* b = &other._heap[0]
+        if a.key != b.key:
+            return a.key < b.key
+        return _key_lt(&self._keys[a.slot], &other._keys[b.slot])
 
     def pop_worst(self):
         if self._size == 0:
@@ -199,16 +248,18 @@ cdef class PriorityHeap:
         """``(priority, deadline, seq)`` of the entry ``pop_worst`` would remove."""
         if self._size == 0:
             raise IndexError("peek at an empty PriorityHeap")
-        cdef Entry* e = &self._heap[self._worst_pos()]
-        return (e.prio, e.deadline, e.seq)
+        cdef Key* k = &self._keys[self._heap[self._worst_pos()].slot]
+        return (k.prio, k.deadline, k.seq)
 
     def update(self, handle, priority=None, deadline=None):
         cdef Py_ssize_t slot = self._slot_of(handle)
+        cdef Key* k = &self._keys[slot]
+        cdef int64_t p = k.prio if priority is None else _check_priority(priority)
+        cdef double d = k.deadline if deadline is None else _check_deadline(deadline)
         cdef Py_ssize_t i = self._pos[slot]
-        cdef int64_t p = self._heap[i].prio if priority is None else _check_priority(priority)
-        cdef double d = self._heap[i].deadline if deadline is None else _check_deadline(deadline)
-        self._heap[i].prio = p
-        self._heap[i].deadline = d
+        k.prio = p
+        k.deadline = d
+        self._heap[i].key = _pack(p, d)
         self._updates += 1
         self._fix(i)
 
@@ -218,9 +269,8 @@ cdef class PriorityHeap:
         return self._delete_at(self._pos[slot])
 
     def key(self, handle):
-        cdef Py_ssize_t slot = self._slot_of(handle)
-        cdef Entry* e = &self._heap[self._pos[slot]]
-        return (e.prio, e.deadline, e.seq)
+        cdef Key* k = &self._keys[self._slot_of(handle)]
+        return (k.prio, k.deadline, k.seq)
 
     def item(self, handle):
         return self._items[self._slot_of(handle)]
@@ -247,10 +297,12 @@ cdef class PriorityHeap:
         cdef int32_t slot = self._free[self._nfree]
         cdef Py_ssize_t i = self._size
         self._size += 1
+        cdef Key* k = &self._keys[slot]
+        k.prio = prio
+        k.deadline = deadline
+        k.seq = seq
         cdef Entry* e = &self._heap[i]
-        e.prio = prio
-        e.deadline = deadline
-        e.seq = seq
+        e.key = _pack(prio, deadline)
         e.slot = slot
         self._pos[slot] = <int32_t>i
         self._items[slot] = item
@@ -275,7 +327,7 @@ cdef class PriorityHeap:
     cdef Py_ssize_t _worst_pos(self) noexcept nogil:
         if self._size <= 2:
             return self._size - 1
-        return 1 if _lt(&self._heap[2], &self._heap[1]) else 2
+        return 1 if _lt(&self._heap[2], &self._heap[1], self._keys) else 2
 
     cdef object _delete_at(self, Py_ssize_t i):
         cdef int32_t slot = self._heap[i].slot
@@ -293,90 +345,101 @@ cdef class PriorityHeap:
         self._nfree += 1
         return item
 
-    cdef inline void _swap(self, Py_ssize_t i, Py_ssize_t j) noexcept nogil:
-        cdef Entry tmp = self._heap[i]
-        self._heap[i] = self._heap[j]
-        self._heap[j] = tmp
-        self._pos[self._heap[i].slot] = <int32_t>i
-        self._pos[self._heap[j].slot] = <int32_t>j
-
     cdef void _fix(self, Py_ssize_t i) noexcept nogil:
-        # Restore the min-max order after the key at position i was set arbitrarily.
-        cdef Py_ssize_t parent
-        if i == 0:
-            self._trickle(0, True)
-            return
-        parent = (i - 1) >> 1
-        if _min_level(i):
-            if _lt(&self._heap[parent], &self._heap[i]):
-                # Larger than its max parent: it belongs on the max levels, and the parent's old
-                # value (>= everything below) must sink through the min levels.
-                self._swap(i, parent)
-                self._trickle(i, True)
-                self._bubble(parent, False)
-            elif i > 2 and _lt(&self._heap[i], &self._heap[(parent - 1) >> 1]):
-                self._bubble(i, True)
-            else:
-                self._trickle(i, True)
+        _restore(self._heap, self._keys, self._pos, self._size, i)
+
+
+# -- the min-max order, on raw arrays (so the compiler sees constant is_min and no self) -------
+
+cdef inline void _swap(Entry* h, int32_t* pos, Py_ssize_t i, Py_ssize_t j) noexcept nogil:
+    cdef Entry tmp = h[i]
+    h[i] = h[j]
+    h[j] = tmp
+    pos[h[i].slot] = <int32_t>i
+    pos[h[j].slot] = <int32_t>j
+
+
+cdef void _restore(Entry* h, const Key* keys, int32_t* pos, Py_ssize_t n, Py_ssize_t i) noexcept nogil:
+    # Restore the min-max order after the key at position i was set arbitrarily.
+    cdef Py_ssize_t parent
+    if i == 0:
+        _trickle(h, keys, pos, n, 0, True)
+        return
+    parent = (i - 1) >> 1
+    if _min_level(i):
+        if _lt(&h[parent], &h[i], keys):
+            # Larger than its max parent: it belongs on the max levels, and the parent's old
+            # value (>= everything below) must sink through the min levels.
+            _swap(h, pos, i, parent)
+            _trickle(h, keys, pos, n, i, True)
+            _bubble(h, keys, pos, parent, False)
+        elif i > 2 and _lt(&h[i], &h[(parent - 1) >> 1], keys):
+            _bubble(h, keys, pos, i, True)
         else:
-            if _lt(&self._heap[i], &self._heap[parent]):
-                self._swap(i, parent)
-                self._trickle(i, False)
-                self._bubble(parent, True)
-            elif i > 2 and _lt(&self._heap[(parent - 1) >> 1], &self._heap[i]):
-                self._bubble(i, False)
-            else:
-                self._trickle(i, False)
+            _trickle(h, keys, pos, n, i, True)
+    else:
+        if _lt(&h[i], &h[parent], keys):
+            _swap(h, pos, i, parent)
+            _trickle(h, keys, pos, n, i, False)
+            _bubble(h, keys, pos, parent, True)
+        elif i > 2 and _lt(&h[(parent - 1) >> 1], &h[i], keys):
+            _bubble(h, keys, pos, i, False)
+        else:
+            _trickle(h, keys, pos, n, i, False)
 
-    cdef void _bubble(self, Py_ssize_t i, bint is_min) noexcept nogil:
-        # Move ancestors down into a hole instead of swapping: one entry write per level.
-        cdef Entry* h = self._heap
-        cdef Entry x = h[i]
-        cdef Py_ssize_t gp
-        while i > 2:
-            gp = (((i - 1) >> 1) - 1) >> 1
-            if not _better(&x, &h[gp], is_min):
-                break
-            h[i] = h[gp]
-            self._pos[h[i].slot] = <int32_t>i
-            i = gp
-        h[i] = x
-        self._pos[x.slot] = <int32_t>i
 
-    cdef void _trickle(self, Py_ssize_t i, bint is_min) noexcept nogil:
-        # The entry x sinks through levels of its own kind (min or max), two levels a step;
-        # positions it passes are filled from below, and x lands once at the end.
-        cdef Py_ssize_t n = self._size
-        cdef Py_ssize_t first, m, c, g, parent
-        cdef Entry* h = self._heap
-        cdef Entry x = h[i]
-        cdef Entry tmp
-        while True:
-            first = 2 * i + 1
-            if first >= n:
-                break
-            m = first
-            if first + 1 < n and _better(&h[first + 1], &h[m], is_min):
-                m = first + 1
-            g = 4 * i + 3
-            while g <= 4 * i + 6 and g < n:
-                if _better(&h[g], &h[m], is_min):
-                    m = g
-                g += 1
-            if not _better(&h[m], &x, is_min):
-                break
-            h[i] = h[m]
-            self._pos[h[i].slot] = <int32_t>i
-            i = m
-            if m <= first + 1:
-                break  # a child: nothing below it can be out of order with x
-            parent = (m - 1) >> 1
-            if _better(&h[parent], &x, is_min):
-                # x is on the wrong side of its opposite-kind parent: trade places with it,
-                # and keep sinking the parent's old entry instead.
-                tmp = h[parent]
-                h[parent] = x
-                self._pos[x.slot] = <int32_t>parent
-                x = tmp
-        h[i] = x
-        self._pos[x.slot] = <int32_t>i
+cdef inline void _bubble(
+    Entry* h, const Key* keys, int32_t* pos, Py_ssize_t i, bint is_min
+) noexcept nogil:
+    # Move ancestors down into a hole instead of swapping: one entry write per level.
+    cdef Entry x = h[i]
+    cdef Py_ssize_t gp
+    while i > 2:
+        gp = (((i - 1) >> 1) - 1) >> 1
+        if not _better(&x, &h[gp], keys, is_min):
+            break
+        h[i] = h[gp]
+        pos[h[i].slot] = <int32_t>i
+        i = gp
+    h[i] = x
+    pos[x.slot] = <int32_t>i
+
+
+cdef inline void _trickle(
+    Entry* h, const Key* keys, int32_t* pos, Py_ssize_t n, Py_ssize_t i, bint is_min
+) noexcept nogil:
+    # The entry x sinks through levels of its own kind (min or max), two levels a step;
+    # positions it passes are filled from below, and x lands once at the end.
+    cdef Py_ssize_t first, m, g, gend, parent
+    cdef Entry x = h[i]
+    cdef Entry tmp
+    while True:
+        first = 2 * i + 1
+        if first >= n:
+            break
+        m = first
+        if first + 1 < n and _better(&h[first + 1], &h[m], keys, is_min):
+            m = first + 1
+        g = 4 * i + 3
+        gend = 4 * i + 7 if 4 * i + 7 < n else n
+        while g < gend:
+            if _better(&h[g], &h[m], keys, is_min):
+                m = g
+            g += 1
+        if not _better(&h[m], &x, keys, is_min):
+            break
+        h[i] = h[m]
+        pos[h[i].slot] = <int32_t>i
+        i = m
+        if m <= first + 1:
+            break  # a child: nothing below it can be out of order with x
+        parent = (m - 1) >> 1
+        if _better(&h[parent], &x, keys, is_min):
+            # x is on the wrong side of its opposite-kind parent: trade places with it,
+            # and keep sinking the parent's old entry instead.
+            tmp = h[parent]
+            h[parent] = x
+            pos[x.slot] = <int32_t>parent
+            x = tmp
+    h[i] = x
+    pos[x.slot] = <int32_t>i
