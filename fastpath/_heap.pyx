@@ -1,4 +1,4 @@
-# cython: language_level=3
+# cython: language_level=3, binding=False
 """Compiled addressable min-max heap; the pure-Python twin is ``fastpath._heap_py``.
 
 Keys (priority, deadline, sequence) are stored in a C array of structs, so a push or pop touches
@@ -336,10 +336,17 @@ cdef class PriorityHeap:
         item = self._items[slot]
         self._size -= 1
         cdef Py_ssize_t last = self._size
+        cdef Entry x
+        cdef Py_ssize_t hole
         if i < last:
-            self._heap[i] = self._heap[last]
-            self._pos[self._heap[i].slot] = <int32_t>i
-            self._fix(i)
+            # Floyd's bottom-up deletion: the last entry would sink nearly to the bottom again,
+            # so walk the hole down first without comparing it, then put the entry in the hole
+            # and let it rise the little it has to.
+            x = self._heap[last]
+            hole = _descend(self._heap, self._keys, self._pos, last, i, _min_level(i))
+            self._heap[hole] = x
+            self._pos[x.slot] = <int32_t>hole
+            _restore(self._heap, self._keys, self._pos, last, hole)
         self._items[slot] = None
         self._pos[slot] = -1
         self._gen[slot] = (self._gen[slot] + 1) & GEN_MASK
@@ -443,6 +450,44 @@ cdef Py_ssize_t _best_of_four_exact(
         if _better(&h[j], &h[m], keys, is_min):
             m = j
     return m
+
+
+cdef Py_ssize_t _descend(
+    Entry* h, const Key* keys, int32_t* pos, Py_ssize_t n, Py_ssize_t i, bint is_min
+) noexcept nogil:
+    # Move the hole at i down levels of its own kind, filling it each time with the best (of
+    # that kind) entry below it; returns the hole's final position. The order holds everywhere
+    # but at the hole throughout, so the caller may fill it with any entry and _restore it.
+    cdef Py_ssize_t first, m, g
+    while True:
+        first = 2 * i + 1
+        if first >= n:
+            return i
+        g = 4 * i + 3
+        if 16 * i + 30 < n:
+            # The next step reads one of these four grandchildren's grandchild quads: ask for
+            # all four lines now, so their misses overlap this step's work and each other.
+            TF_PREFETCH(&h[16 * i + 15])
+            TF_PREFETCH(&h[16 * i + 19])
+            TF_PREFETCH(&h[16 * i + 23])
+            TF_PREFETCH(&h[16 * i + 27])
+        if g + 3 < n:
+            # Both children have children, and each child is no better than its own children:
+            # the best grandchild is the best below i, and the children's line is not read.
+            m = _best_of_four(h, keys, g, is_min)
+        else:
+            m = first
+            if first + 1 < n and _better(&h[first + 1], &h[m], keys, is_min):
+                m = first + 1
+            while g < n:
+                if _better(&h[g], &h[m], keys, is_min):
+                    m = g
+                g += 1
+        h[i] = h[m]
+        pos[h[i].slot] = <int32_t>i
+        if m <= first + 1:
+            return m  # a child: the hole leaves its kind of level, so stop here
+        i = m
 
 
 cdef inline void _trickle(
