@@ -227,8 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{'n':>6} {'heap':>10} {'heapq':>10} {'median':>8}  rounds")
     for res in results:
         spread = " ".join(f"{r:.2f}" for r in res.ratios)
+        heap_us, heapq_us = res.per_op_us(res.heap_ns), res.per_op_us(res.heapq_ns)
         print(
-            f"{res.size:>6.0e} {res.per_op_us(res.heap_ns):>7.3f} us {res.per_op_us(res.heapq_ns):>7.3f} us"
+            f"{res.size:>6.0e} {heap_us:>7.3f} us {heapq_us:>7.3f} us"
             f" {res.median_ratio:>7.2f}x  {spread}"
         )
     return 0

@@ -1,9 +1,17 @@
 # cython: language_level=3, binding=False
 """Compiled addressable min-max heap; the pure-Python twin is ``fastpath._heap_py``.
 
-Keys (priority, deadline, sequence) are stored in a C array of structs, so a push or pop touches
-no Python object but the item and the returned handle. The algorithm, handle format and every
-error match the twin exactly; the shared test suite runs against both.
+The algorithm, handle format and every error match the twin exactly; the shared test suite runs
+against both. What makes this one fast (benchmarks/heap_ratio.py, README "Heap benchmark"):
+
+- each heap position is a 16-byte ``Entry``: a packed 64-bit key and the slot, so one unsigned
+  comparison orders two entries and a node's four grandchildren share one cache line; the full
+  ``(priority, deadline, seq)`` lives per slot and is read only when two packed keys are equal;
+- deletion is bottom-up (Floyd): the hole walks down reading only grandchild quads, picked by a
+  branch-free tournament, with the next quads prefetched, and the last entry rises into it;
+- ``binding=False``: the methods are plain C methods, not CyFunctions, which is a cheaper call.
+
+A push or pop touches no Python object but the item and the returned handle.
 """
 
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact
@@ -65,6 +73,12 @@ cdef inline uint64_t _pack(int64_t prio, double deadline) noexcept nogil:
     return (<uint64_t>prio << (64 - PRIO_BITS)) | (bits >> PRIO_BITS)
 
 
+def _packed_key(priority, deadline):
+    """The packed key of ``(priority, deadline)``, after the checks ``push`` makes: for the
+    property tests of the packing (tests/unit/test_heap_keys.py), not part of the API."""
+    return _pack(_check_priority(priority), _check_deadline(deadline))
+
+
 cdef bint _key_lt(const Key* a, const Key* b) noexcept nogil:
     if a.prio != b.prio:
         return a.prio < b.prio
@@ -119,7 +133,15 @@ cdef inline double _check_deadline(object deadline) except? -1.0:
 cdef double _check_deadline_slow(object deadline) except? -1.0:
     if not isinstance(deadline, (int, float)) and not hasattr(deadline, "__float__"):
         raise TypeError(f"deadline must be a real number, got {type(deadline).__name__}")
-    cdef double d = float(deadline)
+    cdef double d
+    try:
+        d = float(deadline)
+    except OverflowError:
+        # An int beyond a double's range: a ValueError like NaN's, and not an OverflowError,
+        # which a caller could take for HeapFullError (an OverflowError too).
+        raise ValueError(
+            f"deadline must fit a float, got {type(deadline).__name__} beyond 1.8e308"
+        ) from None
     if isnan(d):
         raise ValueError("deadline must not be NaN")
     return d
