@@ -46,8 +46,26 @@ Keys = list[tuple[int, float]]
 Clock = Callable[[], int]
 
 
-def make_keys(n: int, seed: int) -> Keys:
+KEY_KINDS = ("random", "fifo", "clock")
+
+
+def make_keys(n: int, seed: int, kind: str = "random", start: int = 0) -> Keys:
+    """``n`` keys of the ``kind``-th workload; ``start`` counts the keys made before (clock).
+
+    random: priority 0-7 and a deadline uniform in [0, 1) -- ties are practically absent.
+    fifo: priority 0-7 and deadline 0.0 -- every pair of one priority ties on (priority,
+    deadline), so every such comparison is decided by the sequence: the compiled heap's slow path.
+    clock: priority 0-7 and a deadline that grows 10 us per key with up to 1 ms of jitter, as
+    an engine's ``trigger time + budget`` does.
+    """
     rng = random.Random(seed)
+    if kind == "fifo":
+        return [(rng.randrange(PRIORITIES), 0.0) for _ in range(n)]
+    if kind == "clock":
+        return [
+            (rng.randrange(PRIORITIES), (start + i) * 1e-5 + rng.random() * 1e-3)
+            for i in range(n)
+        ]
     return [(rng.randrange(PRIORITIES), rng.random()) for _ in range(n)]
 
 
@@ -149,18 +167,18 @@ def paired_round(
 
 def measure(
     size: int, rounds: int, batch: int, chunk: int, clock: Clock, heap_cls: Any, wrapped: bool,
-    report: Callable[[str], None],
+    report: Callable[[str], None], kind: str = "random",
 ) -> SizeResult:
-    initial = make_keys(size, seed=size)
+    initial = make_keys(size, seed=size, kind=kind)
     base: InlineHeapq | WrappedHeapq = WrappedHeapq(initial) if wrapped else InlineHeapq(initial)
     subject = Subject(heap_cls, initial)
     del initial
     result = SizeResult(size, batch)
     # One untimed batch each: first-touch page faults and cold caches are not the steady state.
-    warm = make_keys(batch, seed=size + 1)
+    warm = make_keys(batch, seed=size + 1, kind=kind, start=size)
     paired_round(base.run, subject.run, warm, chunk, clock)
     for r in range(rounds):
-        keys = make_keys(batch, seed=size * 1000 + r)
+        keys = make_keys(batch, seed=size * 1000 + r, kind=kind, start=size + (r + 1) * batch)
         if r % 2 == 0:
             q, h = paired_round(base.run, subject.run, keys, chunk, clock)
         else:
@@ -200,6 +218,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="cpu: this thread's CPU time (default); wall: elapsed time")
     parser.add_argument("--sizes", type=_size, nargs="+", default=list(DEFAULT_SIZES),
                         help="steady heap sizes (1e5 style accepted)")
+    parser.add_argument("--keys", choices=KEY_KINDS, default="random",
+                        help="the workload's keys (see make_keys; default: random)")
     parser.add_argument("--impl", choices=("cython", "python"), default="cython",
                         help="the tickflow heap measured (default: the compiled one)")
     parser.add_argument("--wrapped", action="store_true",
@@ -217,11 +237,12 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     baseline = "HeapqBaseline methods" if args.wrapped else "inline heapq"
-    print(f"push+pop, {args.impl} heap vs {baseline}, {args.rounds} paired rounds of "
-          f"{args.batch} ops in chunks of {args.chunk}, {args.clock} time, gc off while timing")
+    print(f"push+pop, {args.keys} keys, {args.impl} heap vs {baseline}, "
+          f"{args.rounds} paired rounds of {args.batch} ops in chunks of {args.chunk}, {args.clock} time, gc off while timing")
     clock = CLOCKS[args.clock]
     results = [
-        measure(size, args.rounds, args.batch, args.chunk, clock, heap_cls, args.wrapped, print)
+        measure(size, args.rounds, args.batch, args.chunk, clock, heap_cls, args.wrapped, print,
+                args.keys)
         for size in args.sizes
     ]
     print(f"{'n':>6} {'heap':>10} {'heapq':>10} {'median':>8}  rounds")

@@ -10,6 +10,7 @@ cdef struct Entry:
     # nearly every pair; only equal packed keys consult the full key (see _pack in _heap.pyx).
     uint64_t key
     int32_t slot
+    uint32_t tie    # decides most equal packed keys (see _tie in _heap.pyx)
 
 
 cdef struct Key:
@@ -31,6 +32,8 @@ cdef class PriorityHeap:
     cdef Py_ssize_t _capacity
     cdef list _items           # slot -> item (the only Python objects per entry)
     cdef uint64_t _seq
+    cdef uint64_t _tie_base    # the sequence number a tie field counts from
+    cdef uint64_t _tie_pushes  # pushes since the tie fields were last recomputed
     cdef uint64_t _pushes
     cdef uint64_t _pops
     cdef uint64_t _updates
@@ -41,6 +44,7 @@ cdef class PriorityHeap:
     cpdef bint head_before(self, PriorityHeap other) except -1
     cdef object _insert(self, int64_t prio, double deadline, uint64_t seq, object item)
     cdef Py_ssize_t _slot_of(self, object handle) except -2
+    cdef void _rebase(self, uint64_t seq) noexcept nogil
     cdef Py_ssize_t _worst_pos(self) noexcept nogil
     cdef object _delete_at(self, Py_ssize_t i)
     cdef void _fix(self, Py_ssize_t i) noexcept nogil

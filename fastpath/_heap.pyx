@@ -56,21 +56,62 @@ cdef uint64_t PRIO_CLAMP = (1 << 8) - 1
 cdef uint64_t SIGN_BIT = 0x8000000000000000
 
 
-cdef inline uint64_t _pack(int64_t prio, double deadline) noexcept nogil:
+cdef inline uint64_t _order_bits(double deadline) noexcept nogil:
+    # IEEE doubles order like sign-magnitude integers: flip every bit of a negative one and
+    # only the sign bit of a positive one, and unsigned order is numeric order (infinities too).
     cdef uint64_t bits
-    if <uint64_t>prio >= PRIO_CLAMP:
-        # Every priority from the clamp up packs the same: the full keys decide among them.
-        return PRIO_CLAMP << (64 - PRIO_BITS)
     if deadline == 0.0:
         deadline = 0.0  # -0.0 equals 0.0 as a key; its bit pattern must not say otherwise
     memcpy(&bits, &deadline, 8)
-    # IEEE doubles order like sign-magnitude integers: flip every bit of a negative one and
-    # only the sign bit of a positive one, and unsigned order is numeric order (infinities too).
     if bits & SIGN_BIT:
-        bits = ~bits
-    else:
-        bits |= SIGN_BIT
-    return (<uint64_t>prio << (64 - PRIO_BITS)) | (bits >> PRIO_BITS)
+        return ~bits
+    return bits | SIGN_BIT
+
+
+cdef inline uint64_t _pack(int64_t prio, double deadline) noexcept nogil:
+    if <uint64_t>prio >= PRIO_CLAMP:
+        # Every priority from the clamp up packs the same: the full keys decide among them.
+        return PRIO_CLAMP << (64 - PRIO_BITS)
+    return (<uint64_t>prio << (64 - PRIO_BITS)) | (_order_bits(deadline) >> PRIO_BITS)
+
+
+# The tie-breaker, in the 4 bytes an Entry would otherwise pad with: among entries whose packed
+# keys are equal, the deadline's 8 bits the key dropped, then the sequence number relative to a
+# per-heap base, clamped to 24 bits. Also monotone, so FIFO ties (one priority, one deadline)
+# are decided in the entry itself instead of by two random reads of the full keys. Clamped
+# priorities get 0 (their full keys decide); sequence numbers outside the 2**24 window clamp to
+# its ends, and _rebase moves the window when new ones fall above it.
+cdef uint64_t TIE_SEQ_MAX = 0xFFFFFF
+
+
+cdef inline uint32_t _tie(int64_t prio, double deadline, uint64_t seq, uint64_t base) noexcept nogil:
+    cdef uint64_t rel
+    if <uint64_t>prio >= PRIO_CLAMP:
+        return 0
+    rel = seq - base if seq >= base else 0
+    if rel > TIE_SEQ_MAX:
+        rel = TIE_SEQ_MAX
+    return <uint32_t>(((_order_bits(deadline) & 0xFF) << 24) | rel)
+
+
+cdef inline Entry _entry(
+    int64_t prio, double deadline, uint64_t seq, uint64_t base, int32_t slot
+) noexcept nogil:
+    # _pack and _tie in one: the deadline's bits are worked out once.
+    cdef Entry e
+    cdef uint64_t bits, rel
+    e.slot = slot
+    if <uint64_t>prio >= PRIO_CLAMP:
+        e.key = PRIO_CLAMP << (64 - PRIO_BITS)
+        e.tie = 0
+        return e
+    bits = _order_bits(deadline)
+    rel = seq - base if seq >= base else 0
+    if rel > TIE_SEQ_MAX:
+        rel = TIE_SEQ_MAX
+    e.key = (<uint64_t>prio << (64 - PRIO_BITS)) | (bits >> PRIO_BITS)
+    e.tie = <uint32_t>(((bits & 0xFF) << 24) | rel)
+    return e
 
 
 def _packed_key(priority, deadline):
@@ -90,6 +131,8 @@ cdef bint _key_lt(const Key* a, const Key* b) noexcept nogil:
 cdef inline bint _lt(const Entry* a, const Entry* b, const Key* keys) noexcept nogil:
     if TF_LIKELY(a.key != b.key):
         return a.key < b.key
+    if a.tie != b.tie:
+        return a.tie < b.tie
     return _key_lt(&keys[a.slot], &keys[b.slot])
 
 
@@ -181,6 +224,8 @@ cdef class PriorityHeap:
         self._size = 0
         self._items = [None] * n
         self._seq = 0
+        self._tie_base = 0
+        self._tie_pushes = 0
         self._pushes = self._pops = self._updates = self._removes = 0
 
     def __dealloc__(self):
@@ -284,6 +329,7 @@ cdef class PriorityHeap:
         k.prio = p
         k.deadline = d
         self._heap[i].key = _pack(p, d)
+        self._heap[i].tie = _tie(p, d, k.seq, self._tie_base)
         self._updates += 1
         self._fix(i)
 
@@ -317,6 +363,8 @@ cdef class PriorityHeap:
     cdef object _insert(self, int64_t prio, double deadline, uint64_t seq, object item):
         if self._nfree == 0:
             raise HeapFullError(f"PriorityHeap is full (capacity {self._capacity})")
+        if seq > self._tie_base + TIE_SEQ_MAX:
+            self._rebase(seq)  # before the new entry joins: it is not filled in yet
         self._nfree -= 1
         cdef int32_t slot = self._free[self._nfree]
         cdef Py_ssize_t i = self._size
@@ -325,12 +373,11 @@ cdef class PriorityHeap:
         k.prio = prio
         k.deadline = deadline
         k.seq = seq
-        cdef Entry* e = &self._heap[i]
-        e.key = _pack(prio, deadline)
-        e.slot = slot
+        self._heap[i] = _entry(prio, deadline, seq, self._tie_base, slot)
         self._pos[slot] = <int32_t>i
         self._items[slot] = item
         self._pushes += 1
+        self._tie_pushes += 1
         self._fix(i)
         return (<uint64_t>self._gen[slot] << SLOT_BITS) | <uint64_t>slot
 
@@ -352,6 +399,19 @@ cdef class PriorityHeap:
         if self._size <= 2:
             return self._size - 1
         return 1 if _lt(&self._heap[2], &self._heap[1], self._keys) else 2
+
+    cdef void _rebase(self, uint64_t seq) noexcept nogil:
+        # Re-centre the tie window on a sequence number that fell above it. It costs a pass over
+        # the heap, so it waits until as many pushes as entries have gone by since the last one.
+        cdef Py_ssize_t i
+        cdef Key* k
+        if self._tie_pushes < <uint64_t>self._size:
+            return
+        self._tie_pushes = 0
+        self._tie_base = seq - (TIE_SEQ_MAX >> 1) if seq > (TIE_SEQ_MAX >> 1) else 0
+        for i in range(self._size):
+            k = &self._keys[self._heap[i].slot]
+            self._heap[i].tie = _tie(k.prio, k.deadline, k.seq, self._tie_base)
 
     cdef object _delete_at(self, Py_ssize_t i):
         cdef int32_t slot = self._heap[i].slot
