@@ -238,7 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     baseline = "HeapqBaseline methods" if args.wrapped else "inline heapq"
     print(f"push+pop, {args.keys} keys, {args.impl} heap vs {baseline}, "
-          f"{args.rounds} paired rounds of {args.batch} ops in chunks of {args.chunk}, {args.clock} time, gc off while timing")
+          f"{args.rounds} paired rounds of {args.batch} ops in chunks of {args.chunk}, "
+          f"{args.clock} time, gc off while timing")
     clock = CLOCKS[args.clock]
     results = [
         measure(size, args.rounds, args.batch, args.chunk, clock, heap_cls, args.wrapped, print,

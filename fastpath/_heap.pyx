@@ -84,7 +84,9 @@ cdef inline uint64_t _pack(int64_t prio, double deadline) noexcept nogil:
 cdef uint64_t TIE_SEQ_MAX = 0xFFFFFF
 
 
-cdef inline uint32_t _tie(int64_t prio, double deadline, uint64_t seq, uint64_t base) noexcept nogil:
+cdef inline uint32_t _tie(
+    int64_t prio, double deadline, uint64_t seq, uint64_t base
+) noexcept nogil:
     cdef uint64_t rel
     if <uint64_t>prio >= PRIO_CLAMP:
         return 0
@@ -141,7 +143,9 @@ cdef inline bint _min_level(Py_ssize_t i) noexcept nogil:
     return ((63 - __builtin_clzll(<unsigned long long>(i + 1))) & 1) == 0
 
 
-cdef inline bint _better(const Entry* a, const Entry* b, const Key* keys, bint is_min) noexcept nogil:
+cdef inline bint _better(
+    const Entry* a, const Entry* b, const Key* keys, bint is_min
+) noexcept nogil:
     return _lt(a, b, keys) if is_min else _lt(b, a, keys)
 
 
@@ -450,7 +454,9 @@ cdef inline void _swap(Entry* h, int32_t* pos, Py_ssize_t i, Py_ssize_t j) noexc
     pos[h[j].slot] = <int32_t>j
 
 
-cdef void _restore(Entry* h, const Key* keys, int32_t* pos, Py_ssize_t n, Py_ssize_t i) noexcept nogil:
+cdef void _restore(
+    Entry* h, const Key* keys, int32_t* pos, Py_ssize_t n, Py_ssize_t i
+) noexcept nogil:
     # Restore the min-max order after the key at position i was set arbitrarily.
     cdef Py_ssize_t parent
     if i == 0:
