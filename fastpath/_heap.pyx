@@ -50,10 +50,24 @@ cdef extern from *:
 # pattern (its top 64 - PRIO_BITS bits) below it. Packing is monotone: a key that comes first
 # never packs larger, so unequal packed keys order two entries exactly as their full keys do,
 # and equal ones (same priority and deadline -- FIFO ties -- or the rare near-equal deadline or
-# priority >= PRIO_CLAMP) fall back to comparing the full keys.
-cdef int PRIO_BITS = 8
-cdef uint64_t PRIO_CLAMP = (1 << 8) - 1
-cdef uint64_t SIGN_BIT = 0x8000000000000000
+# priority >= PRIO_CLAMP) go on to the tie-breaker.
+#
+# The tie-breaker, in the 4 bytes an Entry would otherwise pad with: the deadline's 8 bits the
+# key dropped, then the sequence number relative to a per-heap base, clamped to 24 bits. Also
+# monotone, so FIFO ties (one priority, one deadline) are decided in the entry itself instead of
+# by two random reads of the full keys, which decide only what both leave equal. Clamped
+# priorities get 0; sequence numbers outside the 2**24 window clamp to its ends, and _rebase
+# moves the window when new ones fall above it.
+cdef enum:
+    PRIO_BITS = 8
+    PRIO_CLAMP = 255
+    TIE_SEQ_MAX = 0xFFFFFF
+
+cdef extern from *:
+    """
+    #define TF_SIGN_BIT 0x8000000000000000ULL
+    """
+    const uint64_t SIGN_BIT "TF_SIGN_BIT"
 
 
 cdef inline uint64_t _order_bits(double deadline) noexcept nogil:
@@ -68,43 +82,15 @@ cdef inline uint64_t _order_bits(double deadline) noexcept nogil:
     return bits | SIGN_BIT
 
 
-cdef inline uint64_t _pack(int64_t prio, double deadline) noexcept nogil:
-    if <uint64_t>prio >= PRIO_CLAMP:
-        # Every priority from the clamp up packs the same: the full keys decide among them.
-        return PRIO_CLAMP << (64 - PRIO_BITS)
-    return (<uint64_t>prio << (64 - PRIO_BITS)) | (_order_bits(deadline) >> PRIO_BITS)
-
-
-# The tie-breaker, in the 4 bytes an Entry would otherwise pad with: among entries whose packed
-# keys are equal, the deadline's 8 bits the key dropped, then the sequence number relative to a
-# per-heap base, clamped to 24 bits. Also monotone, so FIFO ties (one priority, one deadline)
-# are decided in the entry itself instead of by two random reads of the full keys. Clamped
-# priorities get 0 (their full keys decide); sequence numbers outside the 2**24 window clamp to
-# its ends, and _rebase moves the window when new ones fall above it.
-cdef uint64_t TIE_SEQ_MAX = 0xFFFFFF
-
-
-cdef inline uint32_t _tie(
-    int64_t prio, double deadline, uint64_t seq, uint64_t base
-) noexcept nogil:
-    cdef uint64_t rel
-    if <uint64_t>prio >= PRIO_CLAMP:
-        return 0
-    rel = seq - base if seq >= base else 0
-    if rel > TIE_SEQ_MAX:
-        rel = TIE_SEQ_MAX
-    return <uint32_t>(((_order_bits(deadline) & 0xFF) << 24) | rel)
-
-
 cdef inline Entry _entry(
     int64_t prio, double deadline, uint64_t seq, uint64_t base, int32_t slot
 ) noexcept nogil:
-    # _pack and _tie in one: the deadline's bits are worked out once.
     cdef Entry e
     cdef uint64_t bits, rel
     e.slot = slot
     if <uint64_t>prio >= PRIO_CLAMP:
-        e.key = PRIO_CLAMP << (64 - PRIO_BITS)
+        # Every priority from the clamp up packs alike: the full keys decide among them.
+        e.key = (<uint64_t>PRIO_CLAMP) << (64 - PRIO_BITS)
         e.tie = 0
         return e
     bits = _order_bits(deadline)
@@ -119,7 +105,7 @@ cdef inline Entry _entry(
 def _packed_key(priority, deadline):
     """The packed key of ``(priority, deadline)``, after the checks ``push`` makes: for the
     property tests of the packing (tests/unit/test_heap_keys.py), not part of the API."""
-    return _pack(_check_priority(priority), _check_deadline(deadline))
+    return _entry(_check_priority(priority), _check_deadline(deadline), 0, 0, 0).key
 
 
 cdef bint _key_lt(const Key* a, const Key* b) noexcept nogil:
@@ -332,8 +318,7 @@ cdef class PriorityHeap:
         cdef Py_ssize_t i = self._pos[slot]
         k.prio = p
         k.deadline = d
-        self._heap[i].key = _pack(p, d)
-        self._heap[i].tie = _tie(p, d, k.seq, self._tie_base)
+        self._heap[i] = _entry(p, d, k.seq, self._tie_base, <int32_t>slot)
         self._updates += 1
         self._fix(i)
 
@@ -415,7 +400,7 @@ cdef class PriorityHeap:
         self._tie_base = seq - (TIE_SEQ_MAX >> 1) if seq > (TIE_SEQ_MAX >> 1) else 0
         for i in range(self._size):
             k = &self._keys[self._heap[i].slot]
-            self._heap[i].tie = _tie(k.prio, k.deadline, k.seq, self._tie_base)
+            self._heap[i] = _entry(k.prio, k.deadline, k.seq, self._tie_base, self._heap[i].slot)
 
     cdef object _delete_at(self, Py_ssize_t i):
         cdef int32_t slot = self._heap[i].slot
