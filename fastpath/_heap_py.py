@@ -7,6 +7,10 @@ scan every leaf. Positions are tracked per slot, so ``update`` and ``remove`` ar
 
 A handle is ``generation << 32 | slot``; the generation changes whenever a slot is freed,
 so a handle kept past its entry's departure is detected instead of hitting a newcomer.
+
+The compiled heap keeps the same order with packed keys and a bottom-up deletion (see
+``_heap.pyx``); only entries whose whole keys are equal -- possible through ``push_keyed`` alone
+-- may leave the two in different orders.
 """
 
 from __future__ import annotations
