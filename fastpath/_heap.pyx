@@ -173,7 +173,7 @@ cdef double _check_deadline_slow(object deadline) except? -1.0:
         # An int beyond a double's range: a ValueError like NaN's, and not an OverflowError,
         # which a caller could take for HeapFullError (an OverflowError too).
         raise ValueError(
-            f"deadline must fit a float, got {type(deadline).__name__} beyond 1.8e308"
+            f"deadline must fit a float, got {type(deadline).__name__} beyond ±1.8e308"
         ) from None
     if isnan(d):
         raise ValueError("deadline must not be NaN")
@@ -295,6 +295,7 @@ cdef class PriorityHeap:
         cdef Entry* b = &other._heap[0]
         if a.key != b.key:
             return a.key < b.key
+        # Not the tie-breakers: each heap counts its sequence numbers from its own base.
         return _key_lt(&self._keys[a.slot], &other._keys[b.slot])
 
     def pop_worst(self):

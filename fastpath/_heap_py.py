@@ -314,7 +314,7 @@ def _check_deadline(deadline: object) -> float:
         # An int beyond a double's range: a ValueError like NaN's, and not an OverflowError,
         # which a caller could take for HeapFullError (an OverflowError too).
         raise ValueError(
-            f"deadline must fit a float, got {type(deadline).__name__} beyond 1.8e308"
+            f"deadline must fit a float, got {type(deadline).__name__} beyond ±1.8e308"
         ) from None
     if math.isnan(d):
         raise ValueError("deadline must not be NaN")

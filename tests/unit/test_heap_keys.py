@@ -255,3 +255,34 @@ def test_fifo_ties_follow_the_sequence_over_its_whole_range(
         : len(live) // 2
     ]
     assert [h.pop() for _ in range(len(h))] == sorted(live)[: len(live) - len(live) // 2]
+
+
+@each_twin
+@settings(max_examples=60)
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "pop a", "pop b"]),
+            st.sampled_from([0, 2**24, 2**40, 2**40 + 10, 2**41]) | st.integers(0, 2**42),
+            st.sampled_from([1.0, 2.0]),
+        ),
+        min_size=1,
+        max_size=80,
+    )
+)
+def test_head_before_agrees_with_the_full_keys_across_heaps(
+    impl: str, ops: list[tuple[str, int, float]]
+) -> None:
+    # Two heaps whose tie windows moved differently: head_before must not compare their
+    # tie-breakers, only packed keys and then full keys.
+    heaps = {"a": twin(impl).PriorityHeap(len(ops)), "b": twin(impl).PriorityHeap(len(ops))}
+    for op, seq, deadline in ops:
+        if op.startswith("pop"):
+            if heaps[op[-1]]:
+                heaps[op[-1]].pop()
+        else:
+            heaps[op].push_keyed(4, deadline, seq, None)
+        a, b = heaps["a"], heaps["b"]
+        if a and b:
+            assert a.head_before(b) == (a.peek_key() < b.peek_key())
+            assert b.head_before(a) == (b.peek_key() < a.peek_key())
