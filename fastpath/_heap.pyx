@@ -4,11 +4,13 @@
 The algorithm, handle format and every error match the twin exactly; the shared test suite runs
 against both. What makes this one fast (benchmarks/heap_ratio.py, README "Heap benchmark"):
 
-- each heap position is a 16-byte ``Entry``: a packed 64-bit key and the slot, so one unsigned
-  comparison orders two entries and a node's four grandchildren share one cache line; the full
-  ``(priority, deadline, seq)`` lives per slot and is read only when two packed keys are equal;
+- each heap position is a 16-byte ``Entry``: a packed 64-bit key, a 32-bit tie-breaker and the
+  slot, so one unsigned comparison orders two entries and a node's four grandchildren share one
+  cache line; the full ``(priority, deadline, seq)`` lives per slot and is read only when both
+  packed fields are equal;
 - deletion is bottom-up (Floyd): the hole walks down reading only grandchild quads, picked by a
   branch-free tournament, with the next quads prefetched, and the last entry rises into it;
+- a pop prefetches the full-key line of the slot it frees, which the next push reuses;
 - ``binding=False``: the methods are plain C methods, not CyFunctions, which is a cheaper call.
 
 A push or pop touches no Python object but the item and the returned handle.
