@@ -7,6 +7,8 @@ from ._stats import HeapStatistics as HeapStatistics
 
 Key = tuple[int, float, int]
 
+def _packed_key(priority: int, deadline: float) -> int: ...
+
 class PriorityHeap:
     def __init__(self, capacity: int) -> None: ...
     @property

@@ -7,6 +7,10 @@ scan every leaf. Positions are tracked per slot, so ``update`` and ``remove`` ar
 
 A handle is ``generation << 32 | slot``; the generation changes whenever a slot is freed,
 so a handle kept past its entry's departure is detected instead of hitting a newcomer.
+
+The compiled heap keeps the same order with packed keys and a bottom-up deletion (see
+``_heap.pyx``); only entries whose whole keys are equal -- possible through ``push_keyed`` alone
+-- may leave the two in different orders.
 """
 
 from __future__ import annotations
@@ -304,7 +308,14 @@ def _check_priority(priority: int) -> int:
 def _check_deadline(deadline: object) -> float:
     if not isinstance(deadline, int | float) and not hasattr(deadline, "__float__"):
         raise TypeError(f"deadline must be a real number, got {type(deadline).__name__}")
-    d = float(deadline)
+    try:
+        d = float(deadline)
+    except OverflowError:
+        # An int beyond a double's range: a ValueError like NaN's, and not an OverflowError,
+        # which a caller could take for HeapFullError (an OverflowError too).
+        raise ValueError(
+            f"deadline must fit a float, got {type(deadline).__name__} beyond ±1.8e308"
+        ) from None
     if math.isnan(d):
         raise ValueError("deadline must not be NaN")
     return d
