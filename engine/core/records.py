@@ -192,8 +192,8 @@ def run_record(
     attempts, preemptions, error, output, output_stored, ready_us), times in integer
     microseconds after the run's creation; a step that completed at its first attempt,
     unpreempted, with no output is just its first three fields (the `steps` view fills in the
-    rest). Records are tuples of plain values, which
-    the cyclic collector stops tracking (lists it would walk at every pass).
+    rest). Records are tuples of plain values, which the cyclic collector stops tracking
+    (lists it would walk at every pass).
     """
     state = r.state
     terminal = state in _TERMINAL_RUN
