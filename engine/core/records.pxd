@@ -29,7 +29,7 @@ cdef class FinishedRuns:
     cdef public object last_id
     cdef public double finished_at
 
-    @cython.locals(record=tuple, out=JsonWriter, mark=Py_ssize_t, finished=double)
+    @cython.locals(record=tuple, fixed=list, out=JsonWriter, mark=Py_ssize_t, finished=double)
     cpdef add(self, Run r, double offset)
     @cython.locals(out=JsonWriter)
     cpdef str block(self)
@@ -55,7 +55,7 @@ cpdef bint _order_out(object r) except -1
 @cython.locals(s=SymbolState, at=double)
 cpdef tuple symbol_record(object s)
 
-@cython.locals(r=Run, st=StepRun, steps=list, attempts=int, at=double)
+@cython.locals(r=Run, st=StepRun, steps=list, attempts=int, at=double, ready=double)
 cpdef tuple _steps(object r, double trigger_at)
 
 @cython.locals(r=Run, terminal=bint, suspended=bint, trigger_at=double)

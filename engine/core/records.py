@@ -16,6 +16,7 @@ import msgspec
 
 from engine.core.events import DataReady
 from engine.core.fsm import RunState, StepState
+from engine.core.layout import CompletedRunRecord, StepRecord, position
 from engine.core.symbols import Phase, SymbolStatus
 from fastpath import jsonw as _jsonw
 
@@ -42,6 +43,12 @@ _COMMA = 0x2C
 # generic attribute lookup each (the interpreter's own specialisations do not apply there).
 _astuple = msgspec.structs.astuple
 _US_LIMIT = 9.2e18  # microseconds within a C long long
+# Positions the fallback paths read back (engine/core/layout.py declares every record; the
+# builders below write its fields in that order, which tests/unit/test_layout.py checks).
+_S_OUTPUT = position(StepRecord, "output")
+_S_STORED = position(StepRecord, "output_stored")
+_R_FINISHED = position(CompletedRunRecord, "finished_us")
+_R_STEPS = position(CompletedRunRecord, "steps")
 
 
 def _us(x: float) -> int:
@@ -84,11 +91,14 @@ def _fix_outputs(steps: tuple[tuple[Any, ...], ...]) -> tuple[tuple[Any, ...], .
     field says so; recovery runs such a run again from its first step), the rest intact."""
     fixed = []
     for step in steps:
-        if len(step) > 3:
+        if len(step) > _S_OUTPUT:
             try:
-                _encode(step[7])
+                _encode(step[_S_OUTPUT])
             except _UNENCODABLE:
-                step = (*step[:7], None, False)
+                missing = list(step)
+                missing[_S_OUTPUT] = None
+                missing[_S_STORED] = False
+                step = tuple(missing)
         fixed.append(step)
     return tuple(fixed)
 
@@ -154,9 +164,12 @@ def _steps(r: Any, trigger_at: float) -> tuple[tuple[Any, ...], ...]:
         ):
             steps.append((st.spec.name, start_us, end_us))  # the common case, in short
         else:
+            # 0.0: not queued since the daemon started (a step restored completed).
+            ready = st.ready_at
+            ready_us = None if ready == 0.0 else int((ready - trigger_at) * 1e6)
             steps.append((
                 st.spec.name, start_us, end_us, sstate._value_, attempts, st.preemptions,
-                None if error is None else clean_text(error), output, True,
+                None if error is None else clean_text(error), output, True, ready_us,
             ))
     return tuple(steps)
 
@@ -175,11 +188,12 @@ def run_record(
     the same tick, so its row would only cost. Where routes overlap, such a re-trigger would
     also redo the other workflows' finished runs for that tick, so those runs are stored; so
     are runs stored before (adopted at start) and runs with an order step running.
-    A step is ``(name, started_us, finished_us, state, attempts, preemptions, error, output,
-    output_stored)``, times in integer microseconds after the run's creation; a step that
-    completed at its first attempt, unpreempted, with no output is just its first three
-    fields (the `steps` view fills in the rest). Records are tuples of plain values, which
-    the cyclic collector stops tracking (lists it would walk at every pass).
+    A step is a :class:`engine.core.layout.StepRecord` (name, started_us, finished_us, state,
+    attempts, preemptions, error, output, output_stored, ready_us), times in integer
+    microseconds after the run's creation; a step that completed at its first attempt,
+    unpreempted, with no output is just its first three fields (the `steps` view fills in the
+    rest). Records are tuples of plain values, which the cyclic collector stops tracking
+    (lists it would walk at every pass).
     """
     state = r.state
     terminal = state in _TERMINAL_RUN
@@ -363,9 +377,11 @@ class FinishedRuns:
             try:
                 out.value(record)
             except _UNENCODABLE:
-                out.value((*record[:7], _fix_outputs(record[7]), *record[8:]))
+                fixed = list(record)
+                fixed[_R_STEPS] = _fix_outputs(record[_R_STEPS])
+                out.value(tuple(fixed))
             out.byte(_COMMA)
-            finished = record[6] / 1e6
+            finished = record[_R_FINISHED] / 1e6
         self.count += 1
         rid = r.id
         if self.first_id == 0 or rid < self.first_id:

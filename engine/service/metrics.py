@@ -20,6 +20,7 @@ factor of 1.41) above. ``_sum`` and ``_count`` are exact.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
@@ -36,11 +37,13 @@ from engine import __version__
 from engine.core.stats import RUN_OUTCOMES, STEP_OUTCOMES
 from engine.intake import REJECT_REASONS
 from engine.service.reload import RELOAD_OUTCOMES
+from engine.storage.writer import BATCH_BOUNDS
 from fastpath.latency import LatencyHistogram, bucket_edge_seconds
 
 if TYPE_CHECKING:
     from engine.service.daemon import Engine
     from engine.service.loopmon import LoopMonitor
+    from engine.storage.writer import StorageWriter
 
 __all__ = [
     "BUCKET_BOUNDS",
@@ -102,6 +105,10 @@ class EngineCollector(Collector):
     def _intake(self) -> Iterator[Metric]:
         intake = getattr(self.engine, "intake", None)
         yield from _intake_families(intake.statistics() if intake is not None else None)
+
+    def _storage(self) -> Iterator[Metric]:
+        persistence = getattr(self.engine, "persistence", None)
+        yield from _storage_families(persistence.writer if persistence is not None else None)
 
     def collect(self) -> Iterator[Metric]:
         engine = self.engine
@@ -293,6 +300,7 @@ class EngineCollector(Collector):
         )
 
         yield from self._intake()
+        yield from self._storage()
 
         monitor = self.loop_monitor
         yield GaugeMetricFamily(
@@ -346,6 +354,73 @@ def _intake_families(stats: Any) -> Iterator[Metric]:
         "Times the network intake stopped reading a client to wait (storage or the client).",
         value=get("backpressure_waits"),
     )
+
+
+_BATCH_LE: Final[tuple[str, ...]] = tuple(f"{float(b)!r}" for b in BATCH_BOUNDS)
+
+
+def _storage_families(writer: StorageWriter | None) -> Iterator[Metric]:
+    """The storage writer's statistics (docs/storage.md); all zero when storage is off, so
+    the series exist from the start either way."""
+    stats = writer.statistics() if writer is not None else None
+
+    def get(name: str) -> float:
+        return 0.0 if stats is None else float(getattr(stats, name))
+
+    yield CounterMetricFamily(
+        "tickflow_storage_commits", "Commits the storage writer made.", value=get("commits")
+    )
+    yield CounterMetricFamily(
+        "tickflow_storage_records",
+        "Changes committed: journal records, symbol and run records, orders.",
+        value=get("records"),
+    )
+    duration = HistogramMetricFamily(
+        "tickflow_storage_commit_duration_seconds",
+        "Time a commit took, from handing its statement to SQLite to its result.",
+    )
+    batch = HistogramMetricFamily(
+        "tickflow_storage_commit_records", "Changes committed per commit."
+    )
+    if writer is not None:
+        hist = writer.commit_duration
+        duration.add_metric([], _histogram_buckets(hist), hist.total)
+        cumulative = list(itertools.accumulate(writer.batch_counts))
+        batch.add_metric(
+            [], [*zip(_BATCH_LE, map(float, cumulative[:-1]), strict=True),
+                 ("+Inf", float(cumulative[-1]))],
+            get("records"),
+        )
+    else:
+        duration.add_metric([], _histogram_buckets(LatencyHistogram()), 0.0)
+        batch.add_metric([], [*((le, 0.0) for le in _BATCH_LE), ("+Inf", 0.0)], 0.0)
+    yield duration
+    yield batch
+    yield GaugeMetricFamily(
+        "tickflow_storage_backlog", "Changes waiting for the storage writer's next commit.",
+        value=get("backlog"),
+    )
+    yield GaugeMetricFamily(
+        "tickflow_storage_backlog_max",
+        "The backlog bound (storage.backlog_max) past which intake waits.",
+        value=get("backlog_max"),
+    )
+    yield CounterMetricFamily(
+        "tickflow_storage_backpressure_waits",
+        "Times intake waited because the storage backlog was at its bound.",
+        value=get("backpressure_waits"),
+    )
+    yield CounterMetricFamily(
+        "tickflow_storage_pruned", "Rows and blocks deleted by retention.", value=get("pruned")
+    )
+    errors = CounterMetricFamily(
+        "tickflow_storage_errors",
+        "Storage writes that failed, by operation (a failed commit stops the writer).",
+        labels=["operation"],
+    )
+    errors.add_metric(["commit"], get("commit_errors"))
+    errors.add_metric(["prune"], get("prune_errors"))
+    yield errors
 
 
 def build_registry(

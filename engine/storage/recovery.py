@@ -11,6 +11,7 @@ import msgspec
 
 from engine.core.errors import StorageError
 from engine.core.events import Tick
+from engine.core.layout import StepRecord
 from engine.core.symbols import SymbolRow, SymbolTable
 from strategies.broker import SNAPSHOT_VERSION, PaperBroker
 
@@ -19,7 +20,7 @@ from ..config import BrokerSettings
 __all__ = ["LoadedState", "RecoveryReport", "StoredRun", "load_state"]
 
 _decode_tick = msgspec.json.Decoder(Tick).decode
-_decode_steps = msgspec.json.Decoder(list[list[Any]]).decode
+_decode_steps = msgspec.json.Decoder(list[StepRecord]).decode
 
 
 class StoredStep(msgspec.Struct, frozen=True):
@@ -83,7 +84,7 @@ async def load_state(
 ) -> LoadedState:
     try:
         return await _load(conn, symbols, broker_settings, order_memory)
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, StorageError) as exc:
         raise StorageError(f"{path}: cannot read state: {exc}") from exc
 
 
@@ -175,14 +176,19 @@ async def _load(
         "WHERE state IN ('pending', 'running') ORDER BY id"
     ) as cur:
         async for r in cur:
-            # A step: [name, started_us, finished_us, state, attempts, preemptions, error,
-            # output, output_stored], or its first three fields alone for a step completed at
-            # its first attempt without output (engine/core/records.py, run_record).
+            try:
+                steps = _decode_steps(r[4]) if r[4] is not None else []
+            except msgspec.DecodeError as exc:
+                # Not a record this tickflow wrote: starting would lose or redo the run's
+                # work silently, so the file is left for the operator to look at.
+                raise StorageError(
+                    f"run {r[0]} in run_rows: its steps are not step records "
+                    f"(engine/core/layout.py, StepRecord): {exc}"
+                ) from exc
             completed = tuple(
-                StoredStep(s[0], None, 1, True, s[1], s[2]) if len(s) == 3
-                else StoredStep(s[0], s[7], s[4], bool(s[8]), s[1], s[2], s[5])
-                for s in (_decode_steps(r[4]) if r[4] is not None else ())
-                if len(s) == 3 or s[3] == "completed"
+                StoredStep(s.name, s.output, s.attempts, bool(s.output_stored), s.started_us,
+                           s.finished_us, s.preemptions)
+                for s in steps if s.state == "completed"
             )
             stored.append(
                 StoredRun(r[0], r[1], r[2], _decode_tick(r[3]), completed, _instant(r[5]))

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import aiosqlite
 import msgspec
 
+from engine.core.layout import RunRowRecord, position
 from engine.core.records import FinishedRuns, run_rows, steps_json, symbol_batch
 from engine.core.runs import Run
 from engine.core.symbols import SymbolState
@@ -187,10 +188,19 @@ class Rows:
             )
 
 
+_TICK = position(RunRowRecord, "tick")
+_STEPS = position(RunRowRecord, "steps")
+
+
 def _runs_json(rows: list[tuple[Any, ...]]) -> str:
-    """The rows of `run_rows` (:func:`engine.core.records.run_record`) as one JSON array, the
-    encoded tick and steps of each embedded as they are."""
+    """The rows of `run_rows` (:func:`engine.core.records.run_record`, a
+    :class:`~engine.core.layout.RunRowRecord` each) as one JSON array, the encoded tick and
+    steps of each embedded as they are."""
     raw = msgspec.Raw
-    return _encode([
-        (*row[:6], raw(row[6]), *row[7:11], raw(steps_json(row[11]))) for row in rows
-    ]).decode()
+    out = []
+    for row in rows:
+        fields = list(row)
+        fields[_TICK] = raw(row[_TICK])
+        fields[_STEPS] = raw(steps_json(row[_STEPS]))
+        out.append(fields)
+    return _encode(out).decode()

@@ -6,9 +6,11 @@ written by a newer tickflow is refused (never downgraded or overwritten).
 
 from __future__ import annotations
 
+from engine.storage.views import RUNS_VIEW, STEPS_VIEW
+
 __all__ = ["MIGRATIONS", "PRAGMAS", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # v1: the first release of the schema.
 _V1 = """
@@ -305,7 +307,20 @@ CREATE TRIGGER commits_insert INSTEAD OF INSERT ON commits BEGIN
 END
 """
 
-MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5}
+# v6: a step stored in full (retried, preempted, failed, in flight or with an output) also
+# says when it was last queued ready to run: `ready_us`, appended to its record
+# (engine/core/layout.py, StepRecord), read by the view `steps` as `ready_at`. Records stored
+# before have no such field: the view reads null. From this version on, the views that read
+# run and step records are generated from the records' declarations (engine/storage/views.py);
+# `steps` reads `runs` by name, so both are made again.
+_V6 = f"""
+DROP VIEW steps;
+DROP VIEW runs;
+{RUNS_VIEW};
+{STEPS_VIEW}
+"""
+
+MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6}
 
 # WAL lets `tickflow status` read while the daemon writes. synchronous=NORMAL in WAL mode makes
 # every commit durable against a process crash (kill -9) -- the WAL frames are in the OS before

@@ -15,13 +15,14 @@ slow down) instead of growing memory or dropping state; each such wait is counte
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import sqlite3
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import aiosqlite
 import msgspec
@@ -29,6 +30,7 @@ import msgspec
 from engine.core.errors import StorageError
 from engine.core.records import JournalLog
 from engine.core.symbols import SymbolTable
+from fastpath.latency import LatencyHistogram
 
 from .rows import Journal, Rows
 
@@ -36,18 +38,24 @@ if TYPE_CHECKING:
     from engine.core.coordinator import Coordinator
     from strategies.broker import PaperBroker
 
-__all__ = ["StorageWriter", "WriterStatistics"]
+__all__ = ["BATCH_BOUNDS", "StorageWriter", "WriterStatistics"]
 
 log = logging.getLogger("tickflow.storage")
+BATCH_BOUNDS: Final[tuple[int, ...]] = (1, 10, 100, 1_000, 10_000, 100_000)
+"""Upper bounds of the records-per-commit buckets (:attr:`StorageWriter.batch_counts`)."""
+
+
 class WriterStatistics(msgspec.Struct, frozen=True, kw_only=True):
     commits: int
-    records: int
+    records: int  # changes committed: journal records, symbols, runs, orders, dropped runs
     backlog: int
     backlog_max: int
     committed_seq: int
     backpressure_waits: int
     last_commit_s: float
     pruned: int
+    commit_errors: int = 0  # a failed commit stops the writer: 0 or 1
+    prune_errors: int = 0
 
 
 class StorageWriter:
@@ -106,6 +114,12 @@ class StorageWriter:
         self.backpressure_waits = 0
         self.last_commit_s = 0.0
         self.pruned = 0
+        self.commit_errors = 0
+        self.prune_errors = 0
+        # How long each commit took (building its rows excluded) and how many records it
+        # held: one bucket increment each per commit, read by the metrics collector.
+        self.commit_duration = LatencyHistogram()
+        self.batch_counts = [0] * (len(BATCH_BOUNDS) + 1)  # the last: above every bound
 
     # -- the hot path: O(1), never awaits ---------------------------------------------------
 
@@ -328,15 +342,18 @@ class StorageWriter:
             # Its records are gone with it: committing later batches on top would leave a hole
             # (later state without the runs, orders or fills that led to it). Stop writing.
             self._broken = exc
+            self.commit_errors += 1
             self._fail_waiters(exc)
             raise StorageError(f"{self.path}: commit failed, stopping: {exc}") from exc
 
     def _committed(
         self, journal: Journal, count: int, started: float
     ) -> None:
-        self.last_commit_s = time.perf_counter() - started
+        elapsed = self.last_commit_s = time.perf_counter() - started
         self.commits += 1
         self.records += count
+        self.commit_duration.record(elapsed)
+        self.batch_counts[bisect.bisect_left(BATCH_BOUNDS, count)] += 1
         if journal.records:
             self._committed_seq = journal.last_seq
             self._wake_waiters()
@@ -379,6 +396,7 @@ class StorageWriter:
                         break
                     await asyncio.sleep(0)  # let commits of fresh work go first
         except sqlite3.Error as exc:
+            self.prune_errors += 1
             raise StorageError(f"{self.path}: retention pruning failed: {exc}") from exc
         self.pruned += total
         return total
@@ -393,6 +411,8 @@ class StorageWriter:
             backpressure_waits=self.backpressure_waits,
             last_commit_s=self.last_commit_s,
             pruned=self.pruned,
+            commit_errors=self.commit_errors,
+            prune_errors=self.prune_errors,
         )
 
     def _wake_waiters(self) -> None:

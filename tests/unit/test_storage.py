@@ -678,8 +678,8 @@ def test_a_completed_run_with_an_output_that_cannot_be_encoded_costs_only_that_o
     records = msgspec.json.decode(finished.block())
     assert [r[0] for r in records] == [1, 2, 3]
     assert (finished.count, finished.first_id, finished.last_id) == (3, 1, 3)
-    assert records[0][7][0] == ["a", 0, 500000, "completed", 1, 0, None, {"z": 1.5}, True]
-    assert records[1][7][0] == ["a", 0, 500000, "completed", 1, 0, None, None, False]
+    assert records[0][7][0] == ["a", 0, 500000, "completed", 1, 0, None, {"z": 1.5}, True, None]
+    assert records[1][7][0] == ["a", 0, 500000, "completed", 1, 0, None, None, False, None]
     assert records[2][7][0] == ["a", 0, 500000]  # no output: the short form
     # [id, workflow, symbol, priority, tick_ts, created_us, finished_us, steps]: wall time in
     # integer microseconds; outcome and error are left out when "completed" and none.
@@ -860,7 +860,7 @@ def test_a_failure_late_in_the_commit_statement_keeps_nothing_of_it(tmp_path: Pa
     conn.close()
 
 
-def test_a_v4_file_with_data_is_migrated_to_v5_and_commits_through_the_view(
+def test_a_v4_file_with_data_is_migrated_and_commits_through_the_view(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "t.db"
@@ -886,7 +886,9 @@ def test_a_v4_file_with_data_is_migrated_to_v5_and_commits_through_the_view(
 
     asyncio.run(scenario())
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("5",)
+    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (
+        str(SCHEMA_VERSION),
+    )
     assert conn.execute("SELECT value FROM meta WHERE key='max_seq'").fetchone() == ("42",)
     assert conn.execute("SELECT id, state FROM runs").fetchall() == [(7, "running")]
     assert conn.execute("SELECT seq FROM journal").fetchall() == [(42,)]
