@@ -8,19 +8,28 @@ async, thread) decided once at load instead of per step.
 
 from __future__ import annotations
 
-from types import MappingProxyType
+import hashlib
 
 from engine.config.loader import effective_run_in, resolve_action
+from engine.config.params import decode_params
 from engine.config.schema import Config, Workflow
-from engine.core.context import sends_orders_flag
 from engine.core.runs import StepDef, WorkflowDef
+from engine.core.strategy import sends_orders_flag
 from engine.core.workflow import ExecKind
 
 __all__ = ["compile_workflow", "compile_workflows"]
 
 
-def compile_workflow(name: str, wf: Workflow) -> WorkflowDef:
-    """Resolve the actions of ``wf``, order its steps topologically and index the DAG."""
+def step_seed(seed: int, workflow: str, step: str) -> int:
+    """The seed of a step's own rng (``StepContext.rng`` mixes in the run id): stable across
+    processes and Python versions, unlike ``hash()``."""
+    digest = hashlib.blake2b(f"{seed}\0{workflow}\0{step}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def compile_workflow(name: str, wf: Workflow, *, seed: int = 0) -> WorkflowDef:
+    """Resolve the actions of ``wf``, order its steps topologically and index the DAG.
+    ``seed``: the config's ``engine.seed``, from which each step's rng seed derives."""
     order = wf.topological_order()
     index = {step_name: i for i, step_name in enumerate(order)}
     steps: list[StepDef] = []
@@ -39,9 +48,10 @@ def compile_workflow(name: str, wf: Workflow) -> WorkflowDef:
                 cfg.retry,
                 # Inline steps never suspend, so nothing could interrupt them mid-way anyway.
                 cfg.preemptible and kind is not ExecKind.INLINE,
-                MappingProxyType(dict(cfg.params)),
+                decode_params(fn, cfg.params),
                 tuple(index[d] for d in cfg.depends_on),
                 sends_orders_flag(fn),
+                step_seed(seed, name, step_name),
             )
         )
     return WorkflowDef(
@@ -57,4 +67,7 @@ def compile_workflow(name: str, wf: Workflow) -> WorkflowDef:
 
 
 def compile_workflows(config: Config) -> dict[str, WorkflowDef]:
-    return {name: compile_workflow(name, wf) for name, wf in config.workflows.items()}
+    seed = config.engine.seed
+    return {
+        name: compile_workflow(name, wf, seed=seed) for name, wf in config.workflows.items()
+    }

@@ -25,10 +25,9 @@ import types
 from collections.abc import Generator
 from typing import Any, Protocol
 
-from engine.core.context import StepContext
 from engine.core.flow import STREAK_SECONDS, STREAK_STEPS, Agent, DispatcherCore
 from engine.core.fsm import Interrupt, StepState
-from engine.core.runs import StepRun
+from engine.core.runs import StepContext, StepRun
 from engine.core.stats import DispatcherStatistics
 
 __all__ = [

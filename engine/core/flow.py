@@ -365,7 +365,7 @@ class CoordinatorCore:
     # -- hooks the dispatcher calls for every step ------------------------------------------
 
     def make_context(self, step: Any) -> Any:
-        return step.context(self.market, self.broker, self.risk, self.rng, self._wall)
+        return step.context(self.market, self.broker, self.risk, self._wall)
 
     def step_started(self, step: Any, now: float) -> None:
         run = step.run

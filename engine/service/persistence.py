@@ -1,8 +1,10 @@
 """Attaching storage to the daemon's engine: open and recover at start, record every change,
-close. It is wiring (it knows the engine and the paper broker), so it lives in the service layer.
+close. It is wiring (it knows the engine and hands the stored books to its broker), so it lives
+in the service layer.
 
 The engine calls, in order: :meth:`open` (before its coordinator exists: restores symbols and
-the broker), :meth:`attach` (hooks the coordinator, resumes stored runs), runs
+the broker's books through ``Broker.restore``), :meth:`attach` (hooks the coordinator, resumes
+stored runs), runs
 :meth:`StorageWriter.run_forever` in its task group, and :meth:`close` after the drain.
 """
 
@@ -45,14 +47,12 @@ class Persistence:
             self.path, synchronous=s.synchronous, busy_timeout_ms=s.busy_timeout_ms
         )
         try:
-            loaded = await load_state(
-                conn, str(self.path), self.engine.symbols, self.engine.config.broker
-            )
+            loaded = await load_state(conn, str(self.path), self.engine.symbols)
+            if loaded.books is not None:
+                self.engine.broker.restore(loaded.books)
         except BaseException:
             await conn.close()
             raise
-        if loaded.broker is not None:
-            self.engine.broker = loaded.broker
         self._loaded = loaded
         self.writer = StorageWriter(
             conn,

@@ -28,7 +28,7 @@ import msgspec
 from engine.config import Config, compile_workflows, load_config_with_digest
 from engine.core.errors import ConfigError
 from engine.service.sdnotify import Notifier
-from strategies.risk import RiskLimits
+from engine.service.trading import risk_limits
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -113,14 +113,7 @@ def apply_config(engine: Engine, new: Config, digest: str) -> ReloadReport:
 
     risk_changed = old.risk != new.risk
     if risk_changed:
-        r = new.risk
-        engine.risk.set_limits(
-            RiskLimits(
-                max_position=r.max_position,
-                max_notional=r.max_notional,
-                max_orders_per_sec=r.max_orders_per_sec,
-            )
-        )
+        engine.risk.set_limits(risk_limits(new.risk))
     if old.admin != new.admin:
         applied += _changed_fields(old.admin, new.admin, "admin")
 

@@ -34,7 +34,7 @@ from .rows import Journal, Rows
 
 if TYPE_CHECKING:
     from engine.core.flow import CoordinatorCore
-    from strategies.broker import PaperBroker
+    from engine.core.orders import Broker
 
 __all__ = ["StorageWriter", "WriterStatistics"]
 
@@ -56,7 +56,7 @@ class StorageWriter:
         conn: aiosqlite.Connection,
         *,
         path: str,
-        broker: PaperBroker,
+        broker: Broker,
         wall: Callable[[], float],
         next_seq: int,
         mono: Callable[[], float] = time.monotonic,
