@@ -95,7 +95,7 @@ class StepDef:
         timeout_s: float,
         retry: Any,
         preemptible: bool,
-        params: Mapping[str, Any],
+        params: Any,  # the action's params struct, or a read-only mapping
         deps: tuple[int, ...],
         sends_orders: bool,
         seed: int = 0,
