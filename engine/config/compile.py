@@ -66,8 +66,11 @@ def compile_workflow(name: str, wf: Workflow, *, seed: int = 0) -> WorkflowDef:
     )
 
 
-def compile_workflows(config: Config) -> dict[str, WorkflowDef]:
-    seed = config.engine.seed
+def compile_workflows(config: Config, *, seed: int | None = None) -> dict[str, WorkflowDef]:
+    """Every workflow of ``config``; ``seed`` overrides ``config.engine.seed`` (a reload keeps
+    the running seed: it is fixed for the process)."""
+    if seed is None:
+        seed = config.engine.seed
     return {
         name: compile_workflow(name, wf, seed=seed) for name, wf in config.workflows.items()
     }

@@ -94,7 +94,9 @@ def apply_config(engine: Engine, new: Config, digest: str) -> ReloadReport:
         else:
             restart.append(section)
 
-    workflows = compile_workflows(new)  # actions were resolved by the loader: cannot fail here
+    # Actions were resolved by the loader: cannot fail here. engine.seed is fixed for the
+    # process, so the steps' rng seeds derive from the running one.
+    workflows = compile_workflows(new, seed=old.engine.seed)
     added = tuple(sorted(set(new.workflows) - set(old.workflows)))
     removed = tuple(sorted(set(old.workflows) - set(new.workflows)))
     changed = tuple(
