@@ -15,7 +15,7 @@ from engine.config import compile_workflows, load_config, loads_config
 from engine.config.compile import step_seed
 from engine.config.params import decode_params
 from engine.core.errors import ConfigError, StrategyError
-from engine.core.runs import StepRun
+from engine.core.runs import Run
 from engine.core.strategy import (
     Broker,
     MarketData,
@@ -26,6 +26,7 @@ from engine.core.strategy import (
     params_type,
     strategy_params,
 )
+from engine.core.symbols import SymbolState
 from strategies.broker import PaperBroker
 from strategies.hft import OrderParams, SignalParams, calculate_signal, execute_order
 from strategies.risk import RiskLimits, RiskManager
@@ -138,15 +139,10 @@ def test_the_engine_gives_each_step_its_own_rng_not_the_engines() -> None:
     assert steps[0].seed != steps[1].seed
     assert step_seed(11, "w", "a") == step_seed(11, "w", "a") != step_seed(12, "w", "a")
 
-    class _Run:  # the fields StepRun.context reads
-        id = 41
-        workflow = type("W", (), {"name": "w"})()
-        symbol = type("S", (), {"name": SYM})()
-        tick = Tick(SYM, 0.0, 1.0)
-        outputs: dict[str, Any] = {}
-
+    workflow = compile_workflows(config)["w"]
+    run = Run(41, workflow, SymbolState(1, SYM, 0), Tick(SYM, 0.0, 1.0), 0, 0.0)
     engine_rng = random.Random(11)
-    ctx = StepRun(_Run(), steps[0]).context(  # type: ignore[arg-type]
+    ctx = run.steps[0].context(
         MarketData(), PaperBroker(), RiskManager(RiskLimits(), lambda: 0.0), lambda: 0.0
     )
     expected = random.Random(steps[0].seed * 2**64 + 41).random()
