@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from engine.core.events import Tick
 
 __all__ = [
+    "Books",
     "Broker",
     "BrokerBooks",
     "BrokerStatistics",
@@ -159,19 +160,13 @@ class OrderResult(msgspec.Struct, frozen=True):
 
 
 @runtime_checkable
-class Broker(Protocol):
-    """What the engine needs of a broker. Orders are idempotent by ``client_order_id``."""
+class Books(Protocol):
+    """A broker's books, read-only: what a step sees as ``ctx.broker``. Sending goes through
+    ``ctx.submit_order``, which adds the risk checks."""
 
     @property
     def default_qty(self) -> float:
         """The order size a step gets when it names none."""
-        ...
-
-    def submit(
-        self, client_order_id: str, symbol: str, side: Side | str, qty: float,
-        last_price: float, ts: float,
-    ) -> Fill:
-        """Execute now, or return the original fill if ``client_order_id`` was seen."""
         ...
 
     def fill_for(self, client_order_id: str) -> Fill | None:
@@ -181,6 +176,18 @@ class Broker(Protocol):
     def position(self, symbol: str) -> Position: ...
 
     def statistics(self, marks: Mapping[str, float] | None = None) -> BrokerStatistics: ...
+
+
+@runtime_checkable
+class Broker(Books, Protocol):
+    """What the engine needs of a broker. Orders are idempotent by ``client_order_id``."""
+
+    def submit(
+        self, client_order_id: str, symbol: str, side: Side | str, qty: float,
+        last_price: float, ts: float,
+    ) -> Fill:
+        """Execute now, or return the original fill if ``client_order_id`` was seen."""
+        ...
 
     def snapshot(self) -> BrokerBooks:
         """The books now, for storage."""

@@ -32,6 +32,7 @@ import msgspec
 from engine.core.errors import BrokerError, DuplicateOrderError, StrategyError, TickflowError
 from engine.core.events import Tick
 from engine.core.orders import (
+    Books,
     Broker,
     BrokerBooks,
     BrokerStatistics,
@@ -51,6 +52,7 @@ __all__ = [
     "CHEAP_ATTR",
     "PARAMS_ATTR",
     "SENDS_ORDERS_ATTR",
+    "Books",
     "Broker",
     "BrokerBooks",
     "BrokerError",
@@ -130,8 +132,8 @@ class Context(Protocol[P_co]):
         """Recent ticks of every symbol (``latest(symbol)``, ``window(symbol, n)``)."""
         ...
     @property
-    def broker(self) -> Broker:
-        """The books, for reading (positions, statistics): orders go through submit_order."""
+    def broker(self) -> Books:
+        """The books, read-only (positions, statistics): orders go through submit_order."""
         ...
     @property
     def risk(self) -> Risk: ...
