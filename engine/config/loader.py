@@ -424,8 +424,9 @@ def _semantic_errors(config: Config, shown: str) -> Iterator[ConfigError]:
 
     yield from (error(key, message) for key, message in _non_finite(config, "$"))
 
-    # Strategy folders go on the import path before any action resolves.
-    folders = config.strategies.paths
+    # Strategy folders go on the import path before any action resolves (a Config built by
+    # hand, not loaded from a file, may leave them unset: none then).
+    folders = config.strategies.paths or ()
     broken = dict(folder_errors(folders))
     for index, problem in broken.items():
         yield error(f"$.strategies.paths[{index}]", problem)

@@ -300,11 +300,13 @@ class StrategiesSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True
 
     ``paths``: folders put at the front of the import path before actions resolve, the first
     listed searched first; relative ones are relative to the config file's folder (for a config
-    given as a string, the working directory). The loader stores them absolute. Default: the
-    config's own folder, so ``mystrats.py`` beside the config is found as ``mystrats``.
+    given as a string, the working directory). The loader stores them absolute. Unset: the
+    config's own folder, so ``mystrats.py`` beside the config is found as ``mystrats`` -- unless
+    that folder is itself a Python package (it holds ``__init__.py``: the config is a package's
+    data file, like the default config inside ``engine/``), which must not become an import root.
     """
 
-    paths: tuple[str, ...] = (".",)
+    paths: tuple[str, ...] | None = None
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -20,8 +20,17 @@ from pathlib import Path
 __all__ = ["folder_errors", "resolve_folders", "use_strategy_paths"]
 
 
-def resolve_folders(paths: Iterable[str], base_dir: Path) -> tuple[str, ...]:
-    """``paths`` as absolute folders: ``~`` expanded, relative ones against ``base_dir``."""
+def resolve_folders(paths: Iterable[str] | None, base_dir: Path) -> tuple[str, ...]:
+    """``paths`` as absolute folders: ``~`` expanded, relative ones against ``base_dir``.
+
+    ``None`` (the key unset) is ``base_dir`` itself, unless it is a package's folder: a config
+    shipped inside a package (``engine/default.toml``) would otherwise make the package's own
+    folder an import root, and its modules importable twice under two names.
+    """
+    if paths is None:
+        if (base_dir / "__init__.py").exists():
+            return ()
+        paths = (".",)
     return tuple(
         os.path.normpath(os.path.join(base_dir, os.path.expanduser(p))) for p in paths
     )

@@ -311,3 +311,20 @@ def test_an_order_sending_action_may_not_run_in_a_thread(tmp_path: Path, elsewhe
     (tmp_path / "user_strats_c.py").write_text(USER_MODULE)
     with pytest.raises(ConfigError, match=r"steps\[0\]\.run_in: .*sends orders and would run"):
         load_config(user_config(tmp_path, "user_strats_c:threaded_order"))
+
+
+def test_a_config_inside_a_package_does_not_make_the_package_an_import_root(
+    tmp_path: Path, elsewhere: Path
+) -> None:
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    assert load_config(user_config(package, "strategies.hft:collect_data")).strategies.paths == ()
+    shipped = Path(__file__).resolve().parents[2] / "engine" / "default.toml"
+    assert load_config(shipped).strategies.paths == ()
+    assert str(shipped.parent) not in sys.path
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert load_config(user_config(plain, "strategies.hft:collect_data")).strategies.paths == (
+        str(plain),
+    )
