@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from engine.core.errors import BrokerError, StorageError
 from engine.core.runs import StepRun
 from engine.core.symbols import SymbolStatus
 from engine.storage.db import default_db_path, open_database
@@ -49,7 +50,10 @@ class Persistence:
         try:
             loaded = await load_state(conn, str(self.path), self.engine.symbols)
             if loaded.books is not None:
-                self.engine.broker.restore(loaded.books)
+                try:
+                    self.engine.broker.restore(loaded.books)
+                except BrokerError as exc:
+                    raise StorageError(f"{self.path}: cannot restore the broker: {exc}") from exc
         except BaseException:
             await conn.close()
             raise
