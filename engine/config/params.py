@@ -11,10 +11,7 @@ read-only mapping.
 
 from __future__ import annotations
 
-import difflib
-import json
 import math
-import re
 from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -26,24 +23,6 @@ from engine.core.strategy import params_type
 
 __all__ = ["decode_params", "params_errors"]
 
-_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def _key(name: str) -> str:
-    return f".{name}" if _IDENT_RE.match(name) else f"[{json.dumps(name)}]"
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    return str(value)
-
 
 def params_errors(
     fn: Callable[..., Any], raw: Mapping[str, Any], here: str
@@ -53,19 +32,18 @@ def params_errors(
     cls = params_type(fn)
     if cls is None:
         return
+    # The loader's renderings, so params read like every other config error (imported here:
+    # the loader imports this module).
+    from .loader import _render_key, _show, _unknown_hint
+
     fields = {f.name: f for f in msgspec.structs.fields(cls)}
     bad = False
     for name, value in raw.items():
-        where = f"{here}{_key(str(name))}"
+        where = f"{here}{_render_key(str(name))}"
         field = fields.get(name)
         if field is None:
             bad = True
-            close = difflib.get_close_matches(str(name), list(fields), n=1, cutoff=0.75)
-            hint = (
-                f" (did you mean `{close[0]}`?)" if close
-                else f" (expected one of: {', '.join(fields) or 'none'})"
-            )
-            yield where, f"unknown param `{name}` of `{cls.__name__}`{hint}"
+            yield where, f"unknown param `{name}` of `{cls.__name__}`{_unknown_hint(name, cls)}"
             continue
         try:
             msgspec.convert(value, field.type)
@@ -84,7 +62,7 @@ def params_errors(
         if f.required and f.name not in raw
     ]
     for name in missing:
-        yield f"{here}{_key(name)}", f"missing required param `{name}` of `{cls.__name__}`"
+        yield f"{here}{_render_key(name)}", f"missing required param `{name}` of `{cls.__name__}`"
     if missing:
         return
     try:
