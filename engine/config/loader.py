@@ -37,7 +37,7 @@ from engine.core.strategy import is_cheap, sends_orders_flag
 
 from .params import params_errors
 from .schema import ACTION_PATTERN, NAME_PATTERN, Config, Step, Workflow
-from .strategy_paths import folder_errors, resolve_folders, use_strategy_paths
+from .strategy_paths import folder_errors, resolve_folders, search_hint, use_strategy_paths
 
 __all__ = [
     "RunIn",
@@ -124,16 +124,9 @@ def resolve_action(spec: str, *, searched: tuple[str, ...] | None = None) -> Cal
     except ModuleNotFoundError as exc:
         missing = exc.name or ""
         if module_name == missing or module_name.startswith(missing + "."):
-            where = ""
-            if searched is not None:
-                where = (
-                    f" (searched the strategy paths {', '.join(searched)}, "
-                    "then the installed packages)"
-                    if searched else " (no strategy paths: searched the installed packages)"
-                )
             raise ConfigError(
                 f"cannot import module `{module_name}` of action `{spec}`: "
-                f"no module named `{missing}`{where}"
+                f"no module named `{missing}`{search_hint(searched)}"
             ) from None
         # The module exists but one of its own imports does not: name both.
         raise ConfigError(

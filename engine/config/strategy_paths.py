@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["folder_errors", "resolve_folders", "use_strategy_paths"]
+__all__ = ["folder_errors", "resolve_folders", "search_hint", "use_strategy_paths"]
 
 
 def resolve_folders(paths: Iterable[str] | None, base_dir: Path) -> tuple[str, ...]:
@@ -62,3 +62,13 @@ def use_strategy_paths(folders: Iterable[str]) -> tuple[str, ...]:
     # A module file created since the last import must be found: the finders cache listings.
     importlib.invalidate_caches()
     return chosen
+
+
+def search_hint(searched: tuple[str, ...] | None) -> str:
+    """Where a module was looked for, for the error of an action that cannot be imported
+    (``None``: not known, say nothing)."""
+    if searched is None:
+        return ""
+    if not searched:
+        return " (no strategy paths: searched the installed packages)"
+    return f" (searched the strategy paths {', '.join(searched)}, then the installed packages)"
