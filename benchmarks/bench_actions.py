@@ -2,7 +2,7 @@
 
 Both designs call these very functions, so a difference in the figures is the scheduler's, not
 the work's. An action reads only ``ctx.params`` and ``ctx.tick``: tickflow hands it a
-:class:`engine.core.context.StepContext`, the baseline its job object, which has both too.
+:class:`engine.core.strategy.StepContext`, the baseline its job object, which has both too.
 
 * :func:`noop` returns at once (it never suspends): the cost measured is pure scheduling.
 * :func:`yield_once` awaits ``asyncio.sleep(0)``: a no-op that suspends once, as any step doing

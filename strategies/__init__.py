@@ -1,7 +1,8 @@
 """tickflow strategies: high-frequency and trend steps, indicators, paper broker, risk checks.
 
-Workflow configs name actions by import path (``strategies.hft:calculate_signal``); the names
-re-exported here are the types other packages (engine, storage) handle.
+Workflow configs name actions by import path (``strategies.hft:calculate_signal``). Strategy code
+imports only ``engine.core.strategy`` of the engine (checked by import-linter); the daemon's
+composition root builds the paper broker and risk manager from here.
 """
 
 from .broker import (
@@ -14,10 +15,25 @@ from .broker import (
     Side,
 )
 from .common import Action, StrategyError
-from .hft import MarketSnapshot, OrderOutcome, Signal, calculate_signal, collect_data, execute_order
+from .hft import (
+    MarketSnapshot,
+    OrderOutcome,
+    Signal,
+    SignalParams,
+    calculate_signal,
+    collect_data,
+    execute_order,
+)
 from .indicators import Bar, IndicatorError
 from .risk import RiskDecision, RiskError, RiskLimits, RiskManager
-from .trend import Direction, TrendData, TrendSignal, calculate_trend, collect_trend_data
+from .trend import (
+    Direction,
+    TrendData,
+    TrendParams,
+    TrendSignal,
+    calculate_trend,
+    collect_trend_data,
+)
 
 __all__ = [
     "Action",
@@ -38,8 +54,10 @@ __all__ = [
     "RiskManager",
     "Side",
     "Signal",
+    "SignalParams",
     "StrategyError",
     "TrendData",
+    "TrendParams",
     "TrendSignal",
     "calculate_signal",
     "calculate_trend",

@@ -12,8 +12,10 @@ Accounting model (documented here because P&L conventions differ between desks):
 * Cash may go negative (a margin account); bounding exposure is the risk manager's job.
 
 Orders are idempotent by ``client_order_id``: the engine retries a step with the same id, and a
-retry must get the original fill back instead of trading twice. The broker is not thread-safe;
-it is only touched from ``@cheap`` actions, which run on the event loop thread.
+retry must get the original fill back instead of trading twice. It implements the engine's
+:class:`~engine.core.strategy.Broker` protocol; steps reach it through ``ctx.submit_order``,
+which adds the risk checks. It is not thread-safe: orders are sent only from actions that run on
+the event loop thread (the loader refuses an order-sending action that would run in a thread).
 """
 
 from __future__ import annotations
@@ -21,12 +23,16 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Mapping
-from enum import StrEnum
-from typing import Any
 
-import msgspec
-
-from engine.core.errors import TickflowError
+from engine.core.strategy import (
+    BrokerBooks,
+    BrokerError,
+    BrokerStatistics,
+    DuplicateOrderError,
+    Fill,
+    Position,
+    Side,
+)
 
 __all__ = [
     "BrokerError",
@@ -42,87 +48,6 @@ _BPS = 1e-4
 # A position this close to zero after float arithmetic is flat; leaving 1e-15 shares around
 # would keep a stale average cost alive and mis-price the next trade.
 _FLAT_EPS = 1e-9
-SNAPSHOT_VERSION = 1
-
-
-class BrokerError(TickflowError, ValueError):
-    """An order or a broker configuration/snapshot is invalid."""
-
-
-class DuplicateOrderError(BrokerError):
-    """A client order id was reused for a different order (symbol, side or quantity differ)."""
-
-
-class Side(StrEnum):
-    BUY = "BUY"
-    SELL = "SELL"
-
-
-class Fill(msgspec.Struct, frozen=True):
-    """The execution of one order. ``price`` includes slippage; ``last_price`` is the reference."""
-
-    client_order_id: str
-    symbol: str
-    side: Side
-    qty: float
-    price: float
-    last_price: float
-    notional: float
-    fee: float
-    realized_pnl: float
-    ts: float
-
-
-class Position(msgspec.Struct, frozen=True):
-    """Signed quantity, average entry cost and realised P&L (gross of fees) of one symbol."""
-
-    symbol: str
-    qty: float
-    avg_cost: float
-    realized_pnl: float
-
-
-class BrokerStatistics(msgspec.Struct, frozen=True):
-    """A frozen snapshot of the broker's books; ``positions`` is sorted by symbol.
-
-    ``orders`` counts accepted submits including idempotent replays, ``fills`` distinct executions
-    and ``duplicates`` the replays, so ``orders == fills + duplicates``.
-    """
-
-    cash: float
-    positions: tuple[Position, ...]
-    realized_pnl: float
-    unrealized_pnl: float
-    fees_paid: float
-    equity: float
-    orders: int
-    fills: int
-    duplicates: int
-
-    def position(self, symbol: str) -> Position:
-        for p in self.positions:
-            if p.symbol == symbol:
-                return p
-        return Position(symbol, 0.0, 0.0, 0.0)
-
-
-class _Snapshot(msgspec.Struct, forbid_unknown_fields=True):
-    """Schema of :meth:`PaperBroker.snapshot`; used to validate :meth:`PaperBroker.restore`."""
-
-    version: int
-    initial_cash: float
-    slippage_bps: float
-    fee_bps: float
-    default_qty: float
-    order_memory: int
-    cash: float
-    fees_paid: float
-    orders: int
-    fill_count: int
-    duplicates: int
-    positions: list[Position]
-    last_prices: dict[str, float]
-    fills: list[Fill]
 
 
 def _positive(name: str, value: float) -> float:
@@ -138,7 +63,7 @@ def _non_negative(name: str, value: float) -> float:
 
 
 class PaperBroker:
-    """Simulated execution venue with cash, signed positions and P&L."""
+    """Simulated execution venue with cash, signed positions and P&L (a :class:`Broker`)."""
 
     def __init__(
         self,
@@ -318,55 +243,41 @@ class PaperBroker:
             duplicates=self._duplicates,
         )
 
-    # -- persistence ----------------------------------------------------------------------------
+    # -- persistence ---------------------------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
-        """The complete broker state as plain data (dicts, lists, str, float, int): JSON-safe."""
-        data: dict[str, Any] = msgspec.to_builtins(
-            _Snapshot(
-                version=SNAPSHOT_VERSION,
-                initial_cash=self.initial_cash,
-                slippage_bps=self.slippage_bps,
-                fee_bps=self.fee_bps,
-                default_qty=self.default_qty,
-                order_memory=self.order_memory,
-                cash=self._cash,
-                fees_paid=self._fees,
-                orders=self._orders,
-                fill_count=self._fill_count,
-                duplicates=self._duplicates,
-                positions=[self._positions[s] for s in sorted(self._positions)],
-                last_prices=dict(self._last_prices),
-                fills=list(self._fills.values()),
+    def snapshot(self) -> BrokerBooks:
+        """The books now (cash, counts, positions, last prices, remembered fills)."""
+        return BrokerBooks(
+            cash=self._cash,
+            fees_paid=self._fees,
+            orders=self._orders,
+            fill_count=self._fill_count,
+            duplicates=self._duplicates,
+            positions=tuple(self._positions[s] for s in sorted(self._positions)),
+            last_prices=dict(self._last_prices),
+            fills=tuple(self._fills.values()),
+        )
+
+    def restore(self, books: BrokerBooks) -> None:
+        """Replace the books with ``books`` (from :meth:`snapshot` or storage); remembered order
+        ids stay idempotent. The terms (fees, slippage, sizes) stay this broker's own."""
+        if not isinstance(books, BrokerBooks):
+            raise BrokerError(f"invalid broker books: expected BrokerBooks, got {books!r}")
+        numbers = [books.cash, books.fees_paid, *books.last_prices.values()]
+        numbers += [x for p in books.positions for x in (p.qty, p.avg_cost, p.realized_pnl)]
+        if not all(math.isfinite(x) for x in numbers):
+            raise BrokerError(
+                "invalid broker books: cash, fees, prices and positions must be finite"
             )
-        )
-        return data
-
-    @classmethod
-    def restore(cls, snapshot: Mapping[str, Any]) -> PaperBroker:
-        """Rebuild a broker from :meth:`snapshot` output; remembered order ids stay idempotent."""
-        try:
-            snap = msgspec.convert(dict(snapshot), _Snapshot)
-        except (msgspec.ValidationError, TypeError) as exc:
-            raise BrokerError(f"invalid broker snapshot: {exc}") from exc
-        if snap.version != SNAPSHOT_VERSION:
-            raise BrokerError(f"unsupported broker snapshot version {snap.version}")
-        broker = cls(
-            snap.initial_cash,
-            snap.slippage_bps,
-            snap.fee_bps,
-            snap.default_qty,
-            order_memory=snap.order_memory,
-        )
-        if not all(math.isfinite(x) for x in (snap.cash, snap.fees_paid)):
-            raise BrokerError("invalid broker snapshot: cash and fees_paid must be finite")
-        broker._cash = snap.cash
-        broker._fees = snap.fees_paid
-        broker._orders = snap.orders
-        broker._fill_count = snap.fill_count
-        broker._duplicates = snap.duplicates
-        broker._positions = {p.symbol: p for p in snap.positions}
-        broker._last_prices = dict(snap.last_prices)
-        for fill in snap.fills:
-            broker._remember(fill)
-        return broker
+        if min(books.orders, books.fill_count, books.duplicates) < 0:
+            raise BrokerError("invalid broker books: order counts must be >= 0")
+        self._cash = books.cash
+        self._fees = books.fees_paid
+        self._orders = books.orders
+        self._fill_count = books.fill_count
+        self._duplicates = books.duplicates
+        self._positions = {p.symbol: p for p in books.positions}
+        self._last_prices = dict(books.last_prices)
+        self._fills = OrderedDict()
+        for fill in books.fills:
+            self._remember(fill)

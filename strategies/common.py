@@ -1,8 +1,9 @@
-"""Plumbing shared by the strategy steps: the action vocabulary, parameter readers, input lookup.
+"""Plumbing shared by the strategy steps: the action vocabulary, the Params base, input lookup.
 
-Every step reads its tunables from ``ctx.params`` (the step's ``params`` table in TOML). A missing
-key falls back to a default; a key that is present but unusable is a configuration mistake and
-raises :class:`StrategyError` rather than silently trading on a default the user did not choose.
+Every step declares its tunables as a frozen ``msgspec.Struct`` (see :class:`Params`) with
+``@strategy_params``; the loader validates the step's ``params`` table into it when the config
+is loaded, so a bad value is a ``tickflow validate`` error with its key path instead of a
+surprise on some later attempt.
 """
 
 from __future__ import annotations
@@ -13,16 +14,14 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
-from engine.core.context import StepContext
-from engine.core.errors import TickflowError
+from engine.core.strategy import Context, StrategyError
 
 __all__ = [
     "Action",
+    "Params",
     "StrategyError",
     "clamp",
     "find_input",
-    "param_float",
-    "param_int",
 ]
 
 Action = Literal["BUY", "SELL", "HOLD"]
@@ -30,8 +29,8 @@ Action = Literal["BUY", "SELL", "HOLD"]
 T = TypeVar("T")
 
 
-class StrategyError(TickflowError, ValueError):
-    """A strategy step was misconfigured (bad param) or wired to the wrong inputs."""
+class Params(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Base of the shipped strategies' params: immutable, and a misspelt key is an error."""
 
 
 def clamp(value: float, low: float, high: float) -> float:
@@ -41,44 +40,7 @@ def clamp(value: float, low: float, high: float) -> float:
     return max(low, min(high, value))
 
 
-def param_float(
-    params: Mapping[str, Any],
-    key: str,
-    default: float,
-    *,
-    minimum: float | None = None,
-    maximum: float | None = None,
-    exclusive_minimum: bool = False,
-) -> float:
-    """A finite float param, ``default`` when absent; out-of-range values raise StrategyError."""
-    raw = params.get(key, default)
-    # bool is an int subclass: `threshold = true` in TOML is a typo, not 1.0.
-    if isinstance(raw, bool) or not isinstance(raw, int | float):
-        raise StrategyError(f"param {key!r} must be a number, got {raw!r}")
-    value = float(raw)
-    if not math.isfinite(value):
-        raise StrategyError(f"param {key!r} must be finite, got {raw!r}")
-    if minimum is not None:
-        if exclusive_minimum and value <= minimum:
-            raise StrategyError(f"param {key!r} must be > {minimum}, got {raw!r}")
-        if value < minimum:
-            raise StrategyError(f"param {key!r} must be >= {minimum}, got {raw!r}")
-    if maximum is not None and value > maximum:
-        raise StrategyError(f"param {key!r} must be <= {maximum}, got {raw!r}")
-    return value
-
-
-def param_int(params: Mapping[str, Any], key: str, default: int, *, minimum: int = 1) -> int:
-    """An integer param, ``default`` when absent; must be ``>= minimum``."""
-    raw = params.get(key, default)
-    if isinstance(raw, bool) or not isinstance(raw, int):
-        raise StrategyError(f"param {key!r} must be an integer, got {raw!r}")
-    if raw < minimum:
-        raise StrategyError(f"param {key!r} must be >= {minimum}, got {raw!r}")
-    return raw
-
-
-def find_input(ctx: StepContext, name: str, kind: type[T]) -> T:
+def find_input(ctx: Context[Any], name: str, kind: type[T]) -> T:
     """The output of dependency ``name`` as a ``kind``.
 
     Users may rename steps in their workflows, so when ``name`` is absent the single input of the

@@ -13,7 +13,7 @@ The signal is short-horizon mean reversion confirmed by order flow:
 * ``BUY`` when ``score >= threshold``, ``SELL`` when ``score <= -threshold``, else ``HOLD``.
   ``strength`` is ``|score|`` for BUY/SELL and ``0`` for HOLD.
 
-Params (step ``params`` tables; defaults in brackets):
+Params (step ``params`` tables, validated at load into the structs below; defaults in brackets):
 ``collect_data``: ``window`` [50].
 ``calculate_signal``: ``min_ticks`` [10], ``z_entry`` [2.0], ``flow_weight`` [0.3],
 ``imbalance_window`` [10], ``threshold`` [0.5].
@@ -22,28 +22,61 @@ Params (step ``params`` tables; defaults in brackets):
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated
 
 import msgspec
 
-from engine.core.context import StepContext, cheap, sends_orders
-from engine.core.events import Tick
+from engine.core.strategy import (
+    Context,
+    OrderResult,
+    OrderStatus,
+    Tick,
+    cheap,
+    sends_orders,
+    strategy_params,
+)
 
-from .broker import Fill, Side
-from .common import Action, clamp, find_input, param_float, param_int
+from .common import Action, Params, clamp, find_input
 from .indicators import flow_imbalance, zscore
 
 __all__ = [
+    "CollectParams",
     "MarketSnapshot",
     "OrderOutcome",
+    "OrderParams",
     "OrderStatus",
     "Signal",
+    "SignalParams",
     "calculate_signal",
     "collect_data",
     "execute_order",
 ]
 
-OrderStatus = Literal["filled", "rejected", "skipped"]
+OrderOutcome = OrderResult
+"""What ``execute_order`` returns (the engine's order result; ``skipped`` on HOLD)."""
+
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+Fraction = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+
+
+class CollectParams(Params, frozen=True):
+    window: PositiveInt = 50
+    """Ticks in the snapshot."""
+
+
+class SignalParams(Params, frozen=True):
+    min_ticks: Annotated[int, msgspec.Meta(ge=2)] = 10
+    """Below this many ticks the signal is HOLD (``insufficient_data``)."""
+    z_entry: Annotated[float, msgspec.Meta(gt=0.0)] = 2.0
+    """Deviations from the mean at which the reversion component is at full conviction."""
+    flow_weight: Fraction = 0.3
+    imbalance_window: PositiveInt = 10
+    threshold: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.5
+
+
+class OrderParams(Params, frozen=True):
+    qty: Annotated[float, msgspec.Meta(gt=0.0)] | None = None
+    """Order size; the broker's ``default_qty`` (``[broker] order_qty``) when unset."""
 
 
 class MarketSnapshot(msgspec.Struct, frozen=True):
@@ -77,29 +110,11 @@ class Signal(msgspec.Struct, frozen=True):
     reason: str
 
 
-class OrderOutcome(msgspec.Struct, frozen=True):
-    """What ``execute_order`` did.
-
-    ``reason`` is a bounded label fit for a metric (``hold`` or a risk reason); ``detail`` is the
-    human explanation. ``replayed`` marks a retry that found its order already filled.
-    """
-
-    status: OrderStatus
-    symbol: str
-    client_order_id: str
-    side: Side | None = None
-    qty: float = 0.0
-    reason: str | None = None
-    detail: str = ""
-    fill: Fill | None = None
-    replayed: bool = False
-
-
 @cheap
-def collect_data(ctx: StepContext) -> MarketSnapshot:
+@strategy_params(CollectParams)
+def collect_data(ctx: Context[CollectParams]) -> MarketSnapshot:
     """Snapshot the last ``window`` ticks of the run's symbol."""
-    window = param_int(ctx.params, "window", 50)
-    ticks = ctx.market.window(ctx.symbol, window)
+    ticks = ctx.market.window(ctx.symbol, ctx.params.window)
     if not ticks:
         # The engine records the tick before triggering, but a snapshot must never be empty.
         ticks = (ctx.tick,)
@@ -115,15 +130,16 @@ def collect_data(ctx: StepContext) -> MarketSnapshot:
 
 
 @cheap
-def calculate_signal(ctx: StepContext) -> Signal:
+@strategy_params(SignalParams)
+def calculate_signal(ctx: Context[SignalParams]) -> Signal:
     """Turn the ``collect_data`` snapshot into BUY/SELL/HOLD with a strength in ``[0, 1]``."""
     snap = find_input(ctx, "collect_data", MarketSnapshot)
     p = ctx.params
-    min_ticks = param_int(p, "min_ticks", 10, minimum=2)
-    z_entry = param_float(p, "z_entry", 2.0, minimum=0.0, exclusive_minimum=True)
-    flow_weight = param_float(p, "flow_weight", 0.3, minimum=0.0, maximum=1.0)
-    imb_window = param_int(p, "imbalance_window", 10)
-    threshold = param_float(p, "threshold", 0.5, minimum=0.0, exclusive_minimum=True, maximum=1.0)
+    min_ticks = p.min_ticks
+    z_entry = p.z_entry
+    flow_weight = p.flow_weight
+    imb_window = p.imbalance_window
+    threshold = p.threshold
 
     price = snap.prices[-1] if snap.prices else snap.tick.price
     ts = snap.ts[-1] if snap.ts else snap.tick.ts
@@ -157,43 +173,14 @@ def calculate_signal(ctx: StepContext) -> Signal:
 
 @cheap
 @sends_orders
-def execute_order(ctx: StepContext) -> OrderOutcome:
-    """Send the signal's order through risk checks to the paper broker.
+@strategy_params(OrderParams)
+def execute_order(ctx: Context[OrderParams]) -> OrderResult:
+    """Send the signal's order with ``ctx.submit_order``: risk checks, then the broker.
 
-    Idempotent under retries: the order carries ``ctx.client_order_id``, and a retry that finds
-    its order already filled returns that fill without re-running risk checks (the original fill
-    itself could otherwise trip the position limit and report a phantom rejection) and without
-    counting it again in the order-rate window.
+    Idempotent under retries: the order carries the step's client order id, and a retry that
+    finds its order already filled gets that fill back (``replayed``) on its original terms.
     """
     signal = find_input(ctx, "calculate_signal", Signal)
-    coid = ctx.client_order_id
-    symbol = signal.symbol
     if signal.action == "HOLD":
-        return OrderOutcome("skipped", symbol, coid, reason="hold")
-
-    side = Side(signal.action)
-    qty = param_float(
-        ctx.params, "qty", ctx.broker.default_qty, minimum=0.0, exclusive_minimum=True
-    )
-
-    earlier = ctx.broker.fill_for(coid)
-    if earlier is not None:
-        # Replay on the original terms: what was filled is the truth even if `qty` was
-        # reloaded in between, and the broker still counts the retry as a duplicate.
-        fill = ctx.broker.submit(
-            coid, earlier.symbol, earlier.side, earlier.qty, earlier.last_price, earlier.ts
-        )
-        return OrderOutcome("filled", symbol, coid, fill.side, fill.qty, fill=fill, replayed=True)
-
-    # The order goes out at the market's last price now, which may be newer than the signal's.
-    latest = ctx.market.latest(symbol)
-    last_price = latest.price if latest is not None else signal.price
-    decision = ctx.risk.check(symbol, side, qty, last_price, ctx.broker)
-    if not decision.allowed:
-        return OrderOutcome(
-            "rejected", symbol, coid, side, qty, reason=decision.reason, detail=decision.detail
-        )
-
-    fill = ctx.broker.submit(coid, symbol, side, qty, last_price, ctx.clock())
-    ctx.risk.record(symbol)
-    return OrderOutcome("filled", symbol, coid, side, qty, fill=fill)
+        return OrderResult("skipped", ctx.symbol, ctx.client_order_id, reason="hold")
+    return ctx.submit_order(signal.action, ctx.params.qty)

@@ -17,8 +17,7 @@ from operator import attrgetter
 
 import msgspec
 
-from engine.core.errors import TickflowError
-from engine.core.events import Tick
+from engine.core.strategy import Tick, TickflowError
 
 __all__ = [
     "Bar",

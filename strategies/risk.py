@@ -21,13 +21,10 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
-from typing import Literal
 
 import msgspec
 
-from engine.core.errors import TickflowError
-
-from .broker import PaperBroker, Side
+from engine.core.strategy import Broker, RiskDecision, RiskReason, Side, TickflowError
 
 __all__ = [
     "RiskDecision",
@@ -36,9 +33,6 @@ __all__ = [
     "RiskManager",
     "RiskReason",
 ]
-
-RiskReason = Literal["max_position", "max_notional", "order_rate"]
-
 
 class RiskError(TickflowError, ValueError):
     """Invalid limits or an impossible order handed to a risk check."""
@@ -78,19 +72,15 @@ class RiskLimits(msgspec.Struct, frozen=True, kw_only=True):
         return max(1.0, 1.0 / self.max_orders_per_sec)
 
 
-class RiskDecision(msgspec.Struct, frozen=True):
-    """The verdict on one order; ``reason`` and ``detail`` are set when it is refused."""
-
-    allowed: bool
-    reason: RiskReason | None = None
-    detail: str = ""
-
-
 ALLOWED = RiskDecision(True)
 
 
 class RiskManager:
-    """Applies :class:`RiskLimits` using an injected clock (epoch seconds) for the rate window."""
+    """Applies :class:`RiskLimits` using an injected clock (epoch seconds) for the rate window.
+
+    It implements the engine's :class:`~engine.core.strategy.Risk` protocol; the daemon builds
+    one from ``[risk]`` with the engine's clock (virtual in a backtest).
+    """
 
     def __init__(self, limits: RiskLimits, clock: Callable[[], float]) -> None:
         self._limits = limits
@@ -106,7 +96,7 @@ class RiskManager:
         self._limits = limits
 
     def check(
-        self, symbol: str, side: Side | str, qty: float, price: float, broker: PaperBroker
+        self, symbol: str, side: Side | str, qty: float, price: float, broker: Broker
     ) -> RiskDecision:
         """Whether an order may be sent now. Does not record it: call :meth:`record` once sent."""
         try:

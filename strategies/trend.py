@@ -15,7 +15,7 @@ closes:
   only when neither measure shows any trend. Too few bars give FLAT with confidence 0.
 * The action is ``BUY``/``SELL`` for UP/DOWN with ``confidence >= min_confidence``, else ``HOLD``.
 
-Params (defaults in brackets):
+Params (validated at load into the structs below; defaults in brackets):
 ``collect_trend_data``: ``window`` [256] ticks, ``bar_seconds`` [1.0] or ``bar_ticks`` (unset).
 ``calculate_trend``: ``fast`` [5], ``slow`` [20], ``slope_window`` [10], ``min_bars`` [5],
 ``flat_band`` [0.0005], ``full_gap`` [0.005], ``full_slope`` [0.001], ``min_confidence`` [0.5].
@@ -23,25 +23,57 @@ Params (defaults in brackets):
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
-from engine.core.context import StepContext, cheap
-from engine.core.events import Tick
+from engine.core.strategy import Context, Tick, cheap, strategy_params
 
-from .common import Action, StrategyError, clamp, find_input, param_float, param_int
+from .common import Action, Params, clamp, find_input
 from .indicators import Bar, bars_by_count, bars_by_time, ema_series, mean, slope
 
 __all__ = [
+    "CollectTrendParams",
     "Direction",
     "TrendData",
+    "TrendParams",
     "TrendSignal",
     "calculate_trend",
     "collect_trend_data",
 ]
 
 Direction = Literal["UP", "DOWN", "FLAT"]
+
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+Positive = Annotated[float, msgspec.Meta(gt=0.0)]
+
+
+class CollectTrendParams(Params, frozen=True):
+    window: PositiveInt = 256
+    """Ticks cut into bars."""
+    bar_seconds: Positive | None = None
+    """Time bars of this many seconds (1.0 unless ``bar_ticks`` is set)."""
+    bar_ticks: PositiveInt | None = None
+    """Bars of this many ticks instead of time bars."""
+
+    def __post_init__(self) -> None:
+        if self.bar_seconds is not None and self.bar_ticks is not None:
+            raise ValueError("set either `bar_seconds` or `bar_ticks`, not both")
+
+
+class TrendParams(Params, frozen=True):
+    fast: PositiveInt = 5
+    slow: PositiveInt = 20
+    slope_window: Annotated[int, msgspec.Meta(ge=2)] = 10
+    min_bars: Annotated[int, msgspec.Meta(ge=2)] = 5
+    flat_band: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0005
+    full_gap: Positive = 0.005
+    full_slope: Positive = 0.001
+    min_confidence: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.5
+
+    def __post_init__(self) -> None:
+        if self.fast >= self.slow:
+            raise ValueError(f"`fast` ({self.fast}) must be smaller than `slow` ({self.slow})")
 
 
 class TrendData(msgspec.Struct, frozen=True):
@@ -78,38 +110,31 @@ class TrendSignal(msgspec.Struct, frozen=True):
 
 
 @cheap
-def collect_trend_data(ctx: StepContext) -> TrendData:
+@strategy_params(CollectTrendParams)
+def collect_trend_data(ctx: Context[CollectTrendParams]) -> TrendData:
     """Cut the last ``window`` ticks into OHLCV bars."""
     p = ctx.params
-    window = param_int(p, "window", 256)
-    ticks = ctx.market.window(ctx.symbol, window) or (ctx.tick,)
+    ticks = ctx.market.window(ctx.symbol, p.window) or (ctx.tick,)
     as_of = max(t.ts for t in ticks)
-    if "bar_ticks" in p:
-        if "bar_seconds" in p:
-            raise StrategyError("set either 'bar_seconds' or 'bar_ticks', not both")
-        n = param_int(p, "bar_ticks", 10)
+    if p.bar_ticks is not None:
+        n = p.bar_ticks
         bars = tuple(bars_by_count(ticks, n))
         return TrendData(ctx.symbol, ctx.tick, bars, as_of, bar_ticks=n)
-    seconds = param_float(p, "bar_seconds", 1.0, minimum=0.0, exclusive_minimum=True)
+    seconds = 1.0 if p.bar_seconds is None else p.bar_seconds
     bars = tuple(bars_by_time(ticks, seconds))
     return TrendData(ctx.symbol, ctx.tick, bars, as_of, bar_seconds=seconds)
 
 
 @cheap
-def calculate_trend(ctx: StepContext) -> TrendSignal:
+@strategy_params(TrendParams)
+def calculate_trend(ctx: Context[TrendParams]) -> TrendSignal:
     """Classify the trend of the ``collect_trend_data`` bars as UP/DOWN/FLAT with an action."""
     data = find_input(ctx, "collect_trend_data", TrendData)
     p = ctx.params
-    fast = param_int(p, "fast", 5)
-    slow = param_int(p, "slow", 20)
-    if fast >= slow:
-        raise StrategyError(f"param 'fast' ({fast}) must be smaller than 'slow' ({slow})")
-    slope_window = param_int(p, "slope_window", 10, minimum=2)
-    min_bars = param_int(p, "min_bars", 5, minimum=2)
-    flat_band = param_float(p, "flat_band", 0.0005, minimum=0.0)
-    full_gap = param_float(p, "full_gap", 0.005, minimum=0.0, exclusive_minimum=True)
-    full_slope = param_float(p, "full_slope", 0.001, minimum=0.0, exclusive_minimum=True)
-    min_confidence = param_float(p, "min_confidence", 0.5, minimum=0.0, maximum=1.0)
+    fast, slow = p.fast, p.slow
+    slope_window, min_bars = p.slope_window, p.min_bars
+    flat_band, full_gap, full_slope = p.flat_band, p.full_gap, p.full_slope
+    min_confidence = p.min_confidence
 
     closes = [b.close for b in data.bars]
     price = closes[-1] if closes else data.tick.price

@@ -29,10 +29,12 @@ from .schema import (
     SourceSettings,
     Step,
     StorageSettings,
+    StrategiesSettings,
     SymbolSeed,
     Workflow,
     topological_order,
 )
+from .strategy_paths import use_strategy_paths
 from .summary import describe_route, summarize
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "SourceSettings",
     "Step",
     "StorageSettings",
+    "StrategiesSettings",
     "SymbolSeed",
     "Workflow",
     "check_config",
@@ -66,4 +69,5 @@ __all__ = [
     "resolve_action",
     "summarize",
     "topological_order",
+    "use_strategy_paths",
 ]

@@ -33,11 +33,13 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_typ
 
 import msgspec
 
-from engine.core.context import is_cheap, sends_orders_flag
 from engine.core.errors import ConfigError
 from engine.core.events import SYMBOL_PATTERN, SYMBOL_RULE
+from engine.core.strategy import is_cheap, sends_orders_flag
 
+from .params import params_errors
 from .schema import ACTION_PATTERN, NAME_PATTERN, Config, Step, Workflow
+from .strategy_paths import folder_errors, resolve_folders, search_hint, use_strategy_paths
 
 __all__ = [
     "RunIn",
@@ -106,11 +108,12 @@ def config_digest(path: str | os.PathLike[str]) -> str:
     return hashlib.sha256(_read_bytes(os.fspath(path))).hexdigest()
 
 
-def resolve_action(spec: str) -> Callable[..., Any]:
+def resolve_action(spec: str, *, searched: tuple[str, ...] | None = None) -> Callable[..., Any]:
     """Import and return the callable named by ``spec`` (``package.module:function``).
 
     Raises :class:`ConfigError` (without file or key: the loader adds those) naming the module
-    or attribute that failed. Successful resolutions are cached for the life of the process.
+    or attribute that failed; ``searched``, the config's strategy folders, are named when the
+    module is not found. Successful resolutions are cached for the life of the process.
     """
     cached = _action_cache.get(spec)
     if cached is not None:
@@ -125,7 +128,7 @@ def resolve_action(spec: str) -> Callable[..., Any]:
         if module_name == missing or module_name.startswith(missing + "."):
             raise ConfigError(
                 f"cannot import module `{module_name}` of action `{spec}`: "
-                f"no module named `{missing}`"
+                f"no module named `{missing}`{search_hint(searched)}"
             ) from None
         # The module exists but one of its own imports does not: name both.
         raise ConfigError(
@@ -162,7 +165,7 @@ def effective_run_in(step: Step, fn: Callable[..., Any]) -> RunIn:
     ``"inline"`` (called on the loop, never suspends) or ``"thread"`` (the thread pool).
 
     ``run_in = "auto"`` resolves to ``"async"`` for coroutine functions, to ``"inline"`` for
-    plain functions marked :func:`engine.core.context.cheap`, and to ``"thread"`` otherwise.
+    plain functions marked :func:`engine.core.strategy.cheap`, and to ``"thread"`` otherwise.
     Raises :class:`ConfigError` for an async action forced into a thread.
     """
     if _is_async(fn):
@@ -238,6 +241,11 @@ def _load_text(text: str, shown: str, *, base_dir: Path) -> Config:
 
 
 def _resolve_paths(config: Config, base_dir: Path) -> Config:
+    folders = resolve_folders(config.strategies.paths, base_dir)
+    if folders != config.strategies.paths:
+        config = msgspec.structs.replace(
+            config, strategies=msgspec.structs.replace(config.strategies, paths=folders)
+        )
     replay = config.source.replay
     if replay is None:
         return config
@@ -426,6 +434,14 @@ def _semantic_errors(config: Config, shown: str) -> Iterator[ConfigError]:
 
     yield from (error(key, message) for key, message in _non_finite(config, "$"))
 
+    # Strategy folders go on the import path before any action resolves (a Config built by
+    # hand, not loaded from a file, may leave them unset: none then).
+    folders = config.strategies.paths or ()
+    broken = dict(folder_errors(folders))
+    for index, problem in broken.items():
+        yield error(f"$.strategies.paths[{index}]", problem)
+    searched = use_strategy_paths(f for i, f in enumerate(folders) if i not in broken)
+
     source = config.source
     if source.kind == "replay" and source.replay is None:
         yield error(
@@ -452,7 +468,9 @@ def _semantic_errors(config: Config, shown: str) -> Iterator[ConfigError]:
         if not _NAME_RE.match(name):
             hint = _PATTERN_HINTS[repr(NAME_PATTERN)]
             yield error(base, f"invalid workflow name {_show(name)}: expected {hint}")
-        yield from (error(key, message) for key, message in _workflow_errors(workflow, base))
+        yield from (
+            error(key, message) for key, message in _workflow_errors(workflow, base, searched)
+        )
 
 
 def _non_finite(obj: msgspec.Struct, key: str) -> Iterator[tuple[str, str]]:
@@ -476,7 +494,9 @@ def _non_finite(obj: msgspec.Struct, key: str) -> Iterator[tuple[str, str]]:
                     yield from _non_finite(item, f"{here}{_render_key(str(name))}")
 
 
-def _workflow_errors(workflow: Workflow, base: str) -> Iterator[tuple[str, str]]:
+def _workflow_errors(
+    workflow: Workflow, base: str, searched: tuple[str, ...]
+) -> Iterator[tuple[str, str]]:
     route = workflow.route
     if route.max_priority is not None and route.max_priority < route.min_priority:
         yield (
@@ -507,7 +527,7 @@ def _workflow_errors(workflow: Workflow, base: str) -> Iterator[tuple[str, str]]
             elif dep in listed:
                 yield dep_key, f"`{dep}` is listed twice"
             listed.add(dep)
-        yield from _action_errors(step, here)
+        yield from _action_errors(step, here, searched)
 
     cycle = _find_cycle(workflow)
     if cycle:
@@ -517,16 +537,24 @@ def _workflow_errors(workflow: Workflow, base: str) -> Iterator[tuple[str, str]]
         )
 
 
-def _action_errors(step: Step, here: str) -> Iterator[tuple[str, str]]:
+def _action_errors(step: Step, here: str, searched: tuple[str, ...]) -> Iterator[tuple[str, str]]:
     try:
-        fn = resolve_action(step.action)
+        fn = resolve_action(step.action, searched=searched)
     except ConfigError as exc:
         yield f"{here}.action", exc.problem
         return
+    yield from params_errors(fn, step.params, f"{here}.params")
     try:
         mode = effective_run_in(step, fn)
     except ConfigError as exc:
         yield f"{here}.run_in", exc.problem
+        return
+    if mode == "thread" and sends_orders_flag(fn):
+        yield (
+            f"{here}.run_in",
+            f"action `{step.action}` sends orders and would run in a thread; the broker is "
+            "touched only from the event loop: mark it @cheap or make it async",
+        )
         return
     if not step.preemptible:
         return

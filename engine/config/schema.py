@@ -182,7 +182,7 @@ class Step(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
 
     ``run_in`` picks where a plain (non-async) action runs: ``"inline"`` on the event loop,
     ``"thread"`` in the engine's thread pool, ``"auto"`` inline when the action is marked
-    :func:`engine.core.context.cheap` and in a thread otherwise. Async actions always run as tasks
+    :func:`engine.core.strategy.cheap` and in a thread otherwise. Async actions always run as tasks
     on the loop.
 
     Thread steps must be ``preemptible = false``: a Python thread cannot be interrupted, so a
@@ -300,6 +300,20 @@ class AdminSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     token_file: str = ""
 
 
+class StrategiesSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Where the user's strategy modules live (docs/strategies.md).
+
+    ``paths``: folders put at the front of the import path before actions resolve, the first
+    listed searched first; relative ones are relative to the config file's folder (for a config
+    given as a string, the working directory). The loader stores them absolute. Unset: the
+    config's own folder, so ``mystrats.py`` beside the config is found as ``mystrats`` -- unless
+    that folder is itself a Python package (it holds ``__init__.py``: the config is a package's
+    data file, like the default config inside ``engine/``), which must not become an import root.
+    """
+
+    paths: tuple[str, ...] | None = None
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The whole configuration of one daemon."""
 
@@ -311,6 +325,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     storage: StorageSettings = StorageSettings()
     intake: IntakeSettings = IntakeSettings()
     admin: AdminSettings = AdminSettings()
+    strategies: StrategiesSettings = StrategiesSettings()
     symbols: tuple[SymbolSeed, ...] = ()
     workflows: Annotated[dict[str, Workflow], msgspec.Meta(min_length=1)]
 

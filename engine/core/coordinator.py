@@ -274,7 +274,7 @@ class Coordinator(StepHooks):
     # -- hooks the dispatcher calls for every step ------------------------------------------
 
     def make_context(self, step: StepRun) -> StepContext:
-        return step.context(self.market, self.broker, self.risk, self.rng, self._wall)
+        return step.context(self.market, self.broker, self.risk, self._wall)
 
     def step_started(self, step: StepRun, now: float) -> None:
         run = step.run

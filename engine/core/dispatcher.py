@@ -6,9 +6,10 @@ coalesced, so everything that arrived in the same turn is in the heap before any
 out -- an idle agent never takes low-priority work ahead of an urgent event that arrived with it.
 A woken agent then takes its next steps straight from the heap in a bounded streak.
 
-The per-step path (the dispatch pass, starting a step, running it as far as it goes without
-suspending, the streak) is :class:`engine.core.flow.DispatcherCore`, compiled; this module adds
-what only a step that suspends needs, and the agents' coroutine bodies.
+All of it -- the dispatch pass, starting a step and running it as far as it goes without
+suspending, the streak, and the agents' coroutine bodies that finish a step that suspended --
+is compiled in place as one class (``dispatcher.pxd``); what it reports goes to
+:class:`StepHooks`, which the coordinator implements.
 
 Preemption and timeouts interrupt an agent the same way: set ``agent.interrupt`` to the reason,
 then cancel the agent's task. The agent catches the ``CancelledError`` at the step's await,

@@ -9,11 +9,14 @@ from __future__ import annotations
 from fastpath.errors import TickflowError
 
 __all__ = [
+    "BrokerError",
     "ConfigError",
+    "DuplicateOrderError",
     "EventError",
     "IllegalTransition",
     "StepTimeout",
     "StorageError",
+    "StrategyError",
     "TickflowError",
 ]
 
@@ -55,3 +58,16 @@ class StepTimeout(TickflowError, TimeoutError):
 
 class StorageError(TickflowError, OSError):
     """The state database cannot be opened, migrated or written; the message names the file."""
+
+
+class StrategyError(TickflowError, ValueError):
+    """A strategy step was misconfigured, wired to the wrong inputs, or broke an order rule
+    (e.g. sent an order from a step not marked ``@sends_orders``)."""
+
+
+class BrokerError(TickflowError, ValueError):
+    """An order, or a broker's configuration or snapshot, is invalid."""
+
+
+class DuplicateOrderError(BrokerError):
+    """A client order id was reused for a different order (symbol, side or quantity differ)."""

@@ -26,6 +26,7 @@ cdef class StepDef:
     cdef public tuple deps
     cdef public tuple dependents
     cdef public bint sends_orders
+    cdef public object seed
     cdef public StepCounters counters
 
 
@@ -58,8 +59,10 @@ cdef class StepContext:
     cdef public object market
     cdef public object broker
     cdef public object risk
-    cdef public object rng
     cdef public object clock
+    cdef public object seed
+    cdef public bint sends_orders
+    cdef object _rng
 
 
 cdef class StepRun:
@@ -82,8 +85,7 @@ cdef class StepRun:
     cpdef advance(self, object new)
     cdef _init(self, Run run, StepDef spec)
     @cython.locals(run=Run, spec=StepDef, ctx=StepContext)
-    cpdef StepContext context(self, object market, object broker, object risk, object rng,
-                              object clock)
+    cpdef StepContext context(self, object market, object broker, object risk, object clock)
 
 
 cdef class Run:

@@ -24,11 +24,13 @@ A priority-0 entry is therefore only ever shed when everything queued is priorit
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable, Mapping
-from types import MappingProxyType
+from random import Random as _Random
 from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.core.fsm import RUN_TRANSITIONS, STEP_TRANSITIONS, RunState, StepState, check_transition
+from engine.core.orders import submit_order as _submit_order
 from engine.core.stats import QueueStatistics
 from engine.core.workflow import ExecKind
 from fastpath import heap as _heaps
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     import random
 
     from engine.core.events import Tick
+    from engine.core.orders import Broker, OrderResult, Risk, Side
     from engine.core.symbols import MarketData
 
 __all__ = [
@@ -120,6 +123,7 @@ class StepDef:
         "params",
         "preemptible",
         "retry",
+        "seed",
         "sends_orders",
         "timeout_s",
     )
@@ -130,8 +134,10 @@ class StepDef:
         config: StepConfig,
         fn: Callable[..., Any],
         kind: ExecKind,
+        params: Any,  # the action's params struct (decoded at load), or a read-only mapping
         deps: tuple[int, ...],
         sends_orders: bool,
+        seed: int = 0,
     ) -> None:
         self.index = index
         self.config = config
@@ -143,9 +149,10 @@ class StepDef:
         self.retry = config.retry
         # Inline steps never suspend, so nothing could interrupt them mid-way anyway.
         self.preemptible = config.preemptible and kind is not ExecKind.INLINE
-        self.params = MappingProxyType(dict(config.params))
+        self.params = params
         self.deps = deps
         self.sends_orders = sends_orders  # decided once, read for every finished step
+        self.seed = seed  # of the step's own rng (StepContext.rng), fixed at compile time
         self.dependents: tuple[int, ...] = ()
         self.counters: Any = None  # the engine's StepCounters, bound once (no lookup per step)
 
@@ -197,13 +204,20 @@ class WorkflowDef:
 
 
 class StepContext:
-    """Everything one step attempt may look at. Built by the engine; read-only by convention.
+    """Everything one step attempt may look at, and the one way it sends an order.
 
-    An action is ``def action(ctx) -> object`` or ``async def action(ctx) -> object``; its
-    return value becomes the step's output, handed to dependent steps via ``ctx.inputs``.
+    Built by the engine for every attempt (strategy code sees it through
+    ``engine.core.strategy``, which types it); read-only by convention. Tests build one by hand
+    (``rng`` defaults to the seeded one, ``clock`` to ``time.time``).
+
+    ``rng`` is the step's own generator, made on first use and seeded from ``seed`` (the
+    config's ``engine.seed`` mixed with the workflow and step names) and the run id: the same
+    run draws the same numbers on every attempt and after a restart, and nothing the engine
+    draws (retry jitter) moves it.
     """
 
     __slots__ = (
+        "_rng",
         "attempt",
         "broker",
         "clock",
@@ -211,8 +225,9 @@ class StepContext:
         "market",
         "params",
         "risk",
-        "rng",
         "run_id",
+        "seed",
+        "sends_orders",
         "step",
         "symbol",
         "tick",
@@ -228,12 +243,15 @@ class StepContext:
         tick: Tick,
         inputs: Mapping[str, Any],
         attempt: int,
-        params: Mapping[str, Any],
+        params: Any,
         market: MarketData,
-        broker: Any,
-        risk: Any,
-        rng: random.Random,
-        clock: Callable[[], float],
+        broker: Broker,
+        risk: Risk,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+        *,
+        seed: int = 0,
+        sends_orders: bool = False,
     ) -> None:
         self.run_id = run_id
         self.workflow = workflow
@@ -244,15 +262,30 @@ class StepContext:
         self.attempt = attempt
         self.params = params
         self.market = market
-        self.broker = broker  # strategies.broker.PaperBroker
-        self.risk = risk  # strategies.risk.RiskManager
-        self.rng = rng
+        self.broker = broker
+        self.risk = risk
+        self._rng = rng
         self.clock = clock
+        self.seed = seed
+        self.sends_orders = sends_orders
+
+    @property
+    def rng(self) -> random.Random:
+        r = self._rng
+        if r is None:
+            # Made on first use: most steps never draw, and seeding costs microseconds.
+            r = self._rng = _Random(self.seed * 18446744073709551616 + self.run_id)
+        return r
 
     @property
     def client_order_id(self) -> str:
         """Stable across retries of this step, so a retried order never fills twice."""
         return f"{self.workflow}:{self.run_id}:{self.step}"
+
+    def submit_order(self, side: Side | str, qty: float | None = None) -> OrderResult:
+        """Send one order for this step's symbol through the risk checks to the broker
+        (see :func:`engine.core.orders.submit_order` for the rules)."""
+        return _submit_order(self, side, qty)
 
 
 class StepRun:
@@ -303,9 +336,8 @@ class StepRun:
     def context(
         self,
         market: MarketData,
-        broker: Any,
-        risk: Any,
-        rng: random.Random,
+        broker: Broker,
+        risk: Risk,
         clock: Callable[[], float],
     ) -> StepContext:
         """The context of this step's next attempt (built field by field: no argument
@@ -324,8 +356,10 @@ class StepRun:
         ctx.market = market
         ctx.broker = broker
         ctx.risk = risk
-        ctx.rng = rng
         ctx.clock = clock
+        ctx.seed = spec.seed
+        ctx.sends_orders = spec.sends_orders
+        ctx._rng = None
         return ctx
 
     def advance(self, new: StepState) -> None:

@@ -32,6 +32,7 @@ from engine.core.events import (
     Event,
     HighPriorityArrived,
 )
+from engine.core.orders import Broker
 from engine.core.runs import ReadyQueue, StepRun, WorkflowDef
 from engine.core.stats import EngineCounters, EngineSnapshot, QueueStatistics
 from engine.core.symbols import MarketData, SymbolTable
@@ -43,9 +44,9 @@ from engine.service.loopmon import LoopMonitor
 from engine.service.metrics import build_registry
 from engine.service.persistence import Persistence
 from engine.service.reload import Reloader, ReloadReport, apply_config
+from engine.service.trading import build_broker, build_risk
 from engine.sources import ReplaySource, SimMarket, Source
-from strategies.broker import PaperBroker
-from strategies.risk import RiskLimits, RiskManager
+from strategies.risk import RiskManager
 
 __all__ = ["Engine", "EngineStatistics", "sources_from_config"]
 
@@ -98,7 +99,11 @@ class Engine:
         config_version: str = "",
         serve_metrics: bool | None = None,
         persist: bool | None = None,
+        broker: Broker | None = None,
+        risk: RiskManager | None = None,
     ) -> None:
+        """``broker`` and ``risk``: given by a caller that drives the engine itself (a
+        backtest, tests); by default built from ``config`` (engine/service/trading.py)."""
         self.config = config
         self.config_version = config_version
         self._clock = clock
@@ -113,22 +118,9 @@ class Engine:
                 for name, priority in priorities().items():
                     self.symbols.register(name, priority)
         self.market = MarketData(settings.market_depth)
-        b = config.broker
-        self.broker = PaperBroker(
-            initial_cash=b.initial_cash,
-            slippage_bps=b.slippage_bps,
-            fee_bps=b.fee_bps,
-            default_qty=b.order_qty,
-        )
-        r = config.risk
-        self.risk = RiskManager(
-            RiskLimits(
-                max_position=r.max_position,
-                max_notional=r.max_notional,
-                max_orders_per_sec=r.max_orders_per_sec,
-            ),
-            self._wall,
-        )
+        # Built once; storage restores the broker's books in place (Persistence.open).
+        self.broker: Broker = build_broker(config.broker) if broker is None else broker
+        self.risk = build_risk(config.risk, self._wall) if risk is None else risk
         self.workflows: dict[str, WorkflowDef] = compile_workflows(config)
         self.queue = ReadyQueue(
             settings.heap_capacity,

@@ -1,8 +1,10 @@
 """Attaching storage to the daemon's engine: open and recover at start, record every change,
-close. It is wiring (it knows the engine and the paper broker), so it lives in the service layer.
+close. It is wiring (it knows the engine and hands the stored books to its broker), so it lives
+in the service layer.
 
 The engine calls, in order: :meth:`open` (before its coordinator exists: restores symbols and
-the broker), :meth:`attach` (hooks the coordinator, resumes stored runs), runs
+the broker's books through ``Broker.restore``), :meth:`attach` (hooks the coordinator, resumes
+stored runs), runs
 :meth:`StorageWriter.run_forever` in its task group, and :meth:`close` after the drain.
 """
 
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from engine.core.errors import StorageError
+from engine.core.errors import BrokerError, StorageError
 from engine.core.runs import StepRun
 from engine.core.symbols import SymbolStatus
 from engine.storage.db import default_db_path, open_database
@@ -58,15 +60,16 @@ class Persistence:
             self._lock.release()
             raise
         try:
-            loaded = await load_state(
-                conn, str(self.path), self.engine.symbols, self.engine.config.broker
-            )
+            loaded = await load_state(conn, str(self.path), self.engine.symbols)
+            if loaded.books is not None:
+                try:
+                    self.engine.broker.restore(loaded.books)
+                except BrokerError as exc:
+                    raise StorageError(f"{self.path}: cannot restore the broker: {exc}") from exc
         except BaseException:
             await conn.close()
             self._lock.release()
             raise
-        if loaded.broker is not None:
-            self.engine.broker = loaded.broker
         self._loaded = loaded
         self.writer = StorageWriter(
             conn,

@@ -31,7 +31,7 @@ from engine.config import Config, compile_workflows, load_config_with_digest
 from engine.core.errors import ConfigError, TickflowError
 from engine.service.admin import load_token as load_admin_token
 from engine.service.sdnotify import Notifier
-from strategies.risk import RiskLimits
+from engine.service.trading import risk_limits
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -108,7 +108,9 @@ def apply_config(engine: Engine, new: Config, digest: str) -> ReloadReport:
         else:
             restart.append(section)
 
-    workflows = compile_workflows(new)  # actions were resolved by the loader: cannot fail here
+    # Actions were resolved by the loader: cannot fail here. engine.seed is fixed for the
+    # process, so the steps' rng seeds derive from the running one.
+    workflows = compile_workflows(new, seed=old.engine.seed)
     added = tuple(sorted(set(new.workflows) - set(old.workflows)))
     removed = tuple(sorted(set(old.workflows) - set(new.workflows)))
     changed = tuple(
@@ -116,12 +118,7 @@ def apply_config(engine: Engine, new: Config, digest: str) -> ReloadReport:
                if old.workflows[n] != new.workflows[n])
     )
     risk_changed = old.risk != new.risk
-    r = new.risk
-    limits = RiskLimits(
-        max_position=r.max_position,
-        max_notional=r.max_notional,
-        max_orders_per_sec=r.max_orders_per_sec,
-    )
+    limits = risk_limits(new.risk)
     if old.admin != new.admin:
         applied += _changed_fields(old.admin, new.admin, "admin")
     server = engine.metrics_server

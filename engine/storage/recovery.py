@@ -1,4 +1,9 @@
-"""Reading state back at start: symbols, the paper broker's books, and runs left in flight."""
+"""Reading state back at start: symbols, the broker's books, and runs left in flight.
+
+The books come back as a :class:`~engine.core.orders.BrokerBooks`, which the daemon hands to
+its broker's ``restore`` (the :class:`~engine.core.orders.Broker` protocol): storage never
+builds a broker itself.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,8 @@ import msgspec
 from engine.core.errors import StorageError
 from engine.core.events import Tick
 from engine.core.layout import StepRecord
+from engine.core.orders import BrokerBooks
 from engine.core.symbols import SymbolRow, SymbolTable
-from strategies.broker import SNAPSHOT_VERSION, PaperBroker
-
-from ..config import BrokerSettings
 
 __all__ = ["LoadedState", "RecoveryReport", "StoredRun", "load_state"]
 
@@ -58,7 +61,7 @@ class RecoveryReport(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class LoadedState(msgspec.Struct, frozen=True):
-    broker: PaperBroker | None
+    books: BrokerBooks | None  # None: nothing was ever traded (no account row)
     next_run_id: int
     next_seq: int
     runs: tuple[StoredRun, ...]
@@ -79,19 +82,22 @@ async def load_state(
     conn: aiosqlite.Connection,
     path: str,
     symbols: SymbolTable,
-    broker_settings: BrokerSettings,
     order_memory: int = 100_000,
 ) -> LoadedState:
+    """Restore ``symbols`` and read the rest; ``order_memory`` bounds the fills read back
+    (the newest, which keep retried orders idempotent)."""
     try:
-        return await _load(conn, symbols, broker_settings, order_memory)
+        return await _load(conn, symbols, order_memory)
     except (sqlite3.Error, StorageError) as exc:
         raise StorageError(f"{path}: cannot read state: {exc}") from exc
+    except msgspec.ValidationError as exc:
+        raise StorageError(f"{path}: the stored account, positions or fills are invalid: {exc}") \
+            from exc
 
 
 async def _load(
     conn: aiosqlite.Connection,
     symbols: SymbolTable,
-    b: BrokerSettings,
     order_memory: int,
 ) -> LoadedState:
     prices: dict[str, float] = {}
@@ -112,7 +118,7 @@ async def _load(
                 tick,
             )
 
-    broker: PaperBroker | None = None
+    books: BrokerBooks | None = None
     async with conn.execute(
         "SELECT cash, fees_paid, orders, fill_count, duplicates FROM account WHERE id = 1"
     ) as cur:
@@ -137,14 +143,8 @@ async def _load(
                      "notional", "fee", "realized_pnl", "ts")
             fills = [dict(zip(names, r, strict=True)) async for r in cur]
         fills.reverse()
-        broker = PaperBroker.restore(
+        books = msgspec.convert(
             {
-                "version": SNAPSHOT_VERSION,
-                "initial_cash": b.initial_cash,
-                "slippage_bps": b.slippage_bps,
-                "fee_bps": b.fee_bps,
-                "default_qty": b.order_qty,
-                "order_memory": order_memory,
                 "cash": account[0],
                 "fees_paid": account[1],
                 "orders": account[2],
@@ -153,7 +153,8 @@ async def _load(
                 "positions": positions,
                 "last_prices": prices,
                 "fills": fills,
-            }
+            },
+            BrokerBooks,
         )
 
     # Ids continue after the highest ever used, even if retention pruned its rows: the
@@ -194,4 +195,4 @@ async def _load(
                 StoredRun(r[0], r[1], r[2], _decode_tick(r[3]), completed, _instant(r[5]))
             )
     runs = tuple(stored)
-    return LoadedState(broker, next_run_id, next_seq, runs, len(fills), len(positions))
+    return LoadedState(books, next_run_id, next_seq, runs, len(fills), len(positions))

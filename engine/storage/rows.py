@@ -38,7 +38,7 @@ from engine.core.runs import Run
 from engine.core.symbols import SymbolState
 
 if TYPE_CHECKING:
-    from strategies.broker import PaperBroker
+    from engine.core.orders import Broker
 
 __all__ = ["COMMIT_SQL", "Journal", "Rows"]
 
@@ -123,7 +123,7 @@ class Rows:
                  fill.last_price, fill.notional, fill.fee, fill.realized_pnl, fill.ts)
             )
 
-    def account(self, broker: PaperBroker, symbols: set[str]) -> None:
+    def account(self, broker: Broker, symbols: set[str]) -> None:
         for name in symbols:
             p = broker.position(name)
             self.positions.append((p.symbol, p.qty, p.avg_cost, p.realized_pnl))

@@ -36,7 +36,7 @@ from .rows import Journal, Rows
 
 if TYPE_CHECKING:
     from engine.core.coordinator import Coordinator
-    from strategies.broker import PaperBroker
+    from engine.core.orders import Broker
 
 __all__ = ["BATCH_BOUNDS", "StorageWriter", "WriterStatistics"]
 
@@ -64,7 +64,7 @@ class StorageWriter:
         conn: aiosqlite.Connection,
         *,
         path: str,
-        broker: PaperBroker,
+        broker: Broker,
         wall: Callable[[], float],
         next_seq: int,
         mono: Callable[[], float] = time.monotonic,

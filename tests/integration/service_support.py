@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from engine.core.context import StepContext
+from engine.core.strategy import StepContext
 from tests.integration.daemon import TICKFLOW
 
 __all__ = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.core.context import StepContext, cheap, sends_orders
+from engine.core.strategy import StepContext, cheap, sends_orders
 
 NOT_CALLABLE = 42
 

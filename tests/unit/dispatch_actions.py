@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from engine.core.context import StepContext, cheap
+from engine.core.strategy import StepContext, cheap
 
 __all__ = [
     "LOG",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.core.context import StepContext, cheap
+from engine.core.strategy import StepContext, cheap
 
 CALLS: list[tuple[str, int, float, dict[str, Any]]] = []
 

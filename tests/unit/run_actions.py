@@ -14,8 +14,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from engine.core.context import StepContext
 from engine.core.events import Tick
+from engine.core.strategy import StepContext
 
 __all__ = [
     "CALLS",

@@ -6,12 +6,12 @@ import math
 from typing import Any
 
 import msgspec
-import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.core.errors import TickflowError
+from engine.core.strategy import Broker, BrokerBooks
 from strategies.broker import (
     BrokerError,
     BrokerStatistics,
@@ -187,17 +187,20 @@ def test_statistics_is_a_frozen_snapshot() -> None:
     assert stats.position("ZZZ") == Position("ZZZ", 0.0, 0.0, 0.0)
 
 
-def test_snapshot_is_plain_json_data_and_restores_exactly() -> None:
+def test_books_survive_json_and_restore_exactly() -> None:
     broker = PaperBroker(CASH, slippage_bps=3.0, fee_bps=1.5, default_qty=7.0)
     broker.submit("a", "X", Side.BUY, 10.0, 100.0, 1.0)
     broker.submit("b", "X", Side.SELL, 4.0, 101.0, 2.0)
     broker.submit("c", "Y", Side.SELL, 3.0, 20.0, 3.0)
     broker.submit("a", "X", Side.BUY, 10.0, 100.0, 4.0)  # duplicate
 
-    snap = broker.snapshot()
-    decoded = orjson.loads(orjson.dumps(snap))  # plain data survives JSON unchanged
-    assert decoded == snap
-    restored = PaperBroker.restore(decoded)
+    books = broker.snapshot()
+    assert isinstance(broker, Broker)  # the engine's protocol
+    decoded = msgspec.json.decode(msgspec.json.encode(books), type=BrokerBooks)
+    assert decoded == books
+    # Restored into a broker built from the same config, as the daemon does at start.
+    restored = PaperBroker(CASH, slippage_bps=3.0, fee_bps=1.5, default_qty=7.0)
+    restored.restore(decoded)
 
     marks = {"X": 99.0, "Y": 21.0}
     assert restored.statistics(marks) == broker.statistics(marks)
@@ -205,17 +208,22 @@ def test_snapshot_is_plain_json_data_and_restores_exactly() -> None:
     # Idempotency survives a restart: the old id replays, a new id trades.
     assert restored.submit("b", "X", Side.SELL, 4.0, 500.0, 9.0) == broker.fill_for("b")
     assert restored.statistics(marks).cash == broker.cash
-    assert restored.snapshot()["duplicates"] == 2
+    assert restored.snapshot().duplicates == 2
 
 
-def test_restore_rejects_bad_snapshots() -> None:
-    good = frictionless().snapshot()
-    with pytest.raises(BrokerError, match="invalid broker snapshot"):
-        PaperBroker.restore({**good, "cash": "lots"})
-    with pytest.raises(BrokerError, match="invalid broker snapshot"):
-        PaperBroker.restore({k: v for k, v in good.items() if k != "positions"})
-    with pytest.raises(BrokerError, match="version"):
-        PaperBroker.restore({**good, "version": 99})
+def test_restore_rejects_bad_books_and_keeps_the_old_ones() -> None:
+    broker = frictionless()
+    broker.submit("a", "X", Side.BUY, 1.0, 10.0, 0.0)
+    good = broker.snapshot()
+    with pytest.raises(BrokerError, match="must be finite"):
+        broker.restore(msgspec.structs.replace(good, cash=math.inf))
+    with pytest.raises(BrokerError, match="order counts"):
+        broker.restore(msgspec.structs.replace(good, orders=-1))
+    with pytest.raises(BrokerError, match="expected BrokerBooks"):
+        broker.restore({"cash": 1.0})  # type: ignore[arg-type]
+    assert broker.snapshot() == good
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert({**msgspec.to_builtins(good), "cash": "lots"}, BrokerBooks)
 
 
 def test_order_memory_bounds_remembered_ids() -> None:
@@ -225,7 +233,7 @@ def test_order_memory_bounds_remembered_ids() -> None:
     assert broker.fill_for("id0") is None
     assert broker.fill_for("id2") is not None
     assert broker.statistics().fills == 3
-    assert len(broker.snapshot()["fills"]) == 2
+    assert len(broker.snapshot().fills) == 2
 
 
 def test_fill_is_msgspec_encodable() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import random
 import re
 import tomllib
@@ -714,7 +715,8 @@ def test_unimportable_module() -> None:
         ConfigError,
         match=r"^<string>:? at \$\.workflows\.wf\.steps\[0\]\.action: cannot import module "
         r"`tests\.unit\.no_such_module` of action `tests\.unit\.no_such_module:run`: "
-        r"no module named `tests\.unit\.no_such_module`$",
+        r"no module named `tests\.unit\.no_such_module` \(searched the strategy paths "
+        rf"{re.escape(os.getcwd())}, then the installed packages\)$",
     ):
         loads_config(text)
 

@@ -6,8 +6,8 @@ import asyncio
 
 from engine.config import loads_config
 from engine.core.clock import FakeClock
-from engine.core.context import StepContext, cheap
 from engine.core.events import DataReady
+from engine.core.strategy import StepContext, cheap
 from engine.service.daemon import Engine
 
 CLOCK = FakeClock()

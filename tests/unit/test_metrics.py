@@ -21,9 +21,9 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.core.context import StepContext, sends_orders
 from engine.core.events import HighPriorityArrived
 from engine.core.stats import RUN_OUTCOMES
+from engine.core.strategy import StepContext, sends_orders
 from engine.intake import REJECT_REASONS
 from engine.service.daemon import Engine
 from engine.service.http import MetricsBindError

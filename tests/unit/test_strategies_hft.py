@@ -10,8 +10,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from engine.core.context import StepContext, is_cheap, sends_orders_flag
+from engine.config.params import decode_params
+from engine.core.errors import ConfigError
 from engine.core.events import Tick
+from engine.core.strategy import StepContext, is_cheap, sends_orders_flag
 from engine.core.symbols import MarketData
 from strategies.broker import PaperBroker, Side
 from strategies.common import StrategyError
@@ -26,6 +28,11 @@ from strategies.hft import (
 from strategies.risk import RiskLimits, RiskManager
 
 SYM = "ACME"
+ACTIONS = {
+    "collect_data": collect_data,
+    "calculate_signal": calculate_signal,
+    "execute_order": execute_order,
+}
 
 
 class FakeClock:
@@ -72,13 +79,15 @@ class Desk:
             symbol=SYM,
             tick=tick or self.market.latest(SYM) or Tick(SYM, 0.0, 1.0),
             inputs=inputs or {},
-            attempt=0,
-            params=params or {},
+            attempt=1,
+            # Decoded as the loader does at load time: the action gets its params struct.
+            params=decode_params(ACTIONS[step], params or {}),
             market=self.market,
             broker=self.broker,
             risk=self.risk,
             rng=random.Random(7),
             clock=self.clock,
+            sends_orders=sends_orders_flag(ACTIONS[step]),
         )
 
     def run(self, *, run_id: int = 1, signal_params: Mapping[str, Any] | None = None) -> Any:
@@ -228,10 +237,10 @@ def test_thresholds_come_from_params() -> None:
     [{"z_entry": 0}, {"threshold": 1.5}, {"flow_weight": -0.1}, {"min_ticks": True},
      {"imbalance_window": "ten"}],
 )  # fmt: skip
-def test_bad_params_raise_strategy_error(params: dict[str, Any]) -> None:
+def test_bad_params_are_load_errors(params: dict[str, Any]) -> None:
     desk = Desk()
     desk.feed(DIP)
-    with pytest.raises(StrategyError):
+    with pytest.raises(ConfigError, match=rf"at \$\.params\.{next(iter(params))}: "):
         signal_for(desk, params)
 
 

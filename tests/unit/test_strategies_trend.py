@@ -12,16 +12,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.core.context import StepContext, is_cheap, sends_orders_flag
+from engine.config.params import decode_params
+from engine.core.errors import ConfigError
 from engine.core.events import Tick
+from engine.core.strategy import StepContext, is_cheap, sends_orders_flag
 from engine.core.symbols import MarketData
 from strategies.broker import PaperBroker
-from strategies.common import StrategyError
 from strategies.indicators import Bar
 from strategies.risk import RiskLimits, RiskManager
 from strategies.trend import TrendData, TrendSignal, calculate_trend, collect_trend_data
 
 SYM = "TRND"
+ACTIONS = {"collect_trend_data": collect_trend_data, "calculate_trend": calculate_trend}
 
 
 def make_ctx(
@@ -38,13 +40,15 @@ def make_ctx(
         symbol=SYM,
         tick=market.latest(SYM) or Tick(SYM, 0.0, 10.0),
         inputs=inputs or {},
-        attempt=0,
-        params=params or {},
+        attempt=1,
+        # Decoded as the loader does at load time: the action gets its params struct.
+        params=decode_params(ACTIONS[step], params or {}),
         market=market,
         broker=PaperBroker(),
         risk=RiskManager(RiskLimits(), lambda: 0.0),
         rng=random.Random(3),
         clock=lambda: 0.0,
+        sends_orders=sends_orders_flag(ACTIONS[step]),
     )
 
 
@@ -102,12 +106,10 @@ def test_collect_count_bars_and_window() -> None:
 
 def test_collect_rejects_both_bar_kinds() -> None:
     market = market_of([1.0])
-    with pytest.raises(StrategyError, match="either"):
-        collect_trend_data(
-            make_ctx(market, "collect_trend_data", params={"bar_ticks": 2, "bar_seconds": 1.0})
-        )
-    with pytest.raises(StrategyError):
-        collect_trend_data(make_ctx(market, "collect_trend_data", params={"bar_seconds": 0}))
+    with pytest.raises(ConfigError, match="either"):
+        make_ctx(market, "collect_trend_data", params={"bar_ticks": 2, "bar_seconds": 1.0})
+    with pytest.raises(ConfigError, match=r"bar_seconds: Expected `float` > 0.0, got 0"):
+        make_ctx(market, "collect_trend_data", params={"bar_seconds": 0})
 
 
 def test_collect_on_empty_market_uses_the_trigger_tick() -> None:
@@ -192,8 +194,8 @@ def test_too_few_bars_is_flat_with_no_confidence() -> None:
     [{"fast": 20, "slow": 20}, {"fast": 0}, {"min_confidence": 2.0}, {"full_gap": 0.0},
      {"slope_window": 1}],
 )  # fmt: skip
-def test_bad_params_raise(params: dict[str, Any]) -> None:
-    with pytest.raises(StrategyError):
+def test_bad_params_are_load_errors(params: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
         trend(BREAKOUT, params)
 
 
