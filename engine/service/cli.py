@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--json", action="store_true", help="print the summary as JSON")
     replay.add_argument("--drain-timeout", type=float, default=60.0, metavar="SECONDS",
                         help="after the file ends, how long runs in flight get to finish")
+    from engine.service.backtest_cmd import add_parser as add_backtest_parser
+
+    add_backtest_parser(sub, DEFAULT_CONFIG)
     return parser
 
 
@@ -523,6 +526,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_status(args)
     if args.command == "replay":
         return cmd_replay(args)
+    if args.command == "backtest":
+        from engine.service.backtest_cmd import cmd_backtest
+
+        return cmd_backtest(args)
     parser.print_help()
     return 0
 

@@ -13,7 +13,7 @@ import csv
 import math
 import os
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple
@@ -266,23 +266,51 @@ class ReplaySource:
                     if line.data is None or line.data.strip():
                         header = self._csv_header(line)
                     continue
-                self._position += 1
-                try:
-                    if line.data is None:
-                        limit = self._decoder.max_line_bytes
-                        message = f"line of {line.size} bytes exceeds the {limit}-byte limit"
-                        raise self._decoder.reject("oversized", message)
-                    if not line.data.strip():
+                event = self._decode_line(line, header)
+                if event is not None:
+                    yield event
+
+    def iter_events(self) -> Iterator[Event]:
+        """The file's events, read and decoded in the caller's thread, without the event loop:
+        a backtest's virtual time must not pass while it waits for the file. Bad rows are
+        rejected, counted and skipped as in :meth:`run`; ``position`` advances the same way."""
+        header: _CsvHeader | None = None
+        self._position = 0
+        splitter = _LineSplitter(self._decoder.max_line_bytes)
+        with self._path.open("rb") as f:
+            while True:
+                chunk = f.read(_CHUNK_BYTES)
+                lines = splitter.feed(chunk) if chunk else splitter.close()
+                for line in lines:
+                    if self._format == "csv" and header is None:
+                        if line.data is None or line.data.strip():
+                            header = self._csv_header(line)
                         continue
-                    if header is not None:
-                        event = self._decode_csv_row(line.data, header)
-                    else:
-                        event = self._decoder.decode(line.data)
-                except EventError as exc:
-                    where = f"{self._path.name}:{line.number}"
-                    self._reject_log.log(exc, source=where, line=line.data)
-                    continue
-                yield event
+                    event = self._decode_line(line, header)
+                    if event is not None:
+                        self._emitted += 1
+                        yield event
+                if not chunk:
+                    break
+        self._reject_log.flush()
+
+    def _decode_line(self, line: _Line, header: _CsvHeader | None) -> Event | None:
+        """One record line's event; None for a blank line or a rejected one (counted, logged)."""
+        self._position += 1
+        try:
+            if line.data is None:
+                limit = self._decoder.max_line_bytes
+                message = f"line of {line.size} bytes exceeds the {limit}-byte limit"
+                raise self._decoder.reject("oversized", message)
+            if not line.data.strip():
+                return None
+            if header is not None:
+                return self._decode_csv_row(line.data, header)
+            return self._decoder.decode(line.data)
+        except EventError as exc:
+            where = f"{self._path.name}:{line.number}"
+            self._reject_log.log(exc, source=where, line=line.data)
+            return None
 
     def _csv_header(self, line: _Line) -> _CsvHeader:
         where = f"{self._path}:{line.number}"
