@@ -33,21 +33,24 @@ __all__ = ["write_ticks"]
 
 TICKFLOW = [sys.executable, "-m", "engine", "--log-level", "error"]
 
+# The default workflows, routed to priority 0-2 only, and every symbol at priority 7.
 UNROUTED_CONFIG = """
 [engine]
 default_symbol_priority = 7
+
+[workflows.high_freq_trading]
+priority = 0
+route = { min_priority = 0, max_priority = 0 }
+max_concurrent = 3
 
 [[workflows.high_freq_trading.steps]]
 name = "collect_data"
 action = "strategies.hft:collect_data"
 
-[workflows.high_freq_trading]
-priority = 0
-route = { min_priority = 0, max_priority = 0 }
-
 [workflows.trend_trading]
 priority = 2
 route = { min_priority = 1, max_priority = 2 }
+max_concurrent = 5
 
 [[workflows.trend_trading.steps]]
 name = "collect_trend_data"

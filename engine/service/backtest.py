@@ -38,7 +38,7 @@ from engine.core.errors import EventError, TickflowError
 from engine.core.events import DataReady, Event
 from engine.core.runs import StepDef, WorkflowDef
 from engine.core.workflow import ExecKind
-from engine.service.backtest_record import Figures, Recorder, RecordedFill, result_digest
+from engine.service.backtest_record import Figures, RecordedFill, Recorder, result_digest
 from engine.service.daemon import Engine
 from engine.sources.base import SourceStats
 
@@ -308,8 +308,13 @@ class Backtest:
 
     async def _feed_with_progress(self, events: Iterator[Event], total: int) -> None:
         from rich.progress import (
-            BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
-            TimeElapsedColumn, TimeRemainingColumn,
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
         )
 
         columns = (
@@ -341,9 +346,13 @@ class Backtest:
         loop = asyncio.get_running_loop()
         assert isinstance(loop, VirtualTimeLoop)
         submit = engine.submit_nowait
-        idle_until = loop.idle_until
         origin = clock.origin
+        detail = recorder.detail
         tick = recorder.tick
+        marks = recorder.marks
+        # VirtualTimeLoop.idle_until, inlined: this runs once per tick. The ready deque is the
+        # same object for the loop's life; the timer heap is re-read (the loop may rebuild it).
+        ready = loop._ready  # type: ignore[attr-defined]
         fed = 0
         for event in events:
             if type(event) is DataReady:
@@ -351,12 +360,17 @@ class Backtest:
                 if t > clock.t:
                     if t >= recorder.next_sample:
                         recorder.sample(clock.t)
-                    if idle_until(t):
+                    scheduled = loop._scheduled  # type: ignore[attr-defined]
+                    if not ready and (not scheduled or scheduled[0]._when > t):
                         clock.t = t
                     else:
                         await _sleep_until(loop, t)
-                tick(event.symbol, event.price, clock.t)
-            try:
+                if detail:
+                    tick(event.symbol, event.price, clock.t)
+                else:
+                    marks[event.symbol] = event.price
+            # A plain try, not contextlib.suppress: this runs once per tick.
+            try:  # noqa: SIM105
                 submit(event)
             except EventError:
                 pass  # counted by the engine (symbol_limit), like a live source's reject

@@ -12,6 +12,7 @@ when they grow past their cap, so a billion-tick file keeps a few thousand point
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from collections import defaultdict
 from typing import Any, Final
@@ -21,7 +22,7 @@ import orjson
 
 from strategies.broker import Fill, PaperBroker
 
-__all__ = ["Figures", "Recorder", "RecordedFill", "result_digest"]
+__all__ = ["Figures", "RecordedFill", "Recorder", "result_digest"]
 
 # Points kept per series before its resolution halves.
 _EQUITY_POINTS: Final = 4096
@@ -182,7 +183,7 @@ class Recorder:
 
 
 def _sharpe(curve: list[float], step_s: float) -> float | None:
-    returns = [b / a - 1.0 for a, b in zip(curve, curve[1:], strict=False) if a > 0]
+    returns = [b / a - 1.0 for a, b in itertools.pairwise(curve) if a > 0]
     if len(returns) < 2:
         return None
     mean = math.fsum(returns) / len(returns)

@@ -23,6 +23,7 @@ from engine.core.events import DATA_READY, DataReady, Event
 
 from ..intake import DEFAULT_MAX_LINE_BYTES, EventDecoder, RejectLog
 from .base import SourceState, SourceStats, Submit
+from .fastcsv import plain_block_decoder, plain_row_decoder
 from .pacing import Pacer, Sleep
 
 __all__ = ["ReplayFileError", "ReplayFormat", "ReplaySource", "detect_format"]
@@ -273,18 +274,61 @@ class ReplaySource:
     def iter_events(self) -> Iterator[Event]:
         """The file's events, read and decoded in the caller's thread, without the event loop:
         a backtest's virtual time must not pass while it waits for the file. Bad rows are
-        rejected, counted and skipped as in :meth:`run`; ``position`` advances the same way."""
+        rejected, counted and skipped as in :meth:`run`; ``position`` advances the same way.
+
+        Lines are split a megabyte at a time (as :class:`_LineSplitter` would: a line over the
+        limit is measured, never kept) and plain CSV rows take a fast path
+        (engine/sources/fastcsv.py) with the strict decoder behind it."""
+        limit = self._decoder.max_line_bytes
+        csv_format = self._format == "csv"
         header: _CsvHeader | None = None
+        fast: Callable[[bytes], DataReady | None] | None = None
+        block: Callable[[list[bytes]], list[DataReady] | None] | None = None
         self._position = 0
-        splitter = _LineSplitter(self._decoder.max_line_bytes)
+        number = 0
+        carry = b""
+        over = 0  # bytes counted (not kept) of a line already past the limit
         with self._path.open("rb") as f:
             while True:
-                chunk = f.read(_CHUNK_BYTES)
-                lines = splitter.feed(chunk) if chunk else splitter.close()
-                for line in lines:
-                    if self._format == "csv" and header is None:
+                chunk = f.read(_CHUNK_BYTES << 4)
+                if chunk:
+                    pieces = (carry + chunk).split(b"\n")
+                    carry = pieces.pop()
+                else:  # the last line, when the file does not end with a newline
+                    pieces = [carry] if carry or over else []
+                if (
+                    block is not None and pieces and not over
+                    and max(map(len, pieces)) <= limit and b"\r" not in chunk
+                ):
+                    events = block(pieces)
+                    if events is not None:
+                        number += len(pieces)
+                        self._position += len(pieces)
+                        self._emitted += len(events)
+                        yield from events
+                        pieces = []
+                for piece in pieces:
+                    number += 1
+                    if piece.endswith(b"\r"):
+                        piece = piece[:-1]
+                    if over or len(piece) > limit:
+                        line = _Line(number, None, over + len(piece))
+                        over = 0
+                    elif fast is not None:
+                        event: Event | None = fast(piece)
+                        if event is not None:
+                            self._position += 1
+                            self._emitted += 1
+                            yield event
+                            continue
+                        line = _Line(number, piece, len(piece))
+                    else:
+                        line = _Line(number, piece, len(piece))
+                    if csv_format and header is None:
                         if line.data is None or line.data.strip():
                             header = self._csv_header(line)
+                            fast = plain_row_decoder(header.columns, header.width)
+                            block = plain_block_decoder(header.columns, header.width)
                         continue
                     event = self._decode_line(line, header)
                     if event is not None:
@@ -292,6 +336,9 @@ class ReplaySource:
                         yield event
                 if not chunk:
                     break
+                if over or len(carry) > limit + 1:
+                    over += len(carry)
+                    carry = b""
         self._reject_log.flush()
 
     def _decode_line(self, line: _Line, header: _CsvHeader | None) -> Event | None:
