@@ -189,7 +189,8 @@ class DbnFile:
         if kind.startswith(("BBOMsg", "CBBOMsg")):
             trade = price is not None
         if not trade and bid is not None and ask is not None:
-            price = (bid + ask) / 2.0
+            # In fixed point, then one division: the mid of 49.9 and 50.3 is 50.1, not 50.09...
+            price = (levels[0].bid_px + levels[0].ask_px) / 2e9
         if price is None:
             return None  # a book with no price on it yet: nothing to trade on
         row["price"] = price
