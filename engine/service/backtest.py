@@ -268,7 +268,7 @@ class Backtest:
                 recorder.fill(fill, clock.t)
             return fill
 
-        broker.submit = recording  # type: ignore[method-assign]
+        broker.submit = recording  # type: ignore[method-assign,assignment]
 
     def run(self) -> BacktestResult:
         events = self.data.iter_events()
@@ -291,20 +291,29 @@ class Backtest:
 
     async def _main(self, events: Iterator[Event], total: int) -> None:
         engine = self.engine
+        failure: BaseException | None = None
         async with engine.session():
             coordinator = engine.coordinator
             assert coordinator is not None
             coordinator.on_run_finished = self.recorder.run_finished
-            if self.progress:
-                await self._feed_with_progress(events, total)
-            else:
-                await self._feed(events, None)
             try:
-                async with asyncio.timeout(self.drain_timeout_s):  # virtual seconds
-                    await engine.wait_idle()
-            except TimeoutError:
-                self.drained = False
-            self.recorder.sample(self.clock.t)
+                if self.progress:
+                    await self._feed_with_progress(events, total)
+                else:
+                    await self._feed(events, None)
+            except (TickflowError, OSError) as exc:
+                # The file failed mid-way (a truncated DBN file): re-raised once the session
+                # is closed, as itself rather than inside the task group's ExceptionGroup.
+                failure = exc
+            else:
+                try:
+                    async with asyncio.timeout(self.drain_timeout_s):  # virtual seconds
+                        await engine.wait_idle()
+                except TimeoutError:
+                    self.drained = False
+                self.recorder.sample(self.clock.t)
+        if failure is not None:
+            raise failure
 
     async def _feed_with_progress(self, events: Iterator[Event], total: int) -> None:
         from rich.progress import (

@@ -177,9 +177,9 @@ class DbnFile:
         row["ts"] = (record.ts_recv if hasattr(record, "ts_recv") else record.ts_event) / 1e9
         price = _px(record.price, undef)
         levels = getattr(record, "levels", None)
+        top: Any = levels[0] if levels else None
         bid = ask = None
-        if levels:
-            top = levels[0]
+        if top is not None:
             bid, ask = _px(top.bid_px, undef), _px(top.ask_px, undef)
             if bid is not None:
                 row["bid"] = bid
@@ -190,7 +190,7 @@ class DbnFile:
             trade = price is not None
         if not trade and bid is not None and ask is not None:
             # In fixed point, then one division: the mid of 49.9 and 50.3 is 50.1, not 50.09...
-            price = (levels[0].bid_px + levels[0].ask_px) / 2e9
+            price = (top.bid_px + top.ask_px) / 2e9
         if price is None:
             return None  # a book with no price on it yet: nothing to trade on
         row["price"] = price

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -41,9 +42,11 @@ def test_same_data_same_fills_twice(tmp_path: Path) -> None:
     first, second = _run(config, data), _run(config, data)
     assert first.fills, "the default strategies should trade on a random walk"
     assert first.fills == second.fills
-    assert first.positions == second.positions and first.pnl == second.pnl
+    assert first.positions == second.positions
+    assert first.pnl == second.pnl
     assert first.digest == second.digest
-    assert first.drained and first.events["received"] == {"DATA_READY": 4000}
+    assert first.drained
+    assert first.events["received"] == {"DATA_READY": 4000}
     # Fills are stamped with the data's own time, never the machine's.
     assert all(0.0 <= f.t <= first.virtual_seconds for f in first.fills)
 
@@ -62,7 +65,7 @@ def test_order_rate_limit_counts_virtual_seconds(tmp_path: Path) -> None:
         by_symbol.setdefault(fill.symbol, []).append(fill.t)
     for times in by_symbol.values():
         # At most one order per symbol in any sliding virtual second.
-        assert all(b - a > 1.0 - 1e-9 for a, b in zip(times, times[1:], strict=False))
+        assert all(b - a > 1.0 - 1e-9 for a, b in itertools.pairwise(times))
     unlimited = _run(base, data)
     assert len(unlimited.fills) > len(result.fills)
 
@@ -166,7 +169,8 @@ def test_inline_latency_holds_the_loop_and_conflates(tmp_path: Path) -> None:
     slow = _run(config, data, latency=parse_latency(["inline=1ms"]))
     fast = _run(config, data, latency=parse_latency(["solo.probe=1us"]))
     runs_slow = slow.runs["solo"]["completed"]
-    assert slow.events["conflated"] > 0 and runs_slow < 1000
+    assert slow.events["conflated"] > 0
+    assert runs_slow < 1000
     # A run per ~1 ms over ~0.1 s of data (+ the follow-up after the last tick).
     assert 90 <= runs_slow <= 110
     assert fast.runs["solo"]["completed"] > 900
@@ -179,7 +183,8 @@ def test_latency_specs() -> None:
     assert parse_duration("1.5ms") == pytest.approx(1.5e-3)
     assert parse_duration("2") == 2.0
     model = parse_latency(["inline=5us", "thread=2ms", "wf.step=1ms"])
-    assert model.inline_s == pytest.approx(5e-6) and model.thread_s == pytest.approx(2e-3)
+    assert model.inline_s == pytest.approx(5e-6)
+    assert model.thread_s == pytest.approx(2e-3)
     assert model.steps == {"wf.step": pytest.approx(1e-3)}
     for bad in ("inline", "inline=fast", "=1ms", "gpu=1ms", "inline=-1ms"):
         with pytest.raises(BacktestError):

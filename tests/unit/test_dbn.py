@@ -121,7 +121,7 @@ def test_bad_records_are_rejected_and_the_rest_delivered(tmp_path: Path) -> None
 def test_not_dbn_and_truncated_files_are_clear_errors(tmp_path: Path) -> None:
     junk = tmp_path / "junk.dbn"
     junk.write_bytes(b"symbol,ts,price\nA,1,2\n")
-    with pytest.raises(DbnError, match="not a readable DBN file|no DBN metadata"):
+    with pytest.raises(DbnError, match=r"not a readable DBN file|no DBN metadata"):
         list(DbnFile(junk).iter_events())
     good = _write(tmp_path / "t.dbn", _metadata(dbn.Schema.MBP_1, {"AAPL": 7}),
                   [_mbp1(7, 1, 10.0, dbn.Action.TRADE, 9.9, 10.1)])

@@ -64,7 +64,8 @@ def test_awkward_rows_match_the_strict_path(tmp_path: Path, newline: str, limit:
     assert events == strict
     assert rejects == strict_rejects
     assert position == len(AWKWARD)
-    assert "bad_field" in rejects and "missing_field" in rejects
+    assert "bad_field" in rejects
+    assert "missing_field" in rejects
     assert any(isinstance(e, DataReady) and e.symbol == "HHH" for e in events)
 
 
@@ -106,7 +107,8 @@ def test_jsonl_iter_events_matches(tmp_path: Path) -> None:
     )
     strict, strict_rejects = _strict(path)
     events, rejects, _ = _sync(path)
-    assert events == strict and len(events) == 2
+    assert events == strict
+    assert len(events) == 2
     assert rejects == strict_rejects == {"malformed_json": 1, "bad_field": 1}
 
 
