@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ticks", type=int, default=1_000_000)
     parser.add_argument("--replay-ticks", type=int, default=100_000)
-    parser.add_argument("--rate-hz", type=float, default=20_000.0,
+    parser.add_argument("--rate-hz", type=float, default=200_000.0,
                         help="ticks per second of market time in the generated file")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
