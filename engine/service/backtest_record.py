@@ -29,6 +29,7 @@ _EQUITY_POINTS: Final = 4096
 _PATH_POINTS: Final = 4096
 # Sharpe is annualised over a trading year of 252 sessions of 6.5 hours.
 _TRADING_SECONDS_PER_YEAR: Final = 252 * 6.5 * 3600
+_SHARPE_MIN_RETURNS: Final = 30
 
 
 class RecordedFill(msgspec.Struct, frozen=True, array_like=True):
@@ -88,7 +89,7 @@ class _Path:
 class Recorder:
     """Collects a backtest's fills, equity curve and (optionally) report series."""
 
-    def __init__(self, broker: PaperBroker, *, detail: bool, sample_s: float = 1.0) -> None:
+    def __init__(self, broker: PaperBroker, *, detail: bool, sample_s: float = 0.01) -> None:
         self.broker = broker
         self.detail = detail
         self.fills: list[RecordedFill] = []
@@ -119,14 +120,14 @@ class Recorder:
         if t < self.next_sample:
             return
         value = self.broker.equity(self.marks)
+        equity = self.equity
         while self.next_sample <= t:
-            self.equity.append(value)
-            self.next_sample = len(self.equity) * self.sample_s
-        if len(self.equity) >= _EQUITY_POINTS:
-            # Keep the grid uniform at half the resolution.
-            del self.equity[1::2]
-            self.sample_s *= 2
-            self.next_sample = len(self.equity) * self.sample_s
+            equity.append(value)
+            if len(equity) >= _EQUITY_POINTS:
+                # Keep the grid uniform at half the resolution.
+                del equity[1::2]
+                self.sample_s *= 2
+            self.next_sample = len(equity) * self.sample_s
 
     def fill(self, fill: Fill, t: float) -> None:
         position = self.broker.position(fill.symbol).qty
@@ -184,8 +185,8 @@ class Recorder:
 
 def _sharpe(curve: list[float], step_s: float) -> float | None:
     returns = [b / a - 1.0 for a, b in itertools.pairwise(curve) if a > 0]
-    if len(returns) < 2:
-        return None
+    if len(returns) < _SHARPE_MIN_RETURNS:
+        return None  # too few points for a ratio that means anything
     mean = math.fsum(returns) / len(returns)
     var = math.fsum((r - mean) ** 2 for r in returns) / (len(returns) - 1)
     if var <= 0.0:

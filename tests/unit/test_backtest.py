@@ -196,3 +196,49 @@ def test_latency_specs() -> None:
 def test_unknown_format_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(BacktestError, match="format"):
         open_data(tmp_path / "x.csv", "parquet")
+
+
+CONFIG_PREEMPT = """
+[engine]
+agents = 1
+
+[[symbols]]
+name = "LOW"
+priority = 5
+
+[[symbols]]
+name = "HOT"
+priority = 0
+
+[workflows.slow]
+priority = 5
+route = { min_priority = 5 }
+max_concurrent = 1
+
+[[workflows.slow.steps]]
+name = "sleep"
+action = "tests.unit.backtest_actions:async_sleeper"
+timeout_ms = 5000.0
+params = { seconds = 1.0 }
+
+[workflows.urgent]
+priority = 0
+route = { max_priority = 0 }
+max_concurrent = 1
+
+[[workflows.urgent.steps]]
+name = "probe"
+action = "tests.unit.backtest_actions:inline_probe"
+"""
+
+
+def test_preemption_happens_at_the_virtual_instant(tmp_path: Path) -> None:
+    data = tmp_path / "two.csv"
+    data.write_text(f"symbol,ts,price\nLOW,{T0},10.0\nHOT,{T0 + 0.1},20.0\n")
+    result = _run(loads_config(CONFIG_PREEMPT), data, latency=parse_latency(["async=0"]))
+    assert result.runs == {"slow": {"completed": 1}, "urgent": {"completed": 1}}
+    calls = [(name, round(t - T0, 6)) for name, _, t in backtest_actions.CALLS]
+    # The slow step started at 0, the urgent tick took its agent at 0.1, and the slow step
+    # started over once the urgent one (20 µs inline) was done.
+    assert calls == [("sleep", 0.0), ("inline", 0.1), ("sleep", 0.10002)]
+    assert math.isclose(result.virtual_seconds, 1.10002, abs_tol=1e-6)  # epoch float ts
