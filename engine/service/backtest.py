@@ -27,6 +27,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -282,7 +283,7 @@ class Backtest:
         started = time.perf_counter()
         loop = self.clock.new_loop()
         try:
-            loop.run_until_complete(self._main(_chain(first, events), total))
+            loop.run_until_complete(self._main(chain(first, events), total))
         finally:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
@@ -295,7 +296,8 @@ class Backtest:
         async with engine.session():
             coordinator = engine.coordinator
             assert coordinator is not None
-            coordinator.on_run_finished = self.recorder.run_finished
+            if self.recorder.detail:  # the report's latency histograms
+                coordinator.on_run_finished = self.recorder.run_finished
             try:
                 if self.progress:
                     await self._feed_with_progress(events, total)
@@ -424,11 +426,6 @@ class Backtest:
             latency=self.latency,
             fills=recorder.fills,
         )
-
-
-def _chain(first: list[Event], rest: Iterator[Event]) -> Iterator[Event]:
-    yield from first
-    yield from rest
 
 
 def _wake(fut: asyncio.Future[None]) -> None:

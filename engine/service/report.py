@@ -79,6 +79,7 @@ def _equity(plt: Any, rec: Recorder) -> Any:
     top.plot(xs, curve, color="tab:blue", linewidth=1.2)
     top.axhline(rec.broker.initial_cash, color="grey", linewidth=0.8, linestyle="--")
     top.set_ylabel("equity")
+    top.ticklabel_format(axis="y", useOffset=False, style="plain")  # cash, not "+1e6" offsets
     top.set_title("Equity (marked to the last price)")
     bottom.fill_between(xs, drawdown, 0.0, color="tab:red", alpha=0.5, step="post")
     bottom.set_ylabel("drawdown")

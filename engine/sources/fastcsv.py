@@ -126,12 +126,16 @@ def plain_block_decoder(
         if b"" in cells:
             if not optional:
                 return None
+            if not any(cells):
+                return [None] * len(cells), True
             values: list[Any] = [float(c) if c else None for c in cells]
             if not all(map(_isfinite, [v for v in values if v is not None])):
                 return None
             return values, True
         values = list(map(float, cells))
-        if not all(map(_isfinite, values)):
+        # A finite sum means every value is finite (an inf or nan makes the sum inf or nan);
+        # only a sum that overflowed needs the value-by-value check.
+        if not _isfinite(sum(values)) and not all(map(_isfinite, values)):
             return None
         return values, False
 
@@ -156,13 +160,15 @@ def plain_block_decoder(
             volumes = floats(cells[i_volume::width], True) if i_volume >= 0 else ([0.0] * n, False)
             bids = floats(cells[i_bid::width], True) if i_bid >= 0 else ([None] * n, True)
             asks = floats(cells[i_ask::width], True) if i_ask >= 0 else ([None] * n, True)
+            priorities: list[Any] = [None] * n
+            checked_priorities: list[int] = []
             if i_priority >= 0:
                 raw = cells[i_priority::width]
-                priorities: list[Any] = (
-                    [int(c) if c else None for c in raw] if b"" in raw else list(map(int, raw))
-                )
-            else:
-                priorities = [None] * n
+                if b"" not in raw:
+                    priorities = checked_priorities = list(map(int, raw))
+                elif any(raw):
+                    priorities = [int(c) if c else None for c in raw]
+                    checked_priorities = [p for p in priorities if p is not None]
         except ValueError:
             return None
         if ts is None or prices is None or volumes is None or bids is None or asks is None:
@@ -184,8 +190,9 @@ def plain_block_decoder(
                 return None
         elif any(b is not None and a is not None and b > a for b, a in zip(bid, ask, strict=True)):
             return None
-        present_p = [p for p in priorities if p is not None]
-        if present_p and not (min(present_p) >= 0 and max(present_p) <= _MAX_PRIORITY):
+        if checked_priorities and not (
+            min(checked_priorities) >= 0 and max(checked_priorities) <= _MAX_PRIORITY
+        ):
             return None
         return list(map(DataReady, names, ts[0], prices[0], vol, bid, ask, priorities))
 
