@@ -102,7 +102,8 @@ def _backtest(data: Path, config: Path | None) -> dict[str, object]:
 
 
 def _replay_rate(data: Path) -> tuple[float, int]:
-    lines = sum(1 for _ in data.open()) - 1
+    with data.open() as f:
+        lines = sum(1 for _ in f) - 1
     started = time.perf_counter()
     subprocess.run(
         [*TICKFLOW, "replay", str(data), "--json", "--drain-timeout", "600"],

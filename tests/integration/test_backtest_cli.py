@@ -171,3 +171,14 @@ def test_bad_input_is_a_clear_error(ticks: Path, tmp_path: Path) -> None:
     proc = _backtest(str(header_only), cwd=tmp_path)
     assert proc.returncode == 1
     assert "lacks column" in proc.stderr
+
+
+def test_benchmark_runs_at_toy_size(capsys: pytest.CaptureFixture[str]) -> None:
+    """Keeps benchmarks/bench_backtest.py from rotting; its figures are for the README."""
+    from benchmarks import bench_backtest
+
+    assert bench_backtest.main(["--ticks", "3000", "--replay-ticks", "500"]) == 0
+    out = capsys.readouterr().out
+    for name in ("backtest, default workflows", "backtest, no workflow", "replay --speed 0"):
+        assert name in out
+    assert "0 runs" in out  # the unrouted run routes nothing
