@@ -243,7 +243,7 @@ class Backtest:
         self.engine = Engine(
             config, clock=self.clock, sources=[], persist=False, serve_metrics=False
         )
-        self.recorder = Recorder(self.engine.broker, detail=detail)
+        self.recorder = Recorder(self.engine.broker, self.engine.symbols, detail=detail)
         install_latency(
             self.engine.workflows, self.clock, self.latency,
             self.recorder.step_wall if detail else None,
@@ -251,7 +251,6 @@ class Backtest:
         self._record_fills()
         self.progress = progress
         self.drain_timeout_s = drain_timeout_s
-        self.fed = 0
         self.drained = True
 
     def _record_fills(self) -> None:
@@ -358,37 +357,34 @@ class Backtest:
         assert isinstance(loop, VirtualTimeLoop)
         submit = engine.submit_nowait
         origin = clock.origin
-        detail = recorder.detail
-        tick = recorder.tick
-        marks = recorder.marks
+        tick = recorder.tick if recorder.detail else None
+        if show is not None:
+            events = _every(events, _PROGRESS_EVERY, show)
         # VirtualTimeLoop.idle_until, inlined: this runs once per tick. The ready deque is the
-        # same object for the loop's life; the timer heap is re-read (the loop may rebuild it).
+        # loop's for its life; the timer heap is re-read after every await (the loop may
+        # rebuild it then, and only then).
         ready = loop._ready  # type: ignore[attr-defined]
-        fed = 0
+        scheduled = loop._scheduled  # type: ignore[attr-defined]
+        next_sample = recorder.next_sample
         for event in events:
             if type(event) is DataReady:
                 t = event.ts - origin
                 if t > clock.t:
-                    if t >= recorder.next_sample:
+                    if t >= next_sample:
                         recorder.sample(clock.t)
-                    scheduled = loop._scheduled  # type: ignore[attr-defined]
+                        next_sample = recorder.next_sample
                     if not ready and (not scheduled or scheduled[0]._when > t):
                         clock.t = t
                     else:
                         await _sleep_until(loop, t)
-                if detail:
+                        scheduled = loop._scheduled  # type: ignore[attr-defined]
+                if tick is not None:
                     tick(event.symbol, event.price, clock.t)
-                else:
-                    marks[event.symbol] = event.price
             # A plain try, not contextlib.suppress: this runs once per tick.
             try:  # noqa: SIM105
                 submit(event)
             except EventError:
                 pass  # counted by the engine (symbol_limit), like a live source's reject
-            fed += 1
-            if show is not None and not fed % _PROGRESS_EVERY:
-                show()
-        self.fed = fed
 
     def _result(self, wall: float) -> BacktestResult:
         engine = self.engine
@@ -396,12 +392,13 @@ class Backtest:
         stats = engine.statistics()
         c = stats.counters
         broker = engine.broker
+        marks = recorder.marks()
         pnl = {
             "cash": broker.cash,
             "realized": broker.realized_pnl,
-            "unrealized": broker.unrealized_pnl(recorder.marks),
+            "unrealized": broker.unrealized_pnl(marks),
             "fees": broker.fees_paid,
-            "equity": broker.equity(recorder.marks),
+            "equity": broker.equity(marks),
         }
         positions = recorder.positions()
         source = self.data.statistics()
@@ -421,11 +418,18 @@ class Backtest:
             pnl=pnl,
             virtual_seconds=self.clock.t,
             wall_seconds=wall,
-            ticks_per_second=self.fed / wall if wall > 0 else 0.0,
+            ticks_per_second=source.emitted / wall if wall > 0 else 0.0,
             drained=self.drained,
             latency=self.latency,
             fills=recorder.fills,
         )
+
+
+def _every(events: Iterator[Event], n: int, call: Callable[[], None]) -> Iterator[Event]:
+    for i, event in enumerate(events, 1):
+        if not i % n:
+            call()
+        yield event
 
 
 def _wake(fut: asyncio.Future[None]) -> None:

@@ -89,11 +89,13 @@ class _Path:
 class Recorder:
     """Collects a backtest's fills, equity curve and (optionally) report series."""
 
-    def __init__(self, broker: PaperBroker, *, detail: bool, sample_s: float = 0.01) -> None:
+    def __init__(
+        self, broker: PaperBroker, symbols: Any, *, detail: bool, sample_s: float = 0.01
+    ) -> None:
         self.broker = broker
+        self.symbols = symbols  # the engine's SymbolTable: its last ticks mark the positions
         self.detail = detail
         self.fills: list[RecordedFill] = []
-        self.marks: dict[str, float] = {}  # last price per symbol, for marking equity
         # Equity on a uniform grid: sample i is at i * sample_s virtual seconds.
         self.sample_s = sample_s
         self.equity: list[float] = []
@@ -107,19 +109,28 @@ class Recorder:
     # -- feeding ------------------------------------------------------------------------------
 
     def tick(self, symbol: str, price: float, t: float) -> None:
-        self.marks[symbol] = price
-        if self.detail:
-            path = self.paths.get(symbol)
-            if path is None:
-                path = self.paths[symbol] = _Path(_PATH_POINTS)
-            path.add(t, price)
-            self.ticks[symbol] += 1
+        """A tick about to be fed (reports only: the price paths)."""
+        path = self.paths.get(symbol)
+        if path is None:
+            path = self.paths[symbol] = _Path(_PATH_POINTS)
+        path.add(t, price)
+        self.ticks[symbol] += 1
+
+    def marks(self) -> dict[str, float]:
+        """The last price of every symbol with a position (what equity is marked to)."""
+        table = self.symbols
+        marks = {}
+        for name in self.broker.positions():
+            state = table.get(name)
+            if state is not None and state.last_tick is not None:
+                marks[name] = state.last_tick.price
+        return marks
 
     def sample(self, t: float) -> None:
         """Extend the equity grid up to virtual time ``t`` (call before time passes ``t``)."""
         if t < self.next_sample:
             return
-        value = self.broker.equity(self.marks)
+        value = self.broker.equity(self.marks())
         equity = self.equity
         while self.next_sample <= t:
             equity.append(value)
@@ -149,7 +160,8 @@ class Recorder:
 
     def figures(self) -> Figures:
         broker = self.broker
-        equity_end = broker.equity(self.marks)
+        marks = self.marks()
+        equity_end = broker.equity(marks)
         curve = [*self.equity, equity_end]
         peak = -math.inf
         max_dd = max_dd_pct = 0.0
@@ -166,7 +178,7 @@ class Recorder:
         return Figures(
             pnl=equity_end - broker.initial_cash,
             realized_pnl=broker.realized_pnl,
-            unrealized_pnl=broker.unrealized_pnl(self.marks),
+            unrealized_pnl=broker.unrealized_pnl(marks),
             fees=broker.fees_paid,
             fills=len(self.fills),
             turnover=turnover / broker.initial_cash if broker.initial_cash else 0.0,
