@@ -49,6 +49,7 @@ __all__ = [
     "BacktestResult",
     "EventFile",
     "LatencyModel",
+    "StepMeter",
     "install_latency",
     "open_data",
     "parse_latency",
@@ -148,37 +149,44 @@ def open_data(path: Path, fmt: str = "auto", max_line_bytes: int = 65536) -> Eve
     return ReplaySource(path, speed=0.0, format=fmt, max_line_bytes=max_line_bytes)  # type: ignore[arg-type]
 
 
+class StepMeter(Protocol):
+    """Takes the real time each step's action took (the report's wall-clock figures)."""
+
+    def step_done(self, run_id: int, step: str, seconds: float) -> None: ...
+
+
 def install_latency(
     workflows: dict[str, WorkflowDef],
     clock: VirtualClock,
     model: LatencyModel,
-    step_wall: dict[int, float] | None = None,
+    meter: StepMeter | None = None,
 ) -> None:
     """Wrap every step's action so that it takes its modelled virtual time (see the module
-    doc); thread steps become loop steps. ``step_wall`` (run id -> seconds) accumulates the
-    real time spent in the actions, for the report's wall-clock latency histogram."""
+    doc); thread steps become loop steps. ``meter``, when given, is told the real time spent
+    in each action."""
     for wf in workflows.values():
         for spec in wf.steps:
             seconds = model.duration(wf.name, spec)
+            key = f"{wf.name}.{spec.name}"
             if spec.kind is ExecKind.INLINE:
-                spec.fn = _inline(spec.fn, seconds, clock, step_wall)
+                spec.fn = _inline(spec.fn, seconds, clock, meter, key)
             else:
-                spec.fn = _awaited(spec.fn, seconds, spec.kind is ExecKind.ASYNC, step_wall)
+                spec.fn = _awaited(spec.fn, seconds, spec.kind is ExecKind.ASYNC, meter, key)
                 spec.kind = ExecKind.ASYNC
 
 
 def _inline(
     fn: Callable[[Any], Any], seconds: float, clock: VirtualClock,
-    step_wall: dict[int, float] | None,
+    meter: StepMeter | None, key: str,
 ) -> Callable[[Any], Any]:
-    if step_wall is None:
+    if meter is None:
         def step(ctx: Any) -> Any:
             try:
                 return fn(ctx)
             finally:
                 clock.t += seconds
         return step
-    wall = step_wall
+    done = meter.step_done
     perf = time.perf_counter
 
     def measured(ctx: Any) -> Any:
@@ -187,20 +195,20 @@ def _inline(
             return fn(ctx)
         finally:
             clock.t += seconds
-            wall[ctx.run_id] += perf() - t0
+            done(ctx.run_id, key, perf() - t0)
     return measured
 
 
 def _awaited(
-    fn: Callable[[Any], Any], seconds: float, is_async: bool, step_wall: dict[int, float] | None
+    fn: Callable[[Any], Any], seconds: float, is_async: bool, meter: StepMeter | None, key: str
 ) -> Callable[[Any], Any]:
     perf = time.perf_counter
 
     async def step(ctx: Any) -> Any:
         t0 = perf()
         out = (await fn(ctx)) if is_async else fn(ctx)
-        if step_wall is not None:
-            step_wall[ctx.run_id] += perf() - t0
+        if meter is not None:
+            meter.step_done(ctx.run_id, key, perf() - t0)
         await asyncio.sleep(seconds)
         return out
     return step
@@ -245,8 +253,7 @@ class Backtest:
         )
         self.recorder = Recorder(self.engine.broker, self.engine.symbols, detail=detail)
         install_latency(
-            self.engine.workflows, self.clock, self.latency,
-            self.recorder.step_wall if detail else None,
+            self.engine.workflows, self.clock, self.latency, self.recorder if detail else None
         )
         self._record_fills()
         self.progress = progress

@@ -62,6 +62,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         return 1
     summary = summary_doc(result)
     if args.report is not None:
+        # Measured on this machine, so not part of the digest: a guide for --latency.
+        summary["step_cost_us"] = backtest.recorder.step_costs_us()
         from engine.service.report import write_report
 
         try:

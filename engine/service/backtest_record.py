@@ -105,6 +105,7 @@ class Recorder:
         self.run_virtual: dict[str, list[float]] = defaultdict(list)
         self.run_wall: dict[str, list[float]] = defaultdict(list)
         self.step_wall: dict[int, float] = defaultdict(float)  # run id -> compute seconds
+        self.step_cost: dict[str, list[float]] = {}  # "workflow.step" -> [calls, seconds]
 
     # -- feeding ------------------------------------------------------------------------------
 
@@ -148,6 +149,21 @@ class Recorder:
                 fill.fee, fill.realized_pnl, position,
             )
         )
+
+    def step_done(self, run_id: int, step: str, seconds: float) -> None:
+        """An action took ``seconds`` of real time (a StepMeter, for reports)."""
+        self.step_wall[run_id] += seconds
+        cost = self.step_cost.get(step)
+        if cost is None:
+            cost = self.step_cost[step] = [0.0, 0.0]
+        cost[0] += 1
+        cost[1] += seconds
+
+    def step_costs_us(self) -> dict[str, float]:
+        """Mean real time per call of each step's action, in µs: what ``--latency
+        WORKFLOW.STEP=...`` would model it as."""
+        return {k: round(total / calls * 1e6, 2) for k, (calls, total) in
+                sorted(self.step_cost.items()) if calls}
 
     def run_finished(self, run: Any) -> None:
         wall = self.step_wall.pop(run.id, 0.0)

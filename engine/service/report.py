@@ -193,6 +193,10 @@ def _page(summary: dict[str, Any], rec: Recorder, charts: list[tuple[str, str]])
         f"<td>{t.position:g}</td><td>{e(t.client_order_id)}</td></tr>"
         for t in rec.fills[:_TABLE_ROWS]
     )
+    costs = "\n".join(
+        f"<tr><th>{e(step)}</th><td>{us:,.1f} µs</td></tr>"
+        for step, us in summary.get("step_cost_us", {}).items()
+    )
     more = len(rec.fills) - _TABLE_ROWS
     note = f"<p>{more} more fills are not shown.</p>" if more > 0 else ""
     return f"""<!doctype html>
@@ -208,6 +212,10 @@ img {{ max-width: 100%; border: 1px solid #ddd; }}
 <h1>Backtest of {e(summary['data'])}</h1>
 <table>{rows}</table>
 {images}
+<h2>Step cost</h2>
+<p>Mean real time per call of each step's action on this machine (not part of the digest):
+what <code>--latency WORKFLOW.STEP=...</code> would model it as.</p>
+<table>{costs}</table>
 <h2>Trades</h2>
 <table><tr><th>t (virtual s)</th><th>symbol</th><th>side</th><th>qty</th><th>price</th>
 <th>fee</th><th>realized</th><th>position after</th><th>client order id</th></tr>

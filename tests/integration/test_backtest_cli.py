@@ -77,6 +77,13 @@ def test_report_html_references_every_png_and_charts_show_data(
     assert figures["fills"] > 0
     assert figures["runs"] > 0
     assert summary["digest"].startswith("sha256:")
+    costs = summary["step_cost_us"]
+    assert set(costs) == {
+        "high_freq_trading.collect_data", "high_freq_trading.calculate_signal",
+        "high_freq_trading.execute_order", "trend_trading.collect_trend_data",
+        "trend_trading.calculate_trend",
+    }
+    assert all(us > 0 for us in costs.values())
     page = (report / "index.html").read_text()
     pngs = sorted(p.name for p in report.glob("*.png"))
     assert len(pngs) == 4
