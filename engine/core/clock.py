@@ -171,7 +171,13 @@ class _VirtualSelector:
         # (cancelled ones are already popped off the head): that wait takes no real time.
         scheduled = self._loop._scheduled  # type: ignore[attr-defined]
         if scheduled:
-            self._loop.clock.advance_to(scheduled[0].when())
+            clock = self._loop.clock
+            # To the timer exactly; never further than the loop asked (it caps its wait at a
+            # day), so a timer at infinity cannot take the clock there.
+            target = scheduled[0].when()
+            if timeout is not None:
+                target = min(target, clock.t + timeout)
+            clock.advance_to(target)
             return events
         # No timer at all: only I/O (a thread's result, a signal) can wake the loop, so wait
         # for it for real.

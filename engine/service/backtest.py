@@ -56,6 +56,8 @@ __all__ = [
 ]
 
 _PROGRESS_EVERY: Final = 8192
+# A gap between ticks longer than this, with nothing in flight, is crossed in one step.
+_IDLE_GAP_S: Final = 1.0
 _UNITS: Final = {"": 1.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(s|ms|us|µs|ns)?\s*$")
 
@@ -363,6 +365,9 @@ class Backtest:
         loop = asyncio.get_running_loop()
         assert isinstance(loop, VirtualTimeLoop)
         submit = engine.submit_nowait
+        coordinator = engine.coordinator
+        assert coordinator is not None
+        symbols = engine.symbols
         origin = clock.origin
         tick = recorder.tick if recorder.detail else None
         if show is not None:
@@ -380,10 +385,23 @@ class Backtest:
                     if t >= next_sample:
                         recorder.sample(clock.t)
                         next_sample = recorder.next_sample
-                    if not ready and (not scheduled or scheduled[0]._when > t):
-                        clock.t = t
-                    else:
-                        await _sleep_until(loop, t)
+                    while True:
+                        if not ready and (not scheduled or scheduled[0]._when > t):
+                            clock.t = t  # nothing is due before the tick
+                            break
+                        if t - clock.t <= _IDLE_GAP_S:
+                            await _sleep_until(loop, t)  # the loop runs what is due first
+                            scheduled = loop._scheduled  # type: ignore[attr-defined]
+                            break
+                        if not coordinator.runs and not symbols.waiting():
+                            # Nothing in flight across a long gap (a night, a weekend): only
+                            # housekeeping is due -- the sweep, which would find no symbol
+                            # waiting, and the loop monitor. Jump; they fire once, late, at
+                            # t, instead of every few virtual seconds of the gap.
+                            clock.t = t
+                            break
+                        # Busy at the start of a long gap: let the work finish, then look again.
+                        await _sleep_until(loop, clock.t + _IDLE_GAP_S)
                         scheduled = loop._scheduled  # type: ignore[attr-defined]
                 if tick is not None:
                     tick(event.symbol, event.price, clock.t)

@@ -242,3 +242,27 @@ def test_preemption_happens_at_the_virtual_instant(tmp_path: Path) -> None:
     # started over once the urgent one (20 µs inline) was done.
     assert calls == [("sleep", 0.0), ("inline", 0.1), ("sleep", 0.10002)]
     assert math.isclose(result.virtual_seconds, 1.10002, abs_tol=1e-6)  # epoch float ts
+
+
+def test_long_idle_gaps_are_crossed_in_one_step(tmp_path: Path) -> None:
+    # Two sessions ten days apart: the sweep (every 5 s) and the loop monitor (every 0.25 s)
+    # would otherwise wake ~3.6 million times in the gap.
+    day = 86_400.0
+    rows = [f"AAA,{T0 + i * 0.01:.2f},{10 + i % 3}" for i in range(50)]
+    rows += [f"AAA,{T0 + 10 * day + i * 0.01:.2f},{10 + i % 3}" for i in range(50)]
+    data = tmp_path / "gap.csv"
+    data.write_text("symbol,ts,price\n" + "\n".join(rows) + "\n")
+    backtest = Backtest(loads_config(CONFIG_INLINE), open_data(data))
+    sweeps = 0
+    sweep = backtest.engine.sweep
+
+    def counting() -> int:
+        nonlocal sweeps
+        sweeps += 1
+        return sweep()
+
+    backtest.engine.sweep = counting  # type: ignore[method-assign]
+    result = backtest.run()
+    assert result.runs["solo"]["completed"] == 100
+    assert result.virtual_seconds > 10 * day
+    assert sweeps < 10
