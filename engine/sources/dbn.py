@@ -25,13 +25,14 @@ rate limit, and the records around it are still delivered.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
 from engine.core.errors import EventError, TickflowError
-from engine.core.events import DATA_READY, Event
+from engine.core.events import DATA_READY, DataReady, Event
 
 from ..intake import EventDecoder, RejectLog
 from .base import SourceState, SourceStats
@@ -44,6 +45,9 @@ _OHLCV_SECONDS: Final = {
     "ohlcv-1s": 1.0, "ohlcv-1m": 60.0, "ohlcv-1h": 3600.0, "ohlcv-1d": 86400.0,
     "ohlcv-eod": 86400.0,
 }
+
+
+_finite = math.isfinite
 
 
 class DbnError(TickflowError, ValueError):
@@ -77,6 +81,7 @@ class DbnFile:
         self._decoder = EventDecoder(default_type=DATA_READY)
         self._reject_log = reject_log if reject_log is not None else RejectLog()
         self._symbols: dict[int, str] = {}
+        self._kinds: dict[type, str] = {}
         self._state: SourceState = "idle"
         self._emitted = 0
         self._position = 0
@@ -132,20 +137,27 @@ class DbnFile:
             self._reject_log.flush()
 
     def _event(self, record: Any) -> Event | None:
-        dbn = self._dbn
-        if isinstance(record, dbn.Metadata):
+        kind = self._kinds.get(type(record))
+        if kind is None:
+            kind = self._kinds[type(record)] = _kind(record, self._dbn)
+        if kind == "metadata":
             self.metadata = record
             self._map_metadata(record)
             return None
         self._position += 1
-        kind = type(record).__name__
-        if kind.startswith("SymbolMappingMsg"):
+        if kind == "mapping":
             self._symbols[record.instrument_id] = record.stype_in_symbol or record.stype_out_symbol
+            return None
+        if kind == "skip":
+            self.skipped += 1
             return None
         row = self._row(record, kind)
         if row is None:
             self.skipped += 1
             return None
+        event = _plain(row)
+        if event is not None:
+            return event
         try:
             return self._decoder.decode_object(row)
         except EventError as exc:
@@ -164,30 +176,31 @@ class DbnFile:
 
     def _row(self, record: Any, kind: str) -> dict[str, Any] | None:
         undef = self._dbn.UNDEF_PRICE
-        row: dict[str, Any] = {"symbol": self._symbols.get(record.instrument_id)
-                               or str(record.instrument_id)}
-        if kind.startswith("OHLCVMsg"):
+        iid = record.instrument_id
+        row: dict[str, Any] = {"symbol": self._symbols.get(iid) or str(iid)}
+        if kind == "ohlcv":
             bar = _OHLCV_SECONDS.get(str(record.rtype), 0.0)
             row["ts"] = record.ts_event / 1e9 + bar
             row["price"] = _px(record.close, undef)
             row["volume"] = float(record.volume)
             return row
-        if not hasattr(record, "price"):
-            return None  # status, definition, statistics, system and error records
-        row["ts"] = (record.ts_recv if hasattr(record, "ts_recv") else record.ts_event) / 1e9
+        row["ts"] = (record.ts_recv if kind != "trade_no_recv" else record.ts_event) / 1e9
         price = _px(record.price, undef)
-        levels = getattr(record, "levels", None)
-        top: Any = levels[0] if levels else None
         bid = ask = None
-        if top is not None:
+        top: Any = None
+        if kind in ("book", "bbo"):
+            top = record.levels[0]
             bid, ask = _px(top.bid_px, undef), _px(top.ask_px, undef)
             if bid is not None:
                 row["bid"] = bid
             if ask is not None:
                 row["ask"] = ask
-        trade = kind.startswith("TradeMsg") or str(getattr(record, "action", "")) == "T"
-        if kind.startswith(("BBOMsg", "CBBOMsg")):
+        if kind == "bbo":
             trade = price is not None
+        elif kind == "book":
+            trade = str(record.action) == "T"
+        else:
+            trade = True
         if not trade and bid is not None and ask is not None:
             # In fixed point, then one division: the mid of 49.9 and 50.3 is 50.1, not 50.09...
             price = (top.bid_px + top.ask_px) / 2e9
@@ -197,6 +210,51 @@ class DbnFile:
         if trade:
             row["volume"] = float(record.size)
         return row
+
+
+def _kind(record: Any, dbn: Any) -> str:
+    """How a record type maps (decided once per type)."""
+    if isinstance(record, dbn.Metadata):
+        return "metadata"
+    name = type(record).__name__
+    if name.startswith("SymbolMappingMsg"):
+        return "mapping"
+    if name.startswith("OHLCVMsg"):
+        return "ohlcv"
+    if name.startswith(("BBOMsg", "CBBOMsg")):
+        return "bbo"
+    if name.startswith(("MBP1Msg", "CMBP1Msg")):
+        return "book"
+    if name.startswith("TradeMsg"):
+        return "trade" if hasattr(record, "ts_recv") else "trade_no_recv"
+    return "skip"  # status, definition, statistics, imbalance, MBO, MBP-10, system, error
+
+
+_SYMBOL_OK: dict[str, bool] = {}
+
+
+def _plain(row: dict[str, Any]) -> DataReady | None:
+    """The row as an event when it plainly passes the decoder's rules (else None: the strict
+    decoder then accepts or rejects it with its reason)."""
+    symbol = row["symbol"]
+    ok = _SYMBOL_OK.get(symbol)
+    if ok is None:
+        ok = _SYMBOL_OK[symbol] = (
+            0 < len(symbol) <= 32 and symbol.isascii() and symbol.isprintable()
+        ) if len(_SYMBOL_OK) < 100_000 else False
+    ts, price = row["ts"], row["price"]
+    bid, ask = row.get("bid"), row.get("ask")
+    volume = row.get("volume", 0.0)
+    if not (ok and _finite(ts) and ts >= 0.0 and _finite(price) and price > 0.0
+            and _finite(volume) and volume >= 0.0):
+        return None
+    if bid is not None and not (_finite(bid) and bid > 0.0):
+        return None
+    if ask is not None and not (_finite(ask) and ask > 0.0):
+        return None
+    if bid is not None and ask is not None and bid > ask:
+        return None
+    return DataReady(symbol, ts, price, volume, bid, ask)
 
 
 def _px(value: int, undef: int) -> float | None:
