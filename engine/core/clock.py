@@ -1,7 +1,8 @@
 """Time for the engine: a monotonic ``now``, a wall clock, and timers.
 
 The engine never reads time or schedules a timer except through a :class:`Clock`, so tests can
-drive timeouts and retry backoff with :class:`FakeClock` deterministically, with no sleeping.
+drive timeouts and retry backoff with :class:`FakeClock` deterministically, with no sleeping,
+and a backtest runs the whole engine on :class:`VirtualClock` (docs/backtest.md).
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import selectors
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
-__all__ = ["Clock", "FakeClock", "LoopClock", "TimerHandle"]
+__all__ = ["Clock", "FakeClock", "LoopClock", "TimerHandle", "VirtualClock", "VirtualTimeLoop"]
 
 
 class TimerHandle(Protocol):
@@ -102,3 +104,112 @@ class FakeClock:
                 timer.callback()
         self._now = target
         return fired
+
+
+class VirtualClock:
+    """Virtual time for a backtest: it moves only when the data or the modelled work moves it.
+
+    ``now()`` counts seconds from ``origin`` (the first tick's epoch second, kept small so
+    microsecond step charges stay exact in a float) and ``wall()`` is ``origin + now()``: the
+    data's own epoch time, which is what the risk rate window and fill timestamps read.
+
+    Time advances three ways, all deterministic: a data feeder moves it to the next tick's
+    timestamp (:meth:`advance_to`); an inline step charges its modelled duration
+    (:meth:`charge`: the loop was blocked that long); and a :class:`VirtualTimeLoop` with
+    nothing ready jumps it to its earliest timer. Timers are the loop's own, so
+    ``call_later``, ``asyncio.sleep`` and ``asyncio.timeout`` all follow virtual time.
+    """
+
+    __slots__ = ("_loop", "origin", "t")
+
+    def __init__(self, origin: float = 0.0) -> None:
+        self.origin = float(origin)
+        self.t = 0.0
+        self._loop: VirtualTimeLoop | None = None
+
+    def now(self) -> float:
+        return self.t
+
+    def wall(self) -> float:
+        return self.origin + self.t
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("a VirtualClock's timers need its loop: run under clock.new_loop()")
+        return loop.call_later(delay, callback)
+
+    def advance_to(self, t: float) -> None:
+        """Move to ``t`` (seconds after ``origin``); time never goes back."""
+        if t > self.t:
+            self.t = t
+
+    def charge(self, seconds: float) -> None:
+        """Account for work that held the loop for ``seconds`` of virtual time."""
+        self.t += seconds
+
+    def new_loop(self) -> VirtualTimeLoop:
+        """An event loop whose time is this clock (one per clock)."""
+        loop = VirtualTimeLoop(self)
+        self._loop = loop
+        return loop
+
+
+class _VirtualSelector:
+    """Wraps a real selector: I/O is polled without blocking, and a wait for a timer becomes
+    a jump of virtual time to that timer."""
+
+    def __init__(self, selector: selectors.BaseSelector, loop: VirtualTimeLoop) -> None:
+        self._selector = selector
+        self._loop = loop
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        events = self._selector.select(0)
+        if events or timeout == 0:
+            return events
+        # The loop found nothing ready and computed how long to wait for its earliest timer
+        # (cancelled ones are already popped off the head): that wait takes no real time.
+        scheduled = self._loop._scheduled  # type: ignore[attr-defined]
+        if scheduled:
+            clock = self._loop.clock
+            # To the timer exactly; never further than the loop asked (it caps its wait at a
+            # day), so a timer at infinity cannot take the clock there.
+            target = scheduled[0].when()
+            if timeout is not None:
+                target = min(target, clock.t + timeout)
+            clock.advance_to(target)
+            return events
+        # No timer at all: only I/O (a thread's result, a signal) can wake the loop, so wait
+        # for it for real.
+        return self._selector.select(timeout)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._selector, name)
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An asyncio loop on a :class:`VirtualClock`: never sleeps for a timer, jumps to it.
+
+    CPython's pure-Python loop (uvloop's time cannot be replaced). Code that waits for real
+    I/O or threads still works, but how much virtual time passes meanwhile is not defined:
+    a backtest runs its steps on the loop thread for that reason.
+    """
+
+    def __init__(self, clock: VirtualClock) -> None:
+        self.clock = clock
+        selector = _VirtualSelector(selectors.DefaultSelector(), self)
+        super().__init__(selector)  # type: ignore[arg-type]
+        # Virtual time starts at 0, so a nanosecond is far above the float's resolution and a
+        # timer due "now" is always taken (the loop compares ``when < now + resolution``).
+        self._clock_resolution = 1e-9
+
+    def time(self) -> float:
+        return self.clock.t
+
+    def idle_until(self, t: float) -> bool:
+        """Whether nothing is ready to run and no timer is due by ``t``: a feeder may then move
+        the clock to ``t`` itself instead of sleeping through the loop."""
+        if self._ready:  # type: ignore[attr-defined]
+            return False
+        scheduled = self._scheduled  # type: ignore[attr-defined]
+        return not scheduled or scheduled[0].when() > t

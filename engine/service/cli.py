@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--drain-timeout", type=float, default=60.0, metavar="SECONDS",
                         help="after the file ends, how long runs in flight get to finish")
     add_reload_parser(sub)
+    from engine.service.backtest_cmd import add_parser as add_backtest_parser
+
+    add_backtest_parser(sub, DEFAULT_CONFIG)
     return parser
 
 
@@ -672,6 +675,10 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return cmd_replay(args)
     if args.command == "reload":
         return cmd_reload(args)
+    if args.command == "backtest":
+        from engine.service.backtest_cmd import cmd_backtest
+
+        return cmd_backtest(args)
     parser.print_help()
     return 0
 
