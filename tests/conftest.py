@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from types import ModuleType
 
 import pytest
@@ -31,6 +32,19 @@ def twin_fixture(name: str) -> Callable[[pytest.FixtureRequest], ModuleType]:
         return importlib.import_module(f"fastpath._{name}{suffix}")
 
     return module
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """A test that sets the daemon's logging up in-process (setup_logging) configures the root
+    logger; put it back, or later tests log into a stream pytest has closed."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    filters = root.filters[:]
+    yield
+    root.handlers[:] = handlers
+    root.filters[:] = filters
+    root.setLevel(level)
 
 
 heap_module = twin_fixture("heap")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import operator
 import random
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +30,8 @@ from engine.core.symbols import MarketData, SymbolState, SymbolTable
 __all__ = ["ROUTE_CACHE_PRIORITIES", "Coordinator"]
 
 log = logging.getLogger("tickflow.engine")
+
+_run_id = operator.attrgetter("id")
 
 ROUTE_CACHE_PRIORITIES = 1024
 
@@ -131,7 +134,9 @@ class Coordinator(StepHooks):
         self.symbols.set_priority(symbol, priority)
         new_routes = self.routes(priority)
         moved = 0
-        for run in list(symbol.runs):
+        # By id, not in the set's order: what this triggers and re-keys must not depend on
+        # hashing (a backtest gives the same fills in every process).
+        for run in sorted(symbol.runs, key=_run_id):
             if run.follow_up is not None and not run.workflow.route.matches(priority):
                 # The waiting tick belongs to the new route now, not after this run ends.
                 tick, at = run.follow_up, run.follow_up_at

@@ -177,7 +177,13 @@ def test_a_client_dripping_bytes_without_ever_finishing_a_line_is_closed_as_idle
                         except ConnectionError:
                             break
                         await asyncio.wait({eof}, timeout=0.2)
-                    assert await eof == b""
+                    try:
+                        closed = await eof
+                    except ConnectionResetError:
+                        # Closed with our unread spaces in its buffer: the kernel resets
+                        # instead of a FIN. Closed either way.
+                        closed = b""
+                    assert closed == b""
             assert servers.idle_closed == 1
 
     run(main)
