@@ -59,20 +59,24 @@ system-deps:
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends python3 python3-venv >/dev/null; \
 	}
 
+# The whole suite on the compiled build, then the pure-Python build's share of it.
 test: build system-deps
 	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory test-pure
 
-# The unit suite again on the pure-Python twins (the choosers must pick them when told to):
-# the heap and latency suites, and every engine test that runs steps through fastpath's
-# runs/flow modules.
+# The unit suite and the hardening tests again on the pure-Python sources
+# (TICKFLOW_NO_EXTENSIONS=1: the fastpath choosers and engine/__init__.py must pick them).
 test-pure: build
-	TICKFLOW_NO_EXTENSIONS=1 $(BIN)/python -m pytest tests/unit
+	TICKFLOW_NO_EXTENSIONS=1 $(BIN)/python -m pytest tests/unit \
+		tests/integration/test_hardening_intake.py tests/integration/test_hardening_http.py \
+		tests/integration/test_hardening_reload.py tests/integration/test_hardening_storage.py
 
 bench-heap: build
 	@mkdir -p .benchmarks
 	$(BIN)/python -m pytest benchmarks/test_bench_heap.py -q --benchmark-disable-gc \
 		--benchmark-json=.benchmarks/heap.json
 	$(BIN)/python -m benchmarks.report .benchmarks/heap.json
+	$(BIN)/python -m benchmarks.heap_ratio --rounds 5
 
 # tickflow against an asyncio.PriorityQueue + 5 workers, same workloads, one run (~80 s).
 bench-engine: build

@@ -569,16 +569,23 @@ def _exit_now(code: int) -> NoReturn:
 
 
 @contextlib.asynccontextmanager
-async def _serve_reloads(engine: Engine) -> AsyncIterator[None]:
-    """The task that serves SIGHUP reload requests, owned (and awaited) by the session."""
-    assert engine.reloader is not None
-    task = asyncio.create_task(engine.reloader.serve_requests(), name="reload")
+async def _owned_task(coro: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
+    """A background task owned by the session: cancelled and awaited when the block ends."""
+    task = asyncio.create_task(coro, name=name)
     try:
         yield
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@contextlib.asynccontextmanager
+async def _serve_reloads(engine: Engine) -> AsyncIterator[None]:
+    """The task that serves SIGHUP reload requests, owned (and awaited) by the session."""
+    assert engine.reloader is not None
+    async with _owned_task(engine.reloader.serve_requests(), "reload"):
+        yield
 
 
 @contextlib.asynccontextmanager
@@ -595,13 +602,8 @@ async def _terminal_status(engine: Engine) -> AsyncIterator[None]:
     from .console import StatusLine
 
     line = StatusLine(console, partial(status_document, engine), interval_s=STATUS_INTERVAL_S)
-    task = asyncio.create_task(line.run(), name="status-line")
-    try:
+    async with _owned_task(line.run(), "status-line"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 @contextlib.asynccontextmanager

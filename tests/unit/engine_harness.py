@@ -19,7 +19,7 @@ from engine.core.clock import FakeClock
 from engine.core.events import DataReady
 from engine.service.daemon import Engine
 
-__all__ = ["data_ready", "make_engine", "run_async", "settle", "wait_for"]
+__all__ = ["TWO_STEP_CONFIG", "data_ready", "make_engine", "run_async", "settle", "wait_for"]
 
 # A safety net for a test that hangs because of a bug: a real-time bound on the whole test,
 # never something a test waits for. Every wait inside a test is bounded in loop turns.
@@ -64,3 +64,18 @@ def run_async(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
             await main()
 
     asyncio.run(bounded())
+
+
+# One workflow of two steps (a -> b) on the quick gated actions, for storage tests.
+TWO_STEP_CONFIG = """
+[workflows.wf]
+priority = 1
+max_concurrent = 1
+[[workflows.wf.steps]]
+name = "a"
+action = "tests.unit.run_actions:quick"
+[[workflows.wf.steps]]
+name = "b"
+action = "tests.unit.run_actions:quick"
+depends_on = ["a"]
+"""

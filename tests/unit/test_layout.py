@@ -40,19 +40,9 @@ from engine.core.records import (
 from engine.core.runs import Run
 from engine.core.symbols import SymbolState, SymbolTable
 from engine.storage.db import open_database
+from tests.unit.engine_harness import TWO_STEP_CONFIG
 
-CONFIG = """
-[workflows.wf]
-priority = 1
-max_concurrent = 1
-[[workflows.wf.steps]]
-name = "a"
-action = "tests.unit.run_actions:quick"
-[[workflows.wf.steps]]
-name = "b"
-action = "tests.unit.run_actions:quick"
-depends_on = ["a"]
-"""
+CONFIG = TWO_STEP_CONFIG
 
 # The JSON record each view or trigger of the current schema reads, by the SQL expression that
 # holds it. A view or trigger reading a record not listed here fails the test: declare it.

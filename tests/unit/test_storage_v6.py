@@ -21,19 +21,9 @@ from engine.storage.db import open_database
 from engine.storage.recovery import StoredStep, load_state
 from engine.storage.rows import Journal, Rows
 from engine.storage.schema import MIGRATIONS, SCHEMA_VERSION
+from tests.unit.engine_harness import TWO_STEP_CONFIG
 
-CONFIG = """
-[workflows.wf]
-priority = 1
-max_concurrent = 1
-[[workflows.wf.steps]]
-name = "a"
-action = "tests.unit.run_actions:quick"
-[[workflows.wf.steps]]
-name = "b"
-action = "tests.unit.run_actions:quick"
-depends_on = ["a"]
-"""
+CONFIG = TWO_STEP_CONFIG
 
 # As v5 stored them: a completed run in a block (a short step and a step stored in full), and
 # a run in flight with a row of its own (one step completed at its second attempt, with an
