@@ -64,12 +64,13 @@ test: build system-deps
 	$(BIN)/python -m pytest
 	$(MAKE) --no-print-directory test-pure
 
-# The unit suite and the hardening tests again on the pure-Python sources
+# The unit suite and the hardening tests (#18, logs included) again on the pure-Python sources
 # (TICKFLOW_NO_EXTENSIONS=1: the fastpath choosers and engine/__init__.py must pick them).
 test-pure: build
 	TICKFLOW_NO_EXTENSIONS=1 $(BIN)/python -m pytest tests/unit \
 		tests/integration/test_hardening_intake.py tests/integration/test_hardening_http.py \
-		tests/integration/test_hardening_reload.py tests/integration/test_hardening_storage.py
+		tests/integration/test_hardening_reload.py tests/integration/test_hardening_storage.py \
+		tests/integration/test_log_json.py
 
 bench-heap: build
 	@mkdir -p .benchmarks
