@@ -20,10 +20,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import os
-import stat
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -35,6 +32,8 @@ from engine.config import AdminSettings
 from engine.core import ratelimit
 from engine.core.errors import EventError, StorageError, TickflowError
 from engine.intake import EventDecoder, duplicate_key
+from engine.service.auth import read_token
+from engine.service.http import json_response
 
 if TYPE_CHECKING:
     from engine.service.daemon import Engine
@@ -57,31 +56,9 @@ class AdminTokenError(TickflowError):
 
 
 def load_token(settings: AdminSettings, env: Mapping[str, str] | None = None) -> str | None:
-    """The admin token, or None when none is configured (the changing endpoints are then off)."""
-    env = os.environ if env is None else env
-    if settings.token_file:
-        # ${CREDENTIALS_DIRECTORY} (systemd LoadCredential=) and friends.
-        path = Path(os.path.expandvars(settings.token_file)).expanduser()
-        try:
-            text = path.read_text(encoding="utf-8")
-            mode = path.stat().st_mode
-        except (OSError, UnicodeDecodeError) as exc:
-            raise AdminTokenError(f"[admin] token_file {str(path)!r}: cannot read: {exc}") from None
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            log.warning(
-                "admin token file is readable by group or others; chmod 600 it",
-                extra={"token_file": str(path)},
-            )
-        token = text.strip()
-        if not token:
-            raise AdminTokenError(f"[admin] token_file {str(path)!r} is empty")
-        return token
-    token = env.get(TOKEN_ENV, "").strip()
-    return token or None
-
-
-def _json(status: int, body: Any) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+    """The admin token: ``[admin] token_file``, else ``$TICKFLOW_ADMIN_TOKEN``, else None (the
+    changing endpoints are then off); see :func:`engine.service.auth.read_token`."""
+    return read_token("admin", settings.token_file, TOKEN_ENV, env, AdminTokenError)
 
 
 def status_document(engine: Engine) -> dict[str, Any]:
@@ -175,7 +152,7 @@ class AdminApi:
         """None when the request may go on; else the refusal to send."""
         token = self._token
         if token is None:
-            return _json(403, {"error": "admin API disabled: no token configured "
+            return json_response(403, {"error": "admin API disabled: no token configured "
                                         "([admin] token_file or TICKFLOW_ADMIN_TOKEN)"})
         header = request.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
@@ -208,28 +185,30 @@ class AdminApi:
                     "client_gone", "admin request cut short: %s", exc or type(exc).__name__,
                     path=request.path, remote=request.remote,
                 )
-                return _json(400, {"error": "request cut short"})
+                return json_response(400, {"error": "request cut short"})
 
         return guarded
 
     # -- handlers ---------------------------------------------------------------------------
 
     async def _status(self, request: web.Request) -> web.Response:
-        return _json(200, status_document(self.engine))
+        return json_response(200, status_document(self.engine))
 
     async def _events(self, request: web.Request) -> web.Response:
         engine = self.engine
         if engine.coordinator is None or not engine.running:
-            return _json(503, {"error": "the engine is not running"})
+            return json_response(503, {"error": "the engine is not running"})
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             engine.reject("oversized")
-            return _json(413, {"error": f"body over {MAX_BODY_BYTES} bytes"})
+            return json_response(413, {"error": f"body over {MAX_BODY_BYTES} bytes"})
         try:
             # A client trickling its body must not hold the handler (and its connection).
             async with asyncio.timeout(BODY_TIMEOUT_S):
                 body = await request.read()
         except TimeoutError:
-            return _json(408, {"error": f"request body not received within {BODY_TIMEOUT_S:g} s"})
+            return json_response(
+                408, {"error": f"request body not received within {BODY_TIMEOUT_S:g} s"}
+            )
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -238,13 +217,13 @@ class AdminApi:
                 body.decode("utf-8")
             except UnicodeDecodeError as uexc:
                 engine.reject("invalid_utf8")
-                return _json(400, {"error": f"invalid UTF-8 at byte {uexc.start}"})
+                return json_response(400, {"error": f"invalid UTF-8 at byte {uexc.start}"})
             engine.reject("malformed_json")
-            return _json(400, {"error": f"malformed JSON: {exc}"})
+            return json_response(400, {"error": f"malformed JSON: {exc}"})
         duplicate = duplicate_key(body)  # orjson kept the last value of a repeated key
         if duplicate is not None:
             engine.reject("malformed_json")
-            return _json(400, {"error": f"duplicate key {ascii(duplicate)[:80]}: "
+            return json_response(400, {"error": f"duplicate key {ascii(duplicate)[:80]}: "
                                         "an event's keys must be unique"})
         items = payload if isinstance(payload, list) else [payload]
         results: list[dict[str, Any]] = []
@@ -274,8 +253,8 @@ class AdminApi:
             # "Accepted" only once journaled (docs/storage.md): answer after the commit.
             await engine.wait_accepted(last_seq)
         except StorageError as exc:
-            return _json(503, {"error": f"storage failed, events not accepted: {exc}"})
-        return _json(
+            return json_response(503, {"error": f"storage failed, events not accepted: {exc}"})
+        return json_response(
             200, {"accepted": accepted, "rejected": len(items) - accepted, "results": results}
         )
 
@@ -293,28 +272,30 @@ class AdminApi:
             else:
                 self.engine.resume(name)
         except KeyError:
-            return _json(404, {"error": f"unknown workflow {name!r}"})
+            return json_response(404, {"error": f"unknown workflow {name!r}"})
         log.info(
             "workflow paused" if pause else "workflow resumed", extra={"workflow": name}
         )
-        return _json(200, {"workflow": name, "paused": pause})
+        return json_response(200, {"workflow": name, "paused": pause})
 
     async def _cancel(self, request: web.Request) -> web.Response:
         raw = request.match_info["run_id"]
         try:
             run_id = int(raw)
         except ValueError:
-            return _json(404, {"error": f"no run {raw!r}"})
+            return json_response(404, {"error": f"no run {raw!r}"})
         if not self.engine.cancel_run(run_id):
-            return _json(404, {"error": f"no live run {run_id}"})
+            return json_response(404, {"error": f"no live run {run_id}"})
         log.info("run cancelled by operator", extra={"run_id": run_id})
-        return _json(200, {"run_id": run_id, "cancelled": True})
+        return json_response(200, {"run_id": run_id, "cancelled": True})
 
     async def _reload(self, request: web.Request) -> web.Response:
         reloader = self.engine.reloader
         if reloader is None:
-            return _json(503, {"error": "reload unavailable: the engine has no config file"})
+            return json_response(
+                503, {"error": "reload unavailable: the engine has no config file"}
+            )
         report = await reloader.reload_async()
         # 409: another reload is running (refused, not queued); 422: refused, config kept.
         status = {"success": 200, "busy": 409}.get(report.outcome, 422)
-        return _json(status, msgspec.to_builtins(report))
+        return json_response(status, msgspec.to_builtins(report))

@@ -24,7 +24,11 @@ from engine.service.loopmon import LoopMonitor
 if TYPE_CHECKING:
     from engine.service.admin import AdminApi
 
-__all__ = ["MetricsBindError", "MetricsServer"]
+__all__ = [
+    "MetricsBindError",
+    "MetricsServer",
+    "json_response",
+]
 
 log = logging.getLogger("tickflow.http")
 
@@ -50,7 +54,8 @@ _BUSY: Final = (
 )
 
 
-def _json(status: int, body: dict[str, Any]) -> web.Response:
+def json_response(status: int, body: Any) -> web.Response:
+    """A JSON response encoded with orjson (the admin API's too)."""
     return web.Response(
         status=status, body=orjson.dumps(body), content_type="application/json"
     )
@@ -139,16 +144,16 @@ class MetricsServer:
     async def _healthz(self, request: web.Request) -> web.Response:
         monitor = self._loop_monitor
         if monitor is None:
-            return _json(200, {"status": "ok"})
+            return json_response(200, {"status": "ok"})
         now = asyncio.get_running_loop().time()
         body = {"lag_s": monitor.lag, "lag_max_s": monitor.max_recent}
         if not monitor.alive(now):
-            return _json(503, {"status": "loop monitor stalled", **body})
-        return _json(200, {"status": "ok", **body})
+            return json_response(503, {"status": "loop monitor stalled", **body})
+        return json_response(200, {"status": "ok", **body})
 
     async def _readyz(self, request: web.Request) -> web.Response:
         ok, reason = self._ready()
-        return _json(200 if ok else 503, {"status": "ready" if ok else reason})
+        return json_response(200 if ok else 503, {"status": "ready" if ok else reason})
 
 
 class _Refuse(asyncio.Protocol):

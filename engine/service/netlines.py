@@ -8,15 +8,14 @@ optional shared secret. Both are pure and fuzzed on their own (tests/unit/test_n
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Final
 
 import msgspec
 
 from engine.config import IntakeSettings
 from engine.core.errors import TickflowError
+from engine.service.auth import read_token
 
 __all__ = ["TOKEN_ENV", "IntakeError", "LineSplitter", "Oversized", "is_loopback", "load_token"]
 
@@ -104,29 +103,9 @@ class LineSplitter:
 def load_token(
     settings: IntakeSettings, environ: Mapping[str, str] | None = None
 ) -> str | None:
-    """The shared secret: ``token_file`` if set, else ``$TICKFLOW_INTAKE_TOKEN``, else None.
-
-    Never from the command line (visible in ``ps``) or the config file (often shared).
-    Surrounding whitespace is dropped (a file usually ends in a newline); an empty token is an
-    error rather than "no authentication", which would fail open.
-    """
-    env = os.environ if environ is None else environ
-    if settings.token_file:
-        path = Path(settings.token_file).expanduser()
-        try:
-            token = path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise IntakeError(f"cannot read [intake] token_file {str(path)!r}: {exc}") from exc
-        if not token:
-            raise IntakeError(f"[intake] token_file {str(path)!r} is empty")
-        return token
-    value = env.get(TOKEN_ENV)
-    if value is None:
-        return None
-    token = value.strip()
-    if not token:
-        raise IntakeError(f"${TOKEN_ENV} is set but empty")
-    return token
+    """The intake's shared secret: ``[intake] token_file``, else ``$TICKFLOW_INTAKE_TOKEN``,
+    else None (see :func:`engine.service.auth.read_token`)."""
+    return read_token("intake", settings.token_file, TOKEN_ENV, environ, IntakeError)
 
 
 def is_loopback(host: str) -> bool:
