@@ -48,7 +48,8 @@ system-deps:
 		export DEBIAN_FRONTEND=noninteractive; \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends systemd >/dev/null; \
 	}
-	@command -v unshare >/dev/null 2>&1 && command -v nsenter >/dev/null 2>&1 || { \
+	@command -v unshare >/dev/null 2>&1 && command -v nsenter >/dev/null 2>&1 \
+		&& command -v mount >/dev/null 2>&1 && command -v umount >/dev/null 2>&1 || { \
 		echo "installing Debian's util-linux (unshare, nsenter)"; \
 		export DEBIAN_FRONTEND=noninteractive; \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends util-linux mount >/dev/null; \

@@ -4,7 +4,7 @@
 The storage records of every run and every changed symbol are JSON. Encoding them with msgspec
 meant building a tuple per record (and per step) for it to walk, and printing each float with
 a shortest-round-trip algorithm. Here a record is written piece by piece into one C buffer by
-the compiled record builders (``fastpath._records_c``), with no object made per piece: an
+the compiled record builders (``engine.core.records``), with no object made per piece: an
 integer is its digits, a short ASCII string is copied, and a float that is an exact multiple
 of a millionth -- a price, a volume, a time in microseconds: nearly every market-data value --
 is printed as that integer with a decimal point (exact, see :meth:`JsonWriter.real`). Anything

@@ -47,7 +47,7 @@ class _Parser(argparse.ArgumentParser):
     log_format = "auto"  # what the command line asks for, read before parsing (see main)
 
     def error(self, message: str) -> NoReturn:
-        from .logs import resolve_format, setup_logging
+        from engine.service.logs import resolve_format, setup_logging
 
         if resolve_format(_Parser.log_format) == "json":
             setup_logging("error", "json")
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_top(args: argparse.Namespace) -> int:
-    from .top import run_top
+    from engine.service.top import run_top
 
     if not (args.interval > 0 and math.isfinite(args.interval)):
         print("tickflow top: --interval must be a positive number of seconds", file=sys.stderr)
@@ -592,14 +592,12 @@ async def _serve_reloads(engine: Engine) -> AsyncIterator[None]:
 async def _terminal_status(engine: Engine) -> AsyncIterator[None]:
     """A live status line under the log lines while the engine runs, when a person reads
     stderr (text logs on a terminal); nothing on journald, a pipe or a file."""
-    from .logs import text_console
-
     console = text_console()
     if console is None or not console.is_terminal:
         yield
         return
-    from .admin import status_document
-    from .console import StatusLine
+    from engine.service.admin import status_document
+    from engine.service.console import StatusLine
 
     line = StatusLine(console, partial(status_document, engine), interval_s=STATUS_INTERVAL_S)
     async with _owned_task(line.run(), "status-line"):

@@ -31,7 +31,7 @@ from engine.core.errors import TickflowError
 __all__ = ["ADMIN_URL_ENV", "CtlError", "add_reload_parser", "cmd_reload", "request_reload"]
 
 ADMIN_URL_ENV = "TICKFLOW_ADMIN_URL"
-TOKEN_ENV = "TICKFLOW_ADMIN_TOKEN"  # the same variable the daemon reads (engine/admin.py)
+TOKEN_ENV = "TICKFLOW_ADMIN_TOKEN"  # the same variable the daemon reads (engine/service/admin.py)
 DEFAULT_ADMIN_URL = "http://127.0.0.1:9108"
 
 

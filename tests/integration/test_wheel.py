@@ -11,6 +11,7 @@ directory with the source tree off ``sys.path``.
 from __future__ import annotations
 
 import subprocess
+import tarfile
 import venv
 import zipfile
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+import engine
 from tests.integration.conftest import clean_env as _clean_env
 
 # The first test to need `dists` builds them (~90 s, longer on a busy machine) inside its own
@@ -72,13 +74,15 @@ def _check_installed(bin_dir: Path, workdir: Path, *, compiled: bool) -> None:
     # Imported from the venv, not the checkout, and with the build it was meant to have.
     probe = subprocess.run(
         [str(bin_dir / "python"), "-c",
-         "import engine, fastpath.heap as h; print(engine.__file__); print(h.IMPLEMENTATION)"],
+         "import engine, fastpath.heap as h; print(engine.__file__); print(h.IMPLEMENTATION);"
+         " print(engine.IMPLEMENTATION)"],
         cwd=workdir, capture_output=True, timeout=60, env=env, text=True,
     )
     assert probe.returncode == 0, probe.stderr
-    where, impl = probe.stdout.split()
+    where, impl, engine_impl = probe.stdout.split()
     assert not Path(where).is_relative_to(ROOT)
     assert impl == ("cython" if compiled else "python")
+    assert engine_impl == ("cython" if compiled else "python")
 
 
 def test_wheel_holds_every_subpackage_and_the_default_config(dists: dict[str, Path]) -> None:
@@ -87,6 +91,19 @@ def test_wheel_holds_every_subpackage_and_the_default_config(dists: dict[str, Pa
     assert _source_packages() <= packages, _source_packages() - packages
     assert "engine/default.toml" in names
     assert any(n.startswith("fastpath/_heap.") and n.endswith(".so") for n in names)
+    # The engine's compiled core, each module beside the .pxd that types it.
+    for module in engine.COMPILED_MODULES:
+        assert any(n.startswith(f"engine/{module}.") and n.endswith(".so") for n in names), module
+        assert f"engine/{module}.pxd" in names, module
+
+
+def test_sdist_holds_the_typed_layouts_of_the_compiled_modules(dists: dict[str, Path]) -> None:
+    """Without the .pxd files a build from the sdist compiles the core untyped."""
+    with tarfile.open(dists["sdist"]) as tar:
+        names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    for module in engine.COMPILED_MODULES:
+        assert f"engine/{module}.py" in names, module
+        assert f"engine/{module}.pxd" in names, module
 
 
 def test_wheel_installs_and_runs_outside_the_tree(
