@@ -351,10 +351,14 @@ def test_a_venv_from_a_python_under_root_or_tmp_cannot_run_under_the_unit(
     # The rule above, shown failing: a venv under /opt whose interpreter links into /root (the
     # pyenv Python running these tests) gets 203/EXEC under the unit's ProtectHome=.
     base = Path(sys.base_prefix).resolve()
-    if not base.is_relative_to("/root") and not base.is_relative_to("/tmp"):
-        pytest.skip(f"the test's own Python ({base}) is outside /root and /tmp")
+    if not base.is_relative_to("/root"):
+        # (A Python under /tmp cannot even be reached from inside the box: its /tmp is fresh.)
+        pytest.skip(f"the test's own Python ({base}) is not under /root")
     bad = "/opt/tickflow/venv-from-root"
-    service.box.run([sys.executable, "-m", "venv", "--without-pip", bad])
+    # The base interpreter, not sys.executable: the test's venv may itself live under /tmp
+    # (a CI checkout), which the box does not see.
+    interpreter = base / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    service.box.run([str(interpreter), "-m", "venv", "--without-pip", bad])
     probe = service.box.run(
         ["systemd-run", "--wait", "--pipe", "--quiet", "--collect", *_sandbox_properties(),
          f"{bad}/bin/python", "-c", "print('ran')"],
