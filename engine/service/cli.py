@@ -327,10 +327,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     # POST /reload. --metrics-port is re-applied to every reloaded file.
     metrics_port = args.metrics_port
     notifier = Notifier()
-    engine.reloader = Reloader(
+    engine.attach_reloader(Reloader(
         engine, args.config, notifier=notifier,
         adjust=None if metrics_port is None else partial(_with_metrics_port, port=metrics_port),
-    )
+    ))
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -46,7 +46,7 @@ from engine.service.persistence import Persistence
 from engine.service.reload import Reloader, ReloadReport, apply_config
 from engine.service.trading import build_broker, build_risk
 from engine.sources import ReplaySource, SimMarket, Source
-from strategies.risk import RiskManager
+from strategies.risk import RiskLimits, RiskManager
 
 __all__ = ["Engine", "EngineStatistics", "sources_from_config"]
 
@@ -452,6 +452,41 @@ class Engine:
 
     def cancel_run(self, run_id: int) -> bool:
         return self.coordinator is not None and self.coordinator.cancel_run(run_id)
+
+    def apply_config(
+        self,
+        config: Config,
+        version: str,
+        workflows: dict[str, WorkflowDef],
+        risk_limits: RiskLimits | None,
+    ) -> None:
+        """Make ``config`` (with its compiled ``workflows``) the running one: new runs use it,
+        runs in flight finish on the definition they started with; ``risk_limits`` None keeps
+        the limits. Prepared by :func:`engine.service.reload.apply_config`, which builds
+        everything that can fail first: nothing here may fail on a validated config."""
+        coordinator = self.coordinator
+        if coordinator is not None:
+            coordinator.set_workflows(workflows)
+        else:
+            # Not started yet: the coordinator built at start reads self.workflows.
+            for name, wf in workflows.items():
+                self.queue.add_lane(name, wf.max_concurrent)
+                self.counters.workflow(name, tuple(s.name for s in wf.steps))
+        self.workflows = workflows
+        if risk_limits is not None:
+            self.risk.set_limits(risk_limits)
+        self.config = config
+        self.config_version = version
+        if self.dispatcher is not None:
+            self.dispatcher.schedule()  # a raised max_concurrent may make queued steps eligible
+
+    def attach_reloader(self, reloader: Reloader) -> None:
+        """The reload path shared by SIGHUP and ``POST /reload`` (the CLI builds it)."""
+        self.reloader = reloader
+
+    def attach_intake(self, intake: Any) -> None:
+        """The network intake servers, once listening: the metrics read their statistics()."""
+        self.intake = intake
 
     def reload(self, config: Config, digest: str) -> ReloadReport:
         """Apply a validated config: new runs use it, runs in flight finish on the old one.

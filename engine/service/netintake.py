@@ -169,7 +169,7 @@ class IntakeServers:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> IntakeServers:
-        self.engine.intake = self  # the metrics collector reads statistics() at scrape time
+        self.engine.attach_intake(self)  # the metrics collector reads statistics() at scrapes
         try:
             await self._start()
         except BaseException:

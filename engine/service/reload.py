@@ -134,23 +134,9 @@ def apply_config(engine: Engine, new: Config, digest: str) -> ReloadReport:
     running_config = msgspec.structs.replace(new, engine=live_engine, **kept)
 
     # -- commit: nothing below may fail on a validated config ---------------------------------
-    coordinator = engine.coordinator
-    if coordinator is not None:
-        coordinator.set_workflows(workflows)
-    else:
-        # Not started yet: the coordinator built at start reads engine.workflows.
-        for name, wf in workflows.items():
-            engine.queue.add_lane(name, wf.max_concurrent)
-            engine.counters.workflow(name, tuple(s.name for s in wf.steps))
-    engine.workflows = workflows
-    if risk_changed:
-        engine.risk.set_limits(limits)
-    engine.config = running_config
-    engine.config_version = version
+    engine.apply_config(running_config, version, workflows, limits if risk_changed else None)
     if admin is not None:
         admin.set_token(token)
-    if engine.dispatcher is not None:
-        engine.dispatcher.schedule()  # a raised max_concurrent may make queued steps eligible
     return ReloadReport(
         outcome="success",
         config_version=version,

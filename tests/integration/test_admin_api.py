@@ -81,7 +81,7 @@ async def serving(config_path: Path, *, persist: bool = False) -> AsyncIterator[
     config, digest = load_config_with_digest(config_path)
     engine = Engine(config, sources=[], serve_metrics=True, persist=persist,
                     config_version=digest[:12])
-    engine.reloader = Reloader(engine, config_path)
+    engine.attach_reloader(Reloader(engine, config_path))
     async with engine.session(), aiohttp.ClientSession() as session:
         yield Api(engine, session)
 
