@@ -531,6 +531,27 @@ cdef Py_ssize_t _best_of_four_exact(
     return m
 
 
+cdef inline Py_ssize_t _best_below(
+    Entry* h, const Key* keys, Py_ssize_t n, Py_ssize_t first, Py_ssize_t g, bint is_min
+) noexcept nogil:
+    # The best (of i's kind) among the children (first, first + 1) and grandchildren (g..g+3)
+    # of a position i, those that exist.
+    cdef Py_ssize_t m
+    if g + 3 < n:
+        # Both children have children, and each child is no better than its own children (it
+        # sits on the other kind of level): the best of the four grandchildren is the best
+        # below i, and the children's line is not read at all.
+        return _best_of_four(h, keys, g, is_min)
+    m = first
+    if first + 1 < n and _better(&h[first + 1], &h[m], keys, is_min):
+        m = first + 1
+    while g < n:
+        if _better(&h[g], &h[m], keys, is_min):
+            m = g
+        g += 1
+    return m
+
+
 cdef Py_ssize_t _descend(
     Entry* h, const Key* keys, int32_t* pos, Py_ssize_t n, Py_ssize_t i, bint is_min
 ) noexcept nogil:
@@ -550,18 +571,7 @@ cdef Py_ssize_t _descend(
             TF_PREFETCH(&h[16 * i + 19])
             TF_PREFETCH(&h[16 * i + 23])
             TF_PREFETCH(&h[16 * i + 27])
-        if g + 3 < n:
-            # Both children have children, and each child is no better than its own children:
-            # the best grandchild is the best below i, and the children's line is not read.
-            m = _best_of_four(h, keys, g, is_min)
-        else:
-            m = first
-            if first + 1 < n and _better(&h[first + 1], &h[m], keys, is_min):
-                m = first + 1
-            while g < n:
-                if _better(&h[g], &h[m], keys, is_min):
-                    m = g
-                g += 1
+        m = _best_below(h, keys, n, first, g, is_min)
         h[i] = h[m]
         pos[h[i].slot] = <int32_t>i
         if m <= first + 1:
@@ -592,19 +602,7 @@ cdef inline void _trickle(
             TF_PREFETCH(&h[16 * i + 23])
             TF_PREFETCH(&h[16 * i + 27])
         g = 4 * i + 3
-        if g + 3 < n:
-            # Both children have children, and each child is no better than its own children
-            # (it sits on the other kind of level): the best of the four grandchildren is the
-            # best below i, and the children need not be compared at all.
-            m = _best_of_four(h, keys, g, is_min)
-        else:
-            m = first
-            if first + 1 < n and _better(&h[first + 1], &h[m], keys, is_min):
-                m = first + 1
-            while g < n:
-                if _better(&h[g], &h[m], keys, is_min):
-                    m = g
-                g += 1
+        m = _best_below(h, keys, n, first, g, is_min)
         if not _better(&h[m], &x, keys, is_min):
             break
         h[i] = h[m]

@@ -20,7 +20,7 @@ import orjson
 
 from engine import __version__
 from engine.core.errors import ConfigError, TickflowError
-from engine.service.ctl import add_reload_parser, cmd_reload
+from engine.service.ctl import DEFAULT_ADMIN_URL, add_reload_parser, cmd_reload
 from engine.service.logs import text_console
 from engine.service.reload import Reloader
 from engine.service.sdnotify import Notifier
@@ -33,7 +33,6 @@ __all__ = ["DEFAULT_CONFIG", "build_parser", "main"]
 
 # Shipped inside the package so `tickflow run` works from any working directory.
 DEFAULT_CONFIG = Path(__file__).parent.parent / "default.toml"
-DEFAULT_ADMIN_URL = "http://127.0.0.1:9108"
 
 log = logging.getLogger("tickflow.cli")
 

@@ -27,11 +27,11 @@ from typing import Any, TextIO
 import orjson
 
 from engine.core.errors import TickflowError
+from engine.service.admin import TOKEN_ENV  # the variable the daemon reads
 
 __all__ = ["ADMIN_URL_ENV", "CtlError", "add_reload_parser", "cmd_reload", "request_reload"]
 
 ADMIN_URL_ENV = "TICKFLOW_ADMIN_URL"
-TOKEN_ENV = "TICKFLOW_ADMIN_TOKEN"  # the same variable the daemon reads (engine/service/admin.py)
 DEFAULT_ADMIN_URL = "http://127.0.0.1:9108"
 
 
