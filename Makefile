@@ -38,6 +38,11 @@ system-deps:
 		export DEBIAN_FRONTEND=noninteractive; \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	}
+	@command -v nats-server >/dev/null 2>&1 || { \
+		echo "installing Debian's nats-server (the cluster tests run real JetStream servers)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends nats-server >/dev/null; \
+	}
 	@command -v tmux >/dev/null 2>&1 || { \
 		echo "installing Debian's tmux (tests/integration/test_terminal.py runs tickflow in it)"; \
 		export DEBIAN_FRONTEND=noninteractive; \

@@ -5,12 +5,14 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import ModuleType
 
 import pytest
 from hypothesis import settings
 
 from fastpath.heap import NO_EXTENSIONS
+from tests.nats_support import NatsServer, require_nats_server
 
 # Property tests check properties, not speed: no per-example deadline (a wall-clock assertion
 # that fails on a busy shared machine), and derandomized so every run explores the same cases.
@@ -51,3 +53,11 @@ heap_module = twin_fixture("heap")
 latency_module = twin_fixture("latency")
 coro_module = twin_fixture("coro")
 jsonw_module = twin_fixture("jsonw")
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A real JetStream server on a free loopback port, its store under the test's tmp dir."""
+    binary = require_nats_server()
+    with NatsServer(tmp_path / "nats", binary=binary) as server:
+        yield server

@@ -17,6 +17,7 @@ from .loader import (
 from .schema import (
     AdminSettings,
     BrokerSettings,
+    ClusterSettings,
     Config,
     EngineSettings,
     IntakeSettings,
@@ -40,6 +41,7 @@ from .summary import describe_route, summarize
 __all__ = [
     "AdminSettings",
     "BrokerSettings",
+    "ClusterSettings",
     "Config",
     "EngineSettings",
     "IntakeSettings",

@@ -314,6 +314,28 @@ class StrategiesSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     paths: tuple[str, ...] | None = None
 
 
+class ClusterSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Cluster mode over NATS JetStream (docs/cluster.md); off by default.
+
+    Symbols are split into ``partitions`` by ``fnv1a32(symbol) % partitions``: the number is
+    fixed for the life of a stream, since changing it moves most symbols. ``node`` empty means
+    ``<hostname>:<pid>``. A node owns a partition while it holds that partition's lease, renewed
+    every ``lease_ttl_s / 3``; ``replicas`` is the JetStream replica count of the stream and the
+    buckets (1 on a single server, 3 on a three-server NATS cluster).
+    """
+
+    enabled: bool = False
+    nats_url: str = "nats://127.0.0.1:4222"
+    prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]+$")] = "tickflow"
+    stream: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]+$")] = "TICKFLOW"
+    partitions: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 32
+    node: str = ""
+    lease_ttl_s: Annotated[float, msgspec.Meta(ge=0.5, le=3600)] = 5.0
+    replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
+    checkpoint_interval_ms: PositiveFloat = 50.0
+    max_ack_pending: PositiveInt = 20_000
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The whole configuration of one daemon."""
 
@@ -326,6 +348,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     intake: IntakeSettings = IntakeSettings()
     admin: AdminSettings = AdminSettings()
     strategies: StrategiesSettings = StrategiesSettings()
+    cluster: ClusterSettings = ClusterSettings()
     symbols: tuple[SymbolSeed, ...] = ()
     workflows: Annotated[dict[str, Workflow], msgspec.Meta(min_length=1)]
 
