@@ -27,14 +27,7 @@ import orjson
 
 from engine.core import ratelimit
 from engine.core.errors import EventError
-from engine.core.events import (
-    DATA_READY,
-    HIGH_PRIORITY_ARRIVED,
-    SYMBOL_RULE,
-    DataReady,
-    Event,
-    HighPriorityArrived,
-)
+from engine.core.events import EVENT_KINDS, KIND_OF, MAX_PRIORITY, SYMBOL_RULE, DataReady, Event
 
 __all__ = [
     "DECODE_REASONS",
@@ -50,10 +43,6 @@ __all__ = [
 ]
 
 DEFAULT_MAX_LINE_BYTES: Final = 64 * 1024
-
-# Matches the fastpath heap's key range: a priority the heap would refuse has to be turned away
-# here, as a counted rejection, instead of failing deep inside the dispatcher.
-MAX_PRIORITY: Final = 2**63 - 1
 
 _PRIORITY_RANGE: Final = f"priority above {MAX_PRIORITY} - at `$.priority`"
 
@@ -73,14 +62,7 @@ DECODE_REASONS: Final[tuple[str, ...]] = (
 # new symbol when the symbol table is full (engine.max_symbols), refused before it is journaled.
 REJECT_REASONS: Final[tuple[str, ...]] = (*DECODE_REASONS, "symbol_limit")
 
-_STRUCTS: Final[dict[str, type[DataReady] | type[HighPriorityArrived]]] = {
-    DATA_READY: DataReady,
-    HIGH_PRIORITY_ARRIVED: HighPriorityArrived,
-}
-_REQUIRED: Final[dict[str, frozenset[str]]] = {
-    DATA_READY: frozenset({"symbol", "ts", "price"}),
-    HIGH_PRIORITY_ARRIVED: frozenset({"symbol", "priority"}),
-}
+_REQUIRED: Final[dict[str, frozenset[str]]] = {tag: k.required for tag, k in EVENT_KINDS.items()}
 
 _FAST_DECODER: Final = msgspec.json.Decoder(Event)
 _ENCODER: Final = msgspec.json.Encoder()
@@ -101,23 +83,6 @@ def _terminator_len(line: bytes) -> int:
     if line.endswith((b"\n", b"\r")):
         return 1
     return 0
-
-
-def _semantic_error(event: Event) -> EventError | None:
-    """Cross-field rules the struct annotations cannot express."""
-    if type(event) is DataReady:
-        bid = event.bid
-        ask = event.ask
-        if bid is not None and ask is not None and bid > ask:
-            return EventError("bad_field", _bid_above_ask(bid, ask))
-    priority = event.priority
-    if priority is not None and priority > MAX_PRIORITY:
-        return EventError("bad_field", _PRIORITY_RANGE)
-    return None
-
-
-def _bid_above_ask(bid: float, ask: float) -> str:
-    return f"bid {bid!r} above ask {ask!r}"
 
 
 class IntakeStats(NamedTuple):
@@ -149,8 +114,10 @@ class EventDecoder:
     ) -> None:
         if max_line_bytes < 1:
             raise ValueError("max_line_bytes must be >= 1")
-        if default_type is not None and default_type not in _STRUCTS:
-            raise ValueError(f"default_type must be one of {sorted(_STRUCTS)}: {default_type!r}")
+        if default_type is not None and default_type not in EVENT_KINDS:
+            raise ValueError(
+                f"default_type must be one of {sorted(EVENT_KINDS)}: {default_type!r}"
+            )
         self._max_line_bytes = max_line_bytes
         self._default_type = default_type
         self._accepted = 0
@@ -185,15 +152,11 @@ class EventDecoder:
                 except UnicodeDecodeError as exc:
                     message = f"invalid UTF-8 at byte {exc.start}"
                     raise self.reject("invalid_utf8", message) from None
-            # _semantic_error's rules, inlined: a call per line would cost a fifth of the decode.
-            if type(event) is DataReady:
-                bid = event.bid
-                ask = event.ask
-                if bid is not None and ask is not None and bid > ask:
-                    raise self.reject("bad_field", _bid_above_ask(bid, ask))
-            priority = event.priority
-            if priority is not None and priority > MAX_PRIORITY:
-                raise self.reject("bad_field", _PRIORITY_RANGE)
+            # The priority range is the annotations' (checked by the decode); what they cannot
+            # express is the event kind's own rule.
+            problem = KIND_OF[type(event)].problem(event)
+            if problem is not None:
+                raise self.reject("bad_field", problem)
         # Duplicate keys: both decoders keep the last value, so {"type":"TASK_COMPLETED",
         # "type":"DATA_READY"} would pass as a DATA_READY. Cheap gate first: JSON has a colon per
         # key (and others only inside strings), so a line with no more colons than the event
@@ -262,8 +225,8 @@ class EventDecoder:
             raise EventError("missing_field", "object missing required field `type`")
         if not isinstance(kind, str):
             raise EventError("unknown_type", f"`type` must be a string, got {_json_kind(kind)}")
-        cls = _STRUCTS.get(kind)
-        if cls is None:
+        event_kind = EVENT_KINDS.get(kind)
+        if event_kind is None:
             if kind in INTERNAL_EVENT_TYPES:
                 raise EventError("unknown_type", f"internal event type {kind!r}")
             raise EventError("unknown_type", f"unknown event type {_preview(kind)}")
@@ -274,12 +237,12 @@ class EventDecoder:
         if "type" not in obj:
             obj = {**obj, "type": kind}
         try:
-            event: Event = msgspec.convert(obj, cls)
+            event: Event = msgspec.convert(obj, event_kind.struct)
         except msgspec.ValidationError as exc:
             raise EventError("bad_field", _field_message(str(exc), obj)) from None
-        error = _semantic_error(event)
-        if error is not None:
-            raise error
+        problem = event_kind.problem(event)
+        if problem is not None:
+            raise EventError("bad_field", problem)
         return event
 
 
@@ -292,10 +255,12 @@ def _field_message(message: str, obj: dict[str, Any]) -> str:
             f"bad symbol {ascii(obj.get('symbol'))[:80]}: a symbol is {SYMBOL_RULE}"
             " - at `$.symbol`"
         )
-    if message.startswith("Expected `int`, got `float`") and message.endswith("`$.priority`"):
+    if message.endswith("`$.priority`"):
         value = obj.get("priority")
-        if isinstance(value, float) and value.is_integer() and value > MAX_PRIORITY:
-            return f"priority above {MAX_PRIORITY} - at `$.priority`"
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and (
+            value > MAX_PRIORITY
+        ):
+            return _PRIORITY_RANGE
     return message
 
 
@@ -334,12 +299,12 @@ def _duplicate_message(key: str) -> str:
 
 def _fields_present(event: Event) -> int:
     """How many keys ``event``'s line certainly had (``type`` and every non-default field)."""
-    if type(event) is DataReady:
+    if type(event) is DataReady:  # the common line, counted exactly
         return (
             4 + (event.volume != 0.0) + (event.bid is not None) + (event.ask is not None)
             + (event.priority is not None)
         )
-    return 3
+    return 1 + len(_REQUIRED[KIND_OF[type(event)].tag])  # a lower bound for any other kind
 
 
 def _json_kind(value: object) -> str:

@@ -20,7 +20,7 @@ from engine.core import records as _records
 from engine.core.clock import Clock
 from engine.core.counters import StepCounters, WorkflowCounters
 from engine.core.dispatcher import Dispatcher, StepHooks
-from engine.core.events import DataReady, Tick
+from engine.core.events import DataReady, HighPriorityArrived, Tick
 from engine.core.fsm import Interrupt, RunState, StepState
 from engine.core.runlog import RunLog
 from engine.core.runs import ReadyQueue, Run, StepContext, StepRun, WorkflowDef
@@ -127,6 +127,17 @@ class Coordinator(StepHooks):
         elif priority is not None and priority != symbol.priority:
             self.reprioritise(symbol, priority)
         self.on_data(symbol, event.tick(), received_at)
+
+    def accept_priority(
+        self, event: HighPriorityArrived, received_at: float, default_priority: int
+    ) -> None:
+        """A HIGH_PRIORITY_ARRIVED the engine accepted: a new symbol is registered at that
+        priority, a known one re-prioritised (its queued work re-keyed now)."""
+        symbol = self.symbols.get(event.symbol)
+        if symbol is None:
+            self.symbols.register(event.symbol, event.priority)
+        else:
+            self.reprioritise(symbol, event.priority)
 
     def reprioritise(self, symbol: SymbolState, priority: int) -> int:
         """HIGH_PRIORITY_ARRIVED: re-key the symbol's queued work now; returns entries moved."""

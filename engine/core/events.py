@@ -1,22 +1,32 @@
-"""Event types that flow from sources through intake to the router.
+"""Event types that flow from sources through intake to the router, and their one table.
 
 Events are frozen msgspec structs: cheap to build on the hot path, and the same definitions
-drive JSON decoding and validation in :mod:`engine.intake`.
+drive JSON decoding and validation in :mod:`engine.intake`. :data:`EVENT_KINDS` is the one
+place an event type is declared: its wire tag, its struct, the cross-field rule its annotations
+cannot express, and the :class:`~engine.core.coordinator.Coordinator` method that applies it.
+The intake, the engine, the journal and the metrics read this table; adding an event type is a
+struct and a row here plus its handler on the coordinator.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any, Final, NamedTuple
 
 import msgspec
 
 __all__ = [
     "DATA_READY",
+    "EVENT_KINDS",
     "HIGH_PRIORITY_ARRIVED",
+    "KIND_OF",
+    "MAX_PRIORITY",
     "DataReady",
     "Event",
+    "EventKind",
     "HighPriorityArrived",
     "Tick",
+    "bid_above_ask",
 ]
 
 DATA_READY = "DATA_READY"
@@ -33,7 +43,10 @@ SYMBOL_RULE = f"1-{SYMBOL_MAX_LENGTH} printable ASCII characters without spaces"
 Symbol = Annotated[
     str, msgspec.Meta(min_length=1, max_length=SYMBOL_MAX_LENGTH, pattern=SYMBOL_PATTERN)
 ]
-NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
+# The fastpath heap's key range: a priority the heap would refuse is refused by decoding, as a
+# counted rejection, instead of failing deep inside the dispatcher.
+MAX_PRIORITY: Final = 2**63 - 1
+Priority = Annotated[int, msgspec.Meta(ge=0, le=MAX_PRIORITY)]
 NonNegFloat = Annotated[float, msgspec.Meta(ge=0.0)]
 PositivePrice = Annotated[float, msgspec.Meta(gt=0.0)]
 
@@ -58,7 +71,7 @@ class DataReady(msgspec.Struct, frozen=True, tag_field="type", tag=DATA_READY, g
     volume: NonNegFloat = 0.0
     bid: PositivePrice | None = None
     ask: PositivePrice | None = None
-    priority: NonNegInt | None = None
+    priority: Priority | None = None
 
     def tick(self) -> Tick:
         return Tick(self.symbol, self.ts, self.price, self.volume, self.bid, self.ask)
@@ -70,7 +83,48 @@ class HighPriorityArrived(
     """Re-prioritise ``symbol``: its pending heap entries are re-keyed at once."""
 
     symbol: Symbol
-    priority: NonNegInt
+    priority: Priority
 
 
 Event = DataReady | HighPriorityArrived
+
+
+def bid_above_ask(bid: float | None, ask: float | None) -> str | None:
+    """The quote rule (a crossed book is refused): the problem, or None."""
+    if bid is not None and ask is not None and bid > ask:
+        return f"bid {bid!r} above ask {ask!r}"
+    return None
+
+
+def _data_ready_problem(event: DataReady) -> str | None:
+    return bid_above_ask(event.bid, event.ask)
+
+
+def _no_problem(event: Any) -> str | None:
+    return None
+
+
+class EventKind(NamedTuple):
+    """One event type: what the intake, the engine, the journal and the metrics know of it."""
+
+    tag: str
+    struct: type[Any]
+    # The cross-field rule the struct's annotations cannot express: the problem, or None.
+    problem: Callable[[Any], str | None]
+    # The Coordinator method that applies an accepted event:
+    # ``handler(event, received_at, default_priority)``.
+    handler: str
+
+    @property
+    def required(self) -> frozenset[str]:
+        """The fields an object must carry (those without a default), ``type`` aside."""
+        return frozenset(f.name for f in msgspec.structs.fields(self.struct) if f.required)
+
+
+EVENT_KINDS: Final[dict[str, EventKind]] = {
+    DATA_READY: EventKind(DATA_READY, DataReady, _data_ready_problem, "accept_data"),
+    HIGH_PRIORITY_ARRIVED: EventKind(
+        HIGH_PRIORITY_ARRIVED, HighPriorityArrived, _no_problem, "accept_priority"
+    ),
+}
+KIND_OF: Final[dict[type[Any], EventKind]] = {k.struct: k for k in EVENT_KINDS.values()}

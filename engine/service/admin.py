@@ -20,98 +20,33 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 import orjson
 from aiohttp import web
 
-from engine import __version__
-from engine.config import AdminSettings
 from engine.core import ratelimit
-from engine.core.errors import EventError, StorageError, TickflowError
+from engine.core.errors import EventError, StorageError
 from engine.intake import EventDecoder, duplicate_key
-from engine.service.auth import read_token
+from engine.service.auth import load_admin_token
 from engine.service.http import json_response
+from engine.service.status import status_document
 
 if TYPE_CHECKING:
     from engine.service.daemon import Engine
 
-__all__ = ["TOKEN_ENV", "AdminApi", "AdminTokenError", "load_token", "status_document"]
+__all__ = ["AdminApi"]
 
 log = logging.getLogger("tickflow.admin")
 # Clients that misbehave (unauthenticated ones included) must not flood the journal.
 _client_log = ratelimit.RateLimitedLog(log)
 
-TOKEN_ENV = "TICKFLOW_ADMIN_TOKEN"
 MAX_BODY_BYTES = 1 << 20  # one request's events; a larger feed belongs on the network intake
 BODY_TIMEOUT_S = 10.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class AdminTokenError(TickflowError):
-    """``[admin] token_file`` is set but cannot be read: refuse to start rather than run open."""
-
-
-def load_token(settings: AdminSettings, env: Mapping[str, str] | None = None) -> str | None:
-    """The admin token: ``[admin] token_file``, else ``$TICKFLOW_ADMIN_TOKEN``, else None (the
-    changing endpoints are then off); see :func:`engine.service.auth.read_token`."""
-    return read_token("admin", settings.token_file, TOKEN_ENV, env, AdminTokenError)
-
-
-def status_document(engine: Engine) -> dict[str, Any]:
-    """What ``GET /status`` (and ``tickflow status``) show: a snapshot of the running engine."""
-    stats = engine.statistics()
-    summary = engine.summary()
-    queue = stats.queue
-    lanes = engine.queue.lanes
-    ok, reason = engine.readiness()
-    workflows = {}
-    for name, wf in engine.workflows.items():
-        lane = lanes.get(name)
-        workflows[name] = {
-            "priority": wf.priority,
-            "enabled": wf.enabled,
-            "max_concurrent": lane.max_concurrent if lane else wf.max_concurrent,
-            "paused": bool(lane and lane.paused),
-            "running": queue.running_by_workflow.get(name, 0),
-            "queued": queue.depth_by_workflow.get(name, 0),
-        }
-    reloader = engine.reloader
-    return {
-        "version": __version__,
-        "config_version": engine.config_version,
-        "running": engine.running,
-        "ready": ok,
-        "ready_reason": reason,
-        "queue": {
-            "depth": queue.size,
-            "capacity": queue.capacity,
-            "depth_by_priority": {str(p): n for p, n in queue.depth_by_priority.items()},
-            "shed": queue.shed,
-        },
-        "agents": {"total": stats.dispatcher.agents, "busy": stats.dispatcher.busy},
-        "runs_in_flight": stats.counters.runs_in_flight,
-        "symbols": stats.symbols,
-        "workflows": workflows,
-        "events": summary["events"],
-        "runs": summary["runs"],
-        "orders": summary["orders"],
-        "pnl": summary["pnl"],
-        # Cumulative since start; `tickflow top` and the terminal status line show them.
-        "latency": summary["latency"],
-        "positions": summary["positions"],
-        "storage": summary["storage"],
-        "recovery": summary["recovery"],
-        "reloads": dict(reloader.counts) if reloader is not None else {},
-        "last_reload": (
-            msgspec.to_builtins(reloader.last)
-            if reloader is not None and reloader.last is not None
-            else None
-        ),
-    }
 
 
 class AdminApi:
@@ -130,7 +65,7 @@ class AdminApi:
 
     def reload_token(self) -> None:
         """(Re-)read the token of the running config."""
-        self.set_token(load_token(self.engine.config.admin))
+        self.set_token(load_admin_token(self.engine.config.admin))
 
     def set_token(self, token: str | None) -> None:
         """Use ``token`` from now on (a config reload reads it first, then commits it)."""
@@ -192,7 +127,7 @@ class AdminApi:
     # -- handlers ---------------------------------------------------------------------------
 
     async def _status(self, request: web.Request) -> web.Response:
-        return json_response(200, status_document(self.engine))
+        return json_response(200, msgspec.to_builtins(status_document(self.engine)))
 
     async def _events(self, request: web.Request) -> web.Response:
         engine = self.engine

@@ -16,11 +16,18 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
+from engine.config import AdminSettings
 from engine.core.errors import TickflowError
 
-__all__ = ["read_token"]
+__all__ = ["ADMIN_TOKEN_ENV", "AdminTokenError", "load_admin_token", "read_token"]
 
 log = logging.getLogger("tickflow.auth")
+
+ADMIN_TOKEN_ENV = "TICKFLOW_ADMIN_TOKEN"
+
+
+class AdminTokenError(TickflowError):
+    """``[admin] token_file`` is set but cannot be read: refuse to start rather than run open."""
 
 
 def read_token(
@@ -56,3 +63,9 @@ def read_token(
     if not token:
         raise error(f"${env_var} is set but empty")
     return token
+
+
+def load_admin_token(settings: AdminSettings, env: Mapping[str, str] | None = None) -> str | None:
+    """The admin token: ``[admin] token_file``, else ``$TICKFLOW_ADMIN_TOKEN``, else None (the
+    changing endpoints are then off)."""
+    return read_token("admin", settings.token_file, ADMIN_TOKEN_ENV, env, AdminTokenError)

@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+import msgspec
 import orjson
 
 from engine import __version__
@@ -196,6 +197,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     # agents, paused workflows), its database when it does not answer.
     if args.db is None:
         url = args.url or DEFAULT_ADMIN_URL
+        from engine.service.status import fetch_status, format_status
+
         try:
             doc = fetch_status(url)
         except OSError as exc:
@@ -205,9 +208,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             log.debug("no daemon at %s (%s): reading the database", url, exc)
         else:
             if args.json:
-                sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+                sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(doc)) + b"\n")
             else:
-                print(format_live_status(doc, url))
+                print(format_status(doc, url))
             return 0
     path = args.db if args.db is not None else default_db_path("")
     try:
@@ -216,58 +219,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"tickflow status: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        import msgspec
-
         sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(report)) + b"\n")
     else:
         print(format_report(report))
     return 0
-
-
-def fetch_status(url: str, timeout: float = 2.0) -> dict[str, Any]:
-    """``GET {url}/status`` of a running daemon; OSError (URLError included) when unreachable."""
-    import urllib.request
-
-    with urllib.request.urlopen(url.rstrip("/") + "/status", timeout=timeout) as resp:
-        body = resp.read()
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise OSError(f"not a tickflow admin API (status is not JSON: {exc})") from None
-    if not isinstance(doc, dict) or "workflows" not in doc:
-        raise OSError("not a tickflow admin API (unexpected /status document)")
-    return doc
-
-
-def format_live_status(doc: dict[str, Any], url: str) -> str:
-    queue, agents = doc["queue"], doc["agents"]
-    ready = "ready" if doc["ready"] else doc["ready_reason"]
-    lines = [
-        f"tickflow {doc['version']} at {url}: {ready}, config {doc['config_version'] or '-'}",
-        f"agents {agents['busy']}/{agents['total']} busy, runs in flight "
-        f"{doc['runs_in_flight']}, queue {queue['depth']}/{queue['capacity']} "
-        f"(by priority {queue['depth_by_priority'] or '{}'}), symbols {doc['symbols']}",
-        "workflows:",
-    ]
-    for name, wf in sorted(doc["workflows"].items()):
-        state = "paused" if wf["paused"] else "active"
-        lines.append(
-            f"  {name:<24} {state:<7} priority {wf['priority']} max_concurrent "
-            f"{wf['max_concurrent']} running {wf['running']} queued {wf['queued']}"
-        )
-    events = doc["events"]
-    lines.append(
-        f"events: received {events['received']}, rejected {events['rejected']}, "
-        f"conflated {events['conflated']}, shed {events['shed']}"
-    )
-    if doc.get("storage"):
-        st = doc["storage"]
-        lines.append(
-            f"storage: {st['commits']} commits, {st['records']} records, backlog {st['backlog']}"
-        )
-    if doc.get("reloads"):
-        lines.append(f"config reloads: {doc['reloads']}")
-    return "\n".join(lines)
 
 
 def _load_config(path: Path, *, logged: bool = False) -> tuple[Config, str] | None:
@@ -386,7 +341,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     if args.summary is not None:
         try:
-            args.summary.write_bytes(orjson.dumps(engine.summary(), option=orjson.OPT_INDENT_2))
+            from engine.service.status import status_document
+
+            doc = msgspec.json.encode(status_document(engine))
+            args.summary.write_bytes(msgspec.json.format(doc) + b"\n")
         except OSError as exc:  # checked at start; the disk can still fill or vanish
             return _fail(f"cannot write --summary {str(args.summary)!r}: {exc}")
     return 0
@@ -447,7 +405,9 @@ class Progress:
 def replay_summary(engine: Engine, source_stats: Any) -> dict[str, Any]:
     stats = engine.statistics()
     c = stats.counters
-    summary = engine.summary()
+    from engine.service.status import status_document
+
+    doc = status_document(engine)
     return {
         "file": str(getattr(source_stats, "name", "")),
         "events": {
@@ -459,8 +419,8 @@ def replay_summary(engine: Engine, source_stats: Any) -> dict[str, Any]:
         },
         "runs": {wf: {k: v for k, v in outcomes.items() if v} for wf, outcomes in c.runs.items()},
         "runs_in_flight": c.runs_in_flight,
-        "orders": summary["orders"],
-        "pnl": summary["pnl"],
+        "orders": msgspec.to_builtins(doc.orders),
+        "pnl": msgspec.to_builtins(doc.pnl),
     }
 
 
@@ -595,8 +555,8 @@ async def _terminal_status(engine: Engine) -> AsyncIterator[None]:
     if console is None or not console.is_terminal:
         yield
         return
-    from engine.service.admin import status_document
     from engine.service.console import StatusLine
+    from engine.service.status import status_document
 
     line = StatusLine(console, partial(status_document, engine), interval_s=STATUS_INTERVAL_S)
     async with _owned_task(line.run(), "status-line"):

@@ -1,7 +1,7 @@
 """What a person at a terminal sees while ``tickflow run`` works: a status line kept below the
 scrolling log lines, refreshed every few seconds.
 
-Everything shown comes from the status document (``GET /status``, engine/service/admin.py),
+Everything shown comes from the status document (engine/service/status.py: ``GET /status``),
 the same one ``tickflow top`` reads over HTTP: rates are differences of two documents over the
 time between them, never counters poked out of the engine. Shared by engine/service/top.py:
 :class:`Rates` and the number formatters.
@@ -14,11 +14,12 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
+
+from engine.service.status import StatusDocument
 
 __all__ = [
     "FINISHED",
@@ -27,13 +28,10 @@ __all__ = [
     "format_count",
     "format_money",
     "format_seconds",
-    "net_pnl",
     "run_latency",
     "status_segments",
     "status_text",
 ]
-
-StatusDoc = Mapping[str, Any]
 
 # Run outcomes that end a run (shed runs never started: not throughput).
 FINISHED = ("completed", "failed", "cancelled")
@@ -82,9 +80,11 @@ class Rates:
     would be a misleading average for a daemon that has been running for hours.
     """
 
-    def __init__(self, prev: StatusDoc | None, cur: StatusDoc, elapsed_s: float) -> None:
+    def __init__(
+        self, prev: StatusDocument | None, cur: StatusDocument, elapsed_s: float
+    ) -> None:
         self.known = prev is not None and elapsed_s > 0
-        self._prev = prev or {}
+        self._prev = prev or StatusDocument()
         self._cur = cur
         self._elapsed = elapsed_s
 
@@ -97,69 +97,55 @@ class Rates:
     @property
     def events(self) -> float | None:
         return self._rate(
-            _total(self._prev.get("events", {}).get("received")),
-            _total(self._cur.get("events", {}).get("received")),
+            _total(self._prev.events.received), _total(self._cur.events.received)
         )
 
     def runs(self, workflow: str) -> float | None:
         return self._rate(
-            _finished(self._prev.get("runs", {}).get(workflow)),
-            _finished(self._cur.get("runs", {}).get(workflow)),
+            _finished(self._prev.runs.get(workflow)), _finished(self._cur.runs.get(workflow))
         )
 
     @property
     def fills(self) -> float | None:
-        return self._rate(
-            self._prev.get("orders", {}).get("fills", 0),
-            self._cur.get("orders", {}).get("fills", 0),
-        )
+        return self._rate(self._prev.orders.fills, self._cur.orders.fills)
 
     @property
     def commits(self) -> float | None:
-        before = (self._prev.get("storage") or {}).get("commits", 0)
-        return self._rate(before, (self._cur.get("storage") or {}).get("commits", 0))
+        before, after = self._prev.storage, self._cur.storage
+        return self._rate(
+            before.commits if before is not None else 0, after.commits if after is not None else 0
+        )
 
 
 def _rate_text(value: float | None) -> str:
     return "-" if value is None else format_count(value)
 
 
-def run_latency(doc: StatusDoc, workflow: str, quantile: str = "p99_s") -> float | None:
-    summary = doc.get("latency", {}).get("run", {}).get(workflow)
+def run_latency(doc: StatusDocument, workflow: str, quantile: str = "p99_s") -> float | None:
+    summary = doc.latency.run.get(workflow)
     if not summary or not summary.get("count"):
         return None
     value = summary.get(quantile)
-    return float(value) if isinstance(value, int | float) else None
+    return float(value) if value is not None else None
 
 
-def net_pnl(pnl: Mapping[str, Any]) -> float:
-    """Realised plus unrealised, less fees: what the paper book made since start."""
-    return (
-        float(pnl.get("realized", 0.0)) + float(pnl.get("unrealized", 0.0))
-        - float(pnl.get("fees", 0.0))
-    )
-
-
-def status_segments(doc: StatusDoc, rates: Rates) -> list[Text]:
+def status_segments(doc: StatusDocument, rates: Rates) -> list[Text]:
     """The status line's parts: state and events/s, each workflow's runs/s and p99, queue and
     agents, fills and P&L."""
-    state = "ready" if doc.get("ready") else str(doc.get("ready_reason", "starting"))
+    state = "ready" if doc.ready else doc.ready_reason
     head = Text()
-    head.append(f"● {state} ", style="bold green" if doc.get("ready") else "bold yellow")
+    head.append(f"● {state} ", style="bold green" if doc.ready else "bold yellow")
     head.append(f"{_rate_text(rates.events)} ev/s", style="bold")
     parts = [head]
-    for name in sorted(doc.get("workflows", {})):
+    for name in sorted(doc.workflows):
         part = Text()
         part.append(f"{name} ", style="cyan")
         part.append(f"{_rate_text(rates.runs(name))} runs/s")
         part.append(f" p99 {format_seconds(run_latency(doc, name))}", style="dim")
         parts.append(part)
-    queue = doc.get("queue", {})
-    agents = doc.get("agents", {})
-    parts.append(Text(f"queue {queue.get('depth', 0)}  agents {agents.get('busy', 0)}/"
-                      f"{agents.get('total', 0)}"))
-    net = net_pnl(doc.get("pnl", {}))
-    money = Text(f"fills {doc.get('orders', {}).get('fills', 0)}  P&L ")
+    parts.append(Text(f"queue {doc.queue.depth}  agents {doc.agents.busy}/{doc.agents.total}"))
+    net = doc.pnl.net
+    money = Text(f"fills {doc.orders.fills}  P&L ")
     money.append(format_money(net), style="green" if net >= 0 else "red")
     parts.append(money)
     return parts
@@ -168,7 +154,7 @@ def status_segments(doc: StatusDoc, rates: Rates) -> list[Text]:
 _SEPARATOR = "  │ "
 
 
-def status_text(doc: StatusDoc, rates: Rates, width: int | None = None) -> Text:
+def status_text(doc: StatusDocument, rates: Rates, width: int | None = None) -> Text:
     """The status as one line, or as few lines of at most ``width`` cells as it takes: a part
     is never cut (a narrow terminal gets two lines, not an ellipsis over the P&L)."""
     lines: list[Text] = []
@@ -191,7 +177,7 @@ class StatusLine:
     def __init__(
         self,
         console: Console,
-        snapshot: Callable[[], StatusDoc],
+        snapshot: Callable[[], StatusDocument],
         *,
         interval_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
@@ -202,7 +188,7 @@ class StatusLine:
         self.snapshot = snapshot
         self.interval_s = interval_s
         self._clock = clock
-        self._prev: StatusDoc | None = None
+        self._prev: StatusDocument | None = None
         self._prev_at = 0.0
 
     def sample(self) -> Text:

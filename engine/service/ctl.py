@@ -27,7 +27,7 @@ from typing import Any, TextIO
 import orjson
 
 from engine.core.errors import TickflowError
-from engine.service.admin import TOKEN_ENV  # the variable the daemon reads
+from engine.service.auth import ADMIN_TOKEN_ENV as TOKEN_ENV  # the variable the daemon reads
 
 __all__ = ["ADMIN_URL_ENV", "CtlError", "add_reload_parser", "cmd_reload", "request_reload"]
 

@@ -19,19 +19,12 @@ from typing import Any
 
 import msgspec
 
-from engine import __version__
 from engine.config import Config, compile_workflows
 from engine.core.clock import Clock, LoopClock
 from engine.core.coordinator import Coordinator
 from engine.core.dispatcher import Dispatcher, DispatcherStatistics
 from engine.core.errors import EventError
-from engine.core.events import (
-    DATA_READY,
-    HIGH_PRIORITY_ARRIVED,
-    DataReady,
-    Event,
-    HighPriorityArrived,
-)
+from engine.core.events import DATA_READY, KIND_OF, DataReady, Event
 from engine.core.orders import Broker
 from engine.core.runs import ReadyQueue, StepRun, WorkflowDef
 from engine.core.stats import EngineCounters, EngineSnapshot, QueueStatistics
@@ -419,21 +412,19 @@ class Engine:
         journal = self._journal
         seq: int | None = None
         if type(event) is DataReady:
+            # The common event, applied without the table lookup below (same steps).
             if journal is not None:
                 seq = journal(DATA_READY, event, now)
-            self.counters.received["DATA_READY"] += 1
+            self.counters.received[DATA_READY] += 1
             coordinator.accept_data(event, now, self.config.engine.default_symbol_priority)
-        elif type(event) is HighPriorityArrived:
-            if journal is not None:
-                seq = journal(HIGH_PRIORITY_ARRIVED, event, now)
-            self.counters.received["HIGH_PRIORITY_ARRIVED"] += 1
-            symbol = symbols.get(event.symbol)
-            if symbol is None:
-                symbols.register(event.symbol, event.priority)
-            else:
-                coordinator.reprioritise(symbol, event.priority)
-        else:
+            return seq
+        kind = KIND_OF.get(type(event))
+        if kind is None:
             raise TypeError(f"not an event: {event!r}")
+        if journal is not None:
+            seq = journal(kind.tag, event, now)
+        self.counters.received[kind.tag] += 1
+        getattr(coordinator, kind.handler)(event, now, self.config.engine.default_symbol_priority)
         return seq
 
     def reject(self, reason: str) -> None:
@@ -536,53 +527,3 @@ class Engine:
             orders=dict(self.orders),
             paused=tuple(n for n, lane in self.queue.lanes.items() if lane.paused),
         )
-
-    def summary(self) -> dict[str, Any]:
-        """The JSON summary written by ``tickflow run --summary``."""
-        stats = self.statistics()
-        c = stats.counters
-        marks = {s.name: s.last_tick.price for s in self.symbols if s.last_tick is not None}
-        broker = self.broker.statistics(marks)
-        return {
-            "version": __version__,
-            "config_version": self.config_version,
-            "events": {
-                "received": c.events_received,
-                "rejected": c.events_rejected,
-                "conflated": c.events_conflated,
-                "shed": c.events_shed,
-            },
-            "runs": c.runs,
-            "steps": c.steps,
-            "preemptions": c.preemptions,
-            "retries": c.retries,
-            "timeouts": c.timeouts,
-            "latency": {
-                "dispatch_wait": c.dispatch_wait,
-                "run": c.run_latency,
-                "preemption": c.preemption_latency,
-            },
-            "orders": {
-                "by_side_and_outcome": stats.orders,
-                "submitted": broker.orders,
-                "fills": broker.fills,
-            },
-            "positions": {p.symbol: msgspec.to_builtins(p) for p in broker.positions},
-            "pnl": {
-                "cash": broker.cash,
-                "realized": broker.realized_pnl,
-                "unrealized": broker.unrealized_pnl,
-                "fees": broker.fees_paid,
-                "equity": broker.equity,
-            },
-            "symbols": stats.symbols,
-            "runs_in_flight": c.runs_in_flight,
-            "recovery": (
-                msgspec.to_builtins(self.persistence.report) if self.persistence else None
-            ),
-            "storage": (
-                msgspec.to_builtins(self.persistence.writer.statistics())
-                if self.persistence and self.persistence.writer
-                else None
-            ),
-        }

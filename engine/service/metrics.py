@@ -34,6 +34,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from engine import __version__
+from engine.core.events import EVENT_KINDS
 from engine.core.stats import RUN_OUTCOMES, STEP_OUTCOMES
 from engine.intake import REJECT_REASONS
 from engine.service.reload import RELOAD_OUTCOMES
@@ -71,7 +72,7 @@ BUCKET_BOUNDS: Final[tuple[float, ...]] = tuple(bucket_edge_seconds(e) for e in 
 
 _LE: Final[tuple[str, ...]] = tuple(repr(b) for b in BUCKET_BOUNDS)
 
-EVENT_TYPES: Final[tuple[str, ...]] = ("DATA_READY", "HIGH_PRIORITY_ARRIVED")
+EVENT_TYPES: Final[tuple[str, ...]] = tuple(EVENT_KINDS)
 ORDER_SIDES: Final[tuple[str, ...]] = ("buy", "sell", "none")
 ORDER_OUTCOMES: Final[tuple[str, ...]] = ("filled", "rejected", "skipped", "error")
 OTHER: Final = "other"  # a value outside a bounded set is folded into this one

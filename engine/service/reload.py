@@ -29,7 +29,7 @@ import msgspec
 
 from engine.config import Config, compile_workflows, load_config_with_digest
 from engine.core.errors import ConfigError, TickflowError
-from engine.service.admin import load_token as load_admin_token
+from engine.service.auth import load_admin_token
 from engine.service.sdnotify import Notifier
 from engine.service.trading import risk_limits
 

@@ -18,12 +18,9 @@ import sys
 import termios
 import time
 import tty
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator, Mapping
-from typing import IO, Any
+from collections.abc import Callable, Iterator
+from typing import IO
 
-import orjson
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -36,37 +33,13 @@ from engine.service.console import (
     format_count,
     format_money,
     format_seconds,
-    net_pnl,
     run_latency,
 )
+from engine.service.status import StatusDocument, StatusUnavailable, fetch_status
 
-__all__ = ["StatusUnavailable", "TopView", "fetch_status_document", "run_top"]
+__all__ = ["TopView", "run_top"]
 
 MAX_POSITIONS = 8  # the largest by notional; the rest is one "and N more" line
-
-
-class StatusUnavailable(Exception):
-    """No status document at the URL: down, refusing, or not a tickflow daemon."""
-
-
-def fetch_status_document(url: str, timeout: float = 2.0) -> dict[str, Any]:
-    """``GET {url}/status``; :class:`StatusUnavailable` with the reason when that fails."""
-    try:
-        with urllib.request.urlopen(url.rstrip("/") + "/status", timeout=timeout) as resp:
-            body = resp.read()
-    except urllib.error.HTTPError as exc:
-        raise StatusUnavailable(f"HTTP {exc.code} {exc.reason}") from None
-    except urllib.error.URLError as exc:
-        raise StatusUnavailable(str(exc.reason)) from None
-    except (OSError, ValueError) as exc:  # a reset, a timeout, a malformed URL
-        raise StatusUnavailable(str(exc) or type(exc).__name__) from None
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise StatusUnavailable(f"not a tickflow admin API (status is not JSON: {exc})") from None
-    if not isinstance(doc, dict) or "workflows" not in doc:
-        raise StatusUnavailable("not a tickflow admin API (unexpected /status document)")
-    return doc
 
 
 def _clean(value: object) -> str:
@@ -87,15 +60,15 @@ class TopView:
     def __init__(self, url: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.url = url
         self._clock = clock
-        self.doc: dict[str, Any] | None = None
-        self.prev: dict[str, Any] | None = None
+        self.doc: StatusDocument | None = None
+        self.prev: StatusDocument | None = None
         self.elapsed = 0.0
         self._at = 0.0
         self.error: str | None = None
         self.updated = 0.0  # wall time of the last good document
         self.failures = 0
 
-    def update(self, doc: Mapping[str, Any] | None, error: str | None = None) -> None:
+    def update(self, doc: StatusDocument | None, error: str | None = None) -> None:
         """Take a new document, or the reason there is none."""
         now = self._clock()
         if doc is None:
@@ -105,14 +78,14 @@ class TopView:
             self.prev = None
             self.doc = None
             return
-        self.prev, self.doc = self.doc, dict(doc)
+        self.prev, self.doc = self.doc, doc
         self.elapsed = now - self._at if self.prev is not None else 0.0
         self._at = now
         self.error = None
         self.failures = 0
         self.updated = time.time()
 
-    def poll(self, fetch: Callable[[str], Mapping[str, Any]]) -> None:
+    def poll(self, fetch: Callable[[str], StatusDocument]) -> None:
         try:
             doc = fetch(self.url)
         except StatusUnavailable as exc:
@@ -143,20 +116,20 @@ class TopView:
         body.append(f"retrying (attempt {self.failures}) · q quits", style="dim")
         return Panel(body, title="tickflow top", border_style="red")
 
-    def _header(self, doc: Mapping[str, Any]) -> Text:
+    def _header(self, doc: StatusDocument) -> Text:
         line = Text()
         line.append("tickflow ", style="bold")
-        line.append(f"{_clean(doc.get('version', '?'))} at {self.url}  ")
-        if doc.get("ready"):
+        line.append(f"{_clean(doc.version)} at {self.url}  ")
+        if doc.ready:
             line.append("● ready", style="bold green")
         else:
-            line.append(f"● {_clean(doc.get('ready_reason', 'not ready'))}", style="bold yellow")
-        line.append(f"  config {_clean(doc.get('config_version') or '-')}")
+            line.append(f"● {_clean(doc.ready_reason)}", style="bold yellow")
+        line.append(f"  config {_clean(doc.config_version or '-')}")
         stamp = time.strftime("%H:%M:%S", time.localtime(self.updated))
         line.append(f"  updated {stamp}", style="dim")
         return line
 
-    def _workflows(self, doc: Mapping[str, Any], rates: Rates) -> Table:
+    def _workflows(self, doc: StatusDocument, rates: Rates) -> Table:
         table = Table(title="workflows", title_justify="left", box=box.SIMPLE_HEAD,
                       pad_edge=False)
         for column, justify in (
@@ -165,54 +138,53 @@ class TopView:
             ("queued", "right"), ("running", "right"),
         ):
             table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-        runs = doc.get("runs", {})
-        for name, wf in sorted(doc.get("workflows", {}).items()):
-            outcomes = runs.get(name, {})
-            state = "paused" if wf.get("paused") else "active"
+        for name, wf in sorted(doc.workflows.items()):
+            outcomes = doc.runs.get(name, {})
+            state = "paused" if wf.paused else "active"
             table.add_row(
                 Text(_clean(name), style="cyan"),
-                Text(state, style="yellow" if wf.get("paused") else "green"),
-                str(wf.get("priority", "")),
+                Text(state, style="yellow" if wf.paused else "green"),
+                str(wf.priority),
                 _rate(rates.runs(name)),
                 format_count(outcomes.get("completed", 0)),
                 format_count(outcomes.get("failed", 0)),
                 format_seconds(run_latency(doc, name, "p50_s")),
                 format_seconds(run_latency(doc, name, "p99_s")),
-                str(wf.get("queued", 0)),
-                f"{wf.get('running', 0)}/{wf.get('max_concurrent', 0)}",
+                str(wf.queued),
+                f"{wf.running}/{wf.max_concurrent}",
             )
         return table
 
-    def _middle(self, doc: Mapping[str, Any], rates: Rates) -> Table:
+    def _middle(self, doc: StatusDocument, rates: Rates) -> Table:
         """Agents and queue, intake, storage: three small panels side by side."""
-        queue, agents, events = doc.get("queue", {}), doc.get("agents", {}), doc.get("events", {})
+        queue, agents, events = doc.queue, doc.agents, doc.events
         left = Text()
-        left.append(f"agents   {agents.get('busy', 0)}/{agents.get('total', 0)} busy\n")
-        left.append(f"queue    {queue.get('depth', 0)}/{queue.get('capacity', 0)}\n")
-        by_prio = queue.get("depth_by_priority") or {}
+        left.append(f"agents   {agents.busy}/{agents.total} busy\n")
+        left.append(f"queue    {queue.depth}/{queue.capacity}\n")
+        by_prio = queue.depth_by_priority
         prios = " ".join(f"p{p}:{n}" for p, n in sorted(by_prio.items(), key=lambda i: int(i[0])))
         left.append(f"by prio  {prios or '-'}\n")
-        left.append(f"in flight {doc.get('runs_in_flight', 0)}")
+        left.append(f"in flight {doc.runs_in_flight}")
 
-        rejected = events.get("rejected") or {}
+        rejected = events.rejected
         intake = Text()
         intake.append(f"events/s  {_rate(rates.events)}\n", style="bold")
-        intake.append(f"received  {format_count(sum((events.get('received') or {}).values()))}\n")
+        intake.append(f"received  {format_count(sum(events.received.values()))}\n")
         worst = ", ".join(f"{_clean(k)} {v}" for k, v in sorted(
             rejected.items(), key=lambda i: -i[1])[:2] if v)
         intake.append(f"rejected  {format_count(sum(rejected.values()))}"
                       f"{f' ({worst})' if worst else ''}\n")
-        intake.append(f"conflated {format_count(events.get('conflated', 0))}  "
-                      f"shed {format_count(events.get('shed', 0))}")
+        intake.append(f"conflated {format_count(events.conflated)}  "
+                      f"shed {format_count(events.shed)}")
 
-        storage = doc.get("storage")
+        storage = doc.storage
         store = Text()
-        if storage:
-            store.append(f"backlog   {storage.get('backlog', 0)}\n",
-                         style="bold yellow" if storage.get("backlog", 0) else "")
+        if storage is not None:
+            store.append(f"backlog   {storage.backlog}\n",
+                         style="bold yellow" if storage.backlog else "")
             store.append(f"commits/s {_rate(rates.commits)}\n")
-            store.append(f"commits   {format_count(storage.get('commits', 0))}\n")
-            store.append(f"records   {format_count(storage.get('records', 0))}")
+            store.append(f"commits   {format_count(storage.commits)}\n")
+            store.append(f"records   {format_count(storage.records)}")
         else:
             store.append("off (no state database)", style="dim")
 
@@ -226,31 +198,28 @@ class TopView:
         )
         return grid
 
-    def _positions(self, doc: Mapping[str, Any]) -> RenderableType:
-        pnl, orders = doc.get("pnl", {}), doc.get("orders", {})
-        net = net_pnl(pnl)
+    def _positions(self, doc: StatusDocument) -> RenderableType:
+        pnl = doc.pnl
+        net = pnl.net
         head = Text()
-        head.append(f"fills {format_count(orders.get('fills', 0))}  ")
+        head.append(f"fills {format_count(doc.orders.fills)}  ")
         head.append("P&L ")
         head.append(format_money(net), style="bold green" if net >= 0 else "bold red")
-        head.append(f"  realised {format_money(float(pnl.get('realized', 0.0)))}"
-                    f"  unrealised {format_money(float(pnl.get('unrealized', 0.0)))}"
-                    f"  fees {float(pnl.get('fees', 0.0)):,.2f}"
-                    f"  equity {float(pnl.get('equity', 0.0)):,.2f}")
-        positions = [
-            p for p in (doc.get("positions") or {}).values()
-            if isinstance(p, Mapping) and p.get("qty")
-        ]
-        positions.sort(key=lambda p: -abs(float(p["qty"]) * float(p.get("avg_cost", 0.0))))
+        head.append(f"  realised {format_money(pnl.realized)}"
+                    f"  unrealised {format_money(pnl.unrealized)}"
+                    f"  fees {pnl.fees:,.2f}"
+                    f"  equity {pnl.equity:,.2f}")
+        positions = [p for p in doc.positions.values() if p.qty]
+        positions.sort(key=lambda p: -abs(p.qty * p.avg_cost))
         table = Table(box=box.SIMPLE_HEAD, expand=True)
         for column in ("symbol", "qty", "avg cost", "realised"):
             table.add_column(column, justify="left" if column == "symbol" else "right")
         for p in positions[:MAX_POSITIONS]:
-            realized = float(p.get("realized_pnl", 0.0))
+            realized = p.realized_pnl
             table.add_row(
-                _clean(p.get("symbol", "?")),
-                format_count(float(p["qty"])),
-                f"{float(p.get('avg_cost', 0.0)):,.2f}",
+                _clean(p.symbol),
+                format_count(p.qty),
+                f"{p.avg_cost:,.2f}",
                 Text(format_money(realized), style="green" if realized >= 0 else "red"),
             )
         parts: list[RenderableType] = [head, table]
@@ -299,7 +268,7 @@ def run_top(
     count: int | None = None,
     console: Console | None = None,
     keys: IO[str] | None = None,
-    fetch: Callable[[str], Mapping[str, Any]] = fetch_status_document,
+    fetch: Callable[[str], StatusDocument] = fetch_status,
 ) -> int:
     """Show the view until ``q`` (0), Ctrl-C (130) or ``count`` refreshes (0)."""
     if not (interval_s > 0 and math.isfinite(interval_s)):

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from engine.config import AdminSettings, IntakeSettings
-from engine.service import admin, netlines
+from engine.service import auth, netlines
 
 
 def test_an_empty_variable_is_an_error_for_both_never_no_authentication() -> None:
-    with pytest.raises(admin.AdminTokenError, match=r"\$TICKFLOW_ADMIN_TOKEN is set but empty"):
-        admin.load_token(AdminSettings(), {admin.TOKEN_ENV: "  "})
+    with pytest.raises(auth.AdminTokenError, match=r"\$TICKFLOW_ADMIN_TOKEN is set but empty"):
+        auth.load_admin_token(AdminSettings(), {auth.ADMIN_TOKEN_ENV: "  "})
     with pytest.raises(netlines.IntakeError, match=r"\$TICKFLOW_INTAKE_TOKEN is set but empty"):
         netlines.load_token(IntakeSettings(), {netlines.TOKEN_ENV: ""})
 
@@ -27,10 +27,10 @@ def test_credentials_directory_is_expanded_for_both(
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     adm = AdminSettings(token_file="${CREDENTIALS_DIRECTORY}/admin-token")
     intake = IntakeSettings(token_file="${CREDENTIALS_DIRECTORY}/intake-token")
-    assert admin.load_token(adm, {}) == "a-secret"
+    assert auth.load_admin_token(adm, {}) == "a-secret"
     assert netlines.load_token(intake, {}) == "i-secret"
 
 
 def test_no_file_and_no_variable_means_no_token() -> None:
-    assert admin.load_token(AdminSettings(), {}) is None
+    assert auth.load_admin_token(AdminSettings(), {}) is None
     assert netlines.load_token(IntakeSettings(), {}) is None

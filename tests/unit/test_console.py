@@ -31,13 +31,25 @@ from engine.service.console import (
     format_count,
     format_money,
     format_seconds,
-    net_pnl,
     status_text,
 )
 from engine.service.logs import JsonFormatter, TextHandler, printable, resolve_format, setup_logging
-from engine.service.top import StatusUnavailable, TopView, fetch_status_document, run_top
+from engine.service.status import (
+    Pnl,
+    StatusDocument,
+    StatusUnavailable,
+    decode_status,
+    fetch_status,
+)
+from engine.service.top import TopView, run_top
 
-DOCS = orjson.loads((Path(__file__).parent / "data" / "status_doc_pair.json").read_bytes())
+# Two documents a real daemon served two seconds apart: the readers decode them into the type.
+DOCS_JSON = orjson.loads((Path(__file__).parent / "data" / "status_doc_pair.json").read_bytes())
+DOCS: dict[str, Any] = {
+    "prev": decode_status(orjson.dumps(DOCS_JSON["prev"])),
+    "cur": decode_status(orjson.dumps(DOCS_JSON["cur"])),
+    "elapsed_s": DOCS_JSON["elapsed_s"],
+}
 
 
 class FakeClock:
@@ -231,7 +243,7 @@ def test_formatters() -> None:
     assert format_count(12_345_678) == "12.3M"
     assert format_money(-3.5) == "-3.50"
     assert format_money(4128.05) == "+4,128.05"
-    assert net_pnl({"realized": 10.0, "unrealized": -2.0, "fees": 1.5}) == 6.5
+    assert Pnl(realized=10.0, unrealized=-2.0, fees=1.5).net == 6.5
 
 
 def test_rates_are_differences_of_two_documents() -> None:
@@ -277,7 +289,7 @@ def test_status_line_samples_against_the_previous_sample() -> None:
     clock.now = 2.0
     assert "201 ev/s" in line.sample().plain
     with pytest.raises(ValueError, match="interval"):
-        StatusLine(Console(file=io.StringIO()), dict, interval_s=0)
+        StatusLine(Console(file=io.StringIO()), StatusDocument, interval_s=0)
 
 
 # --- tickflow top -------------------------------------------------------------------------------
@@ -292,10 +304,11 @@ def _render(view: TopView, width: int = 120) -> str:
 def test_top_view_renders_a_saved_status_document() -> None:
     clock = FakeClock()
     view = TopView("http://127.0.0.1:9108", clock=clock)
-    cur = copy.deepcopy(DOCS["cur"])
-    cur["positions"]["EV\x1b[2JIL"] = {
+    raw = copy.deepcopy(DOCS_JSON["cur"])
+    raw["positions"]["EV\x1b[2JIL"] = {
         "symbol": "EV\x1b[2JIL", "qty": 5.0, "avg_cost": 1.0, "realized_pnl": -1.0,
     }
+    cur = decode_status(orjson.dumps(raw))
     view.update(DOCS["prev"])
     clock.now = 2.0
     view.update(cur)
@@ -339,7 +352,7 @@ def test_top_view_of_a_daemon_that_is_down_says_so_and_counts_retries() -> None:
 class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         routes: dict[str, tuple[int, bytes]] = {
-            "/json/status": (200, orjson.dumps(DOCS["cur"])),
+            "/json/status": (200, orjson.dumps(DOCS_JSON["cur"])),
             "/text/status": (200, b"<html>hello</html>"),
             "/other/status": (200, b'{"hello": 1}'),
         }
@@ -367,17 +380,17 @@ def http_server() -> Iterator[str]:
 
 
 def test_fetch_status_document_reasons(http_server: str) -> None:
-    assert fetch_status_document(http_server + "/json")["version"] == "0.1.0"
+    assert fetch_status(http_server + "/json").version == "0.1.0"
     with pytest.raises(StatusUnavailable, match="status is not JSON"):
-        fetch_status_document(http_server + "/text")
+        fetch_status(http_server + "/text")
     with pytest.raises(StatusUnavailable, match="unexpected /status document"):
-        fetch_status_document(http_server + "/other")
+        fetch_status(http_server + "/other")
     with pytest.raises(StatusUnavailable, match="HTTP 404"):
-        fetch_status_document(http_server + "/nothing")
+        fetch_status(http_server + "/nothing")
     with pytest.raises(StatusUnavailable, match="refused"):
-        fetch_status_document("http://127.0.0.1:1")
+        fetch_status("http://127.0.0.1:1")
     with pytest.raises(StatusUnavailable):
-        fetch_status_document("nonsense")
+        fetch_status("nonsense")
 
 
 def test_run_top_off_a_terminal_stops_after_count(http_server: str) -> None:
