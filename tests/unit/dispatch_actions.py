@@ -1,10 +1,8 @@
 """Step actions for the dispatcher tests: the test decides exactly when each step finishes.
 
-Every attempt is recorded in :data:`LOG` as it enters and as it leaves its action, with the
-attempt number the engine gave it. :func:`gated` waits on a per-``(symbol, step)``
-``asyncio.Event`` ("gate") from a module-level registry; a released gate stays open, so a
-re-run of the same step (after a preemption or a retry) passes straight through. A fixture
-calls :func:`reset` around every test so nothing outlives the event loop it was bound to.
+Every attempt is recorded (:func:`log`) as it enters and as it leaves its action, with the
+attempt number the engine gave it. :func:`gated` waits on the ``(symbol, step)`` gate. The
+gates and the log live on :data:`tests.unit.gates.BOARD`, reset around every test.
 """
 
 from __future__ import annotations
@@ -15,9 +13,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from engine.core.strategy import StepContext, cheap
+from tests.unit.gates import BOARD
 
 __all__ = [
-    "LOG",
     "Record",
     "boom",
     "boom_inline",
@@ -25,9 +23,9 @@ __all__ = [
     "gate",
     "gated",
     "instant",
+    "log",
     "peak_running",
     "release",
-    "reset",
     "running",
     "set_probe",
     "starts",
@@ -48,33 +46,22 @@ class Record:
     probe: object = None  # what the probe returned when the attempt started (see set_probe)
 
 
-LOG: list[Record] = []
-_GATES: dict[tuple[str, str], asyncio.Event] = {}
-_probe: Callable[[], object] | None = None
-
-
-def reset() -> None:
-    global _probe
-    LOG.clear()
-    _GATES.clear()
-    _probe = None
+def log() -> list[Record]:
+    """Every record of these actions, in order."""
+    return BOARD.records(Record)
 
 
 def set_probe(probe: Callable[[], object] | None) -> None:
     """Call ``probe()`` whenever an attempt starts and keep the value in its start record."""
-    global _probe
-    _probe = probe
+    BOARD.probe = probe
 
 
 def gate(symbol: str, step: str) -> asyncio.Event:
-    event = _GATES.get((symbol, step))
-    if event is None:
-        event = _GATES[(symbol, step)] = asyncio.Event()
-    return event
+    return BOARD.gate((symbol, step))
 
 
 def release(symbol: str, step: str = "work") -> None:
-    gate(symbol, step).set()
+    BOARD.release((symbol, step))
 
 
 # -- reading the log ------------------------------------------------------------------------
@@ -84,7 +71,7 @@ def starts(symbol: str | None = None) -> list[tuple[str, str, int]]:
     """``(symbol, step, attempt)`` of every started attempt, in start order."""
     return [
         (r.symbol, r.step, r.attempt)
-        for r in LOG
+        for r in log()
         if r.kind == "start" and (symbol is None or r.symbol == symbol)
     ]
 
@@ -93,7 +80,7 @@ def ended(symbol: str | None = None) -> list[tuple[Kind, str, str, int]]:
     """``(kind, symbol, step, attempt)`` of every attempt that left its action, in order."""
     return [
         (r.kind, r.symbol, r.step, r.attempt)
-        for r in LOG
+        for r in log()
         if r.kind != "start" and (symbol is None or r.symbol == symbol)
     ]
 
@@ -101,7 +88,7 @@ def ended(symbol: str | None = None) -> list[tuple[Kind, str, str, int]]:
 def running(workflow: str | None = None) -> int:
     """Attempts inside their action right now (optionally of one workflow)."""
     n = 0
-    for r in LOG:
+    for r in log():
         if workflow is None or r.workflow == workflow:
             n += 1 if r.kind == "start" else -1
     return n
@@ -110,7 +97,7 @@ def running(workflow: str | None = None) -> int:
 def peak_running(workflow: str | None = None) -> int:
     """The most attempts that were ever inside their action at once."""
     n = peak = 0
-    for r in LOG:
+    for r in log():
         if workflow is None or r.workflow == workflow:
             n += 1 if r.kind == "start" else -1
             peak = max(peak, n)
@@ -121,8 +108,8 @@ def peak_running(workflow: str | None = None) -> int:
 
 
 def _record(kind: Kind, ctx: StepContext) -> None:
-    probe = _probe() if kind == "start" and _probe is not None else None
-    LOG.append(Record(kind, ctx.workflow, ctx.step, ctx.symbol, ctx.attempt, probe))
+    probe = BOARD.probe() if kind == "start" and BOARD.probe is not None else None
+    BOARD.log.append(Record(kind, ctx.workflow, ctx.step, ctx.symbol, ctx.attempt, probe))
 
 
 async def gated(ctx: StepContext) -> str:

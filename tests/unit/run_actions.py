@@ -1,11 +1,10 @@
 """Step actions for the run/scheduler tests: gated (the test decides when they finish) and
 recording (every call is kept with what the step saw).
 
-A gated action waits on the ``asyncio.Event`` of its *gate key* -- by default
-``"<workflow>.<step>.<symbol>"``, or ``params.gate`` when the step sets one. Gates live in a
-module-level registry that :func:`reset` clears (a fixture calls it around every test, so no
-event outlives the loop it was bound to). A released gate stays open: later runs of the same
-key pass straight through.
+A gated action waits on the gate of its *gate key* -- by default
+``"<workflow>.<step>.<symbol>"``, or ``params.gate`` when the step sets one. The gates and the
+calls live on :data:`tests.unit.gates.BOARD`, reset around every test. A released gate stays
+open: later runs of the same key pass straight through.
 """
 
 from __future__ import annotations
@@ -16,9 +15,9 @@ from typing import Any
 
 from engine.core.events import Tick
 from engine.core.strategy import StepContext
+from tests.unit.gates import BOARD
 
 __all__ = [
-    "CALLS",
     "Call",
     "blocked",
     "calls",
@@ -28,7 +27,6 @@ __all__ = [
     "quick",
     "release",
     "release_all",
-    "reset",
     "started",
 ]
 
@@ -47,21 +45,6 @@ class Call:
     key: str
 
 
-CALLS: list[Call] = []  # every attempt, in the order the actions were entered
-_FINISHED: set[int] = set()  # indices into CALLS of attempts that left their action
-_GATES: dict[str, asyncio.Event] = {}
-_all_open = False
-
-
-def reset() -> None:
-    """Forget every call and gate (and close gates again)."""
-    global _all_open
-    CALLS.clear()
-    _FINISHED.clear()
-    _GATES.clear()
-    _all_open = False
-
-
 def gate_key(ctx: StepContext) -> str:
     key = ctx.params.get("gate")
     if isinstance(key, str):
@@ -70,46 +53,38 @@ def gate_key(ctx: StepContext) -> str:
 
 
 def gate(key: str) -> asyncio.Event:
-    event = _GATES.get(key)
-    if event is None:
-        event = _GATES[key] = asyncio.Event()
-        if _all_open:
-            event.set()
-    return event
+    return BOARD.gate(key)
 
 
 def release(*keys: str) -> None:
-    for key in keys:
-        gate(key).set()
+    BOARD.release(*keys)
 
 
 def release_all() -> None:
     """Open every gate, present and future."""
-    global _all_open
-    _all_open = True
-    for event in _GATES.values():
-        event.set()
+    BOARD.release_all()
 
 
 def calls(step: str | None = None, symbol: str | None = None) -> list[Call]:
+    """Every attempt (optionally of one step/symbol), in the order the actions were entered."""
     return [
         c
-        for c in CALLS
+        for c in BOARD.records(Call)
         if (step is None or c.step == step) and (symbol is None or c.symbol == symbol)
     ]
 
 
 def started(key: str) -> int:
     """How many attempts have entered the gate ``key``."""
-    return sum(1 for c in CALLS if c.key == key)
+    return sum(1 for c in calls() if c.key == key)
 
 
 def blocked() -> list[str]:
     """Gate keys of attempts that entered and have not finished (in entry order)."""
-    return [c.key for i, c in enumerate(CALLS) if i not in _FINISHED]
+    return [c.key for c in calls() if id(c) not in BOARD.finished]
 
 
-def _record(ctx: StepContext) -> int:
+def _record(ctx: StepContext) -> Call:
     call = Call(
         workflow=ctx.workflow,
         step=ctx.step,
@@ -120,8 +95,8 @@ def _record(ctx: StepContext) -> int:
         attempt=ctx.attempt,
         key=gate_key(ctx),
     )
-    CALLS.append(call)
-    return len(CALLS) - 1
+    BOARD.log.append(call)
+    return call
 
 
 def _output(ctx: StepContext) -> dict[str, Any]:
@@ -130,15 +105,15 @@ def _output(ctx: StepContext) -> dict[str, Any]:
 
 async def gated(ctx: StepContext) -> dict[str, Any]:
     """Record the call, wait for the gate, return a small output naming what was seen."""
-    index = _record(ctx)
+    call = _record(ctx)
     try:
-        await gate(CALLS[index].key).wait()
+        await gate(call.key).wait()
     finally:
-        _FINISHED.add(index)
+        BOARD.finished.add(id(call))
     return _output(ctx)
 
 
 async def quick(ctx: StepContext) -> dict[str, Any]:
     """Record the call and finish at once."""
-    _FINISHED.add(_record(ctx))
+    BOARD.finished.add(id(_record(ctx)))
     return _output(ctx)

@@ -14,7 +14,7 @@ priority)``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -31,13 +31,6 @@ from .engine_harness import data_ready, make_engine, run_async, settle, wait_for
 
 ACTIONS = "tests.unit.dispatch_actions"
 LONG_MS = 60_000  # a timeout no test reaches by advancing the fake clock
-
-
-@pytest.fixture(autouse=True)
-def _reset_actions() -> Iterator[None]:
-    acts.reset()
-    yield
-    acts.reset()
 
 
 # -- config builders --------------------------------------------------------------------------
@@ -329,7 +322,7 @@ def test_max_concurrent_bounds_a_workflow_without_blocking_others() -> None:
                 acts.release(symbol)
             await idle(engine)
 
-        log = [(r.kind, r.symbol) for r in acts.LOG if r.workflow == "A"]
+        log = [(r.kind, r.symbol) for r in acts.log() if r.workflow == "A"]
         assert log == [
             ("start", "A1"),
             ("finish", "A1"),
@@ -467,7 +460,7 @@ def test_preemption_takes_the_lowest_priority_latest_started_step() -> None:
             await started("URG")
 
             # The urgent step started within the one dispatch pass its arrival asked for...
-            urgent_start = next(r for r in acts.LOG if r.kind == "start" and r.symbol == "URG")
+            urgent_start = next(r for r in acts.log() if r.kind == "start" and r.symbol == "URG")
             assert urgent_start.probe == passes_before + 1
             # ...on the agent of the largest-priority-number, latest-started preemptible step.
             assert acts.ended() == [("cancel", "NEW", "work", 1)]

@@ -13,7 +13,6 @@ import itertools
 import math
 import random
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import aiohttp
@@ -37,13 +36,6 @@ from .engine_harness import data_ready, make_engine, run_async, settle, wait_for
 ACTIONS = "tests.unit.dispatch_actions"
 Labels = tuple[tuple[str, str], ...]
 Samples = dict[tuple[str, Labels], float]
-
-
-@pytest.fixture(autouse=True)
-def _reset_actions() -> Iterator[None]:
-    acts.reset()
-    yield
-    acts.reset()
 
 
 @dataclass(frozen=True)

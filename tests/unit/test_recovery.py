@@ -13,6 +13,7 @@ import pytest
 from engine.config import loads_config
 from engine.core.events import DataReady, Tick
 from engine.service.daemon import Engine
+from tests.unit import gates
 from tests.unit import recovery_actions as ra
 
 CONFIG = """
@@ -38,11 +39,6 @@ enabled = false
 [storage]
 path = "{db}"
 """
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    ra.CALLS.clear()
 
 
 def _engine(db: Path) -> Engine:
@@ -78,7 +74,7 @@ def _seed_a_crashed_run(db: Path, created_at: object = 1.0, preemptions: int = 0
         )
         conn.execute("UPDATE symbols SET phase='data_ready', status='processing'")
     conn.close()
-    ra.CALLS.clear()
+    gates.BOARD.log.clear()
 
 
 def test_a_run_resumes_after_its_last_completed_step_with_the_stored_output(
@@ -92,7 +88,7 @@ def test_a_run_resumes_after_its_last_completed_step_with_the_stored_output(
     report = engine.persistence.report
     assert (report.runs_resumed, report.steps_reused, report.next_run_id) == (1, 1, 2)
     # The completed step was not run again; the next one got its stored output.
-    assert ra.CALLS == [("second", 1, 10.0, {"first": {"value": 42.0}})]
+    assert ra.calls() == [("second", 1, 10.0, {"first": {"value": 42.0}})]
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT id, state FROM runs").fetchall() == [(1, "completed")]
     assert conn.execute("SELECT step, state FROM steps ORDER BY step").fetchall() == [
@@ -130,7 +126,7 @@ def test_a_stored_creation_time_that_is_not_a_time_is_taken_as_now(
     _seed_a_crashed_run(db, created_at=stored)
     engine = _engine(db)
     asyncio.run(_run_until_idle(engine))
-    assert ra.CALLS == [("second", 1, 10.0, {"first": {"value": 42.0}})]
+    assert ra.calls() == [("second", 1, 10.0, {"first": {"value": 42.0}})]
     conn = sqlite3.connect(db)
     (created,) = conn.execute("SELECT created_at FROM runs").fetchone()
     assert created > 1.7e9  # this run's wall-clock start, not the stored value
@@ -156,7 +152,7 @@ def test_a_newer_tick_stored_before_the_crash_gets_its_follow_up_run(tmp_path: P
         conn.execute("UPDATE symbols SET last_tick=?", (newer,))
     conn.close()
     asyncio.run(_run_until_idle(_engine(db)))
-    assert [(c[0], c[1], c[2]) for c in ra.CALLS] == [
+    assert [(c[0], c[1], c[2]) for c in ra.calls()] == [
         ("second", 1, 10.0),  # the resumed run finishes on its own tick
         ("first", 2, 11.0),  # then the newer tick runs, with a fresh run id
         ("second", 2, 11.0),
@@ -167,7 +163,7 @@ def test_run_ids_continue_after_the_stored_ones(tmp_path: Path) -> None:
     db = tmp_path / "t.db"
     asyncio.run(_run_until_idle(_engine(db), DataReady(symbol="AAA", ts=1.0, price=10.0)))
     asyncio.run(_run_until_idle(_engine(db), DataReady(symbol="AAA", ts=2.0, price=11.0)))
-    assert [c[1] for c in ra.CALLS] == [1, 1, 2, 2]
+    assert [c[1] for c in ra.calls()] == [1, 1, 2, 2]
 
 
 def test_a_stored_run_of_a_removed_workflow_is_dropped_and_recorded(tmp_path: Path) -> None:
@@ -226,7 +222,7 @@ def test_run_ids_and_journal_seqs_are_never_reused_after_retention_pruned_them(
     conn.close()
     engine = _engine(db)
     asyncio.run(_run_until_idle(engine, DataReady(symbol="AAA", ts=2.0, price=11.0)))
-    assert [c[1] for c in ra.CALLS] == [1, 1, 2, 2]  # run 2, not run 1 again
+    assert [c[1] for c in ra.calls()] == [1, 1, 2, 2]  # run 2, not run 1 again
     assert engine.persistence is not None
     assert engine.persistence.report.journal_seq == 1
     conn = sqlite3.connect(db)
@@ -262,9 +258,8 @@ def test_a_run_cut_by_the_drain_deadline_stays_in_flight_and_resumes_with_its_id
     db = tmp_path / "t.db"
 
     async def first() -> None:
-        ra.GATE.clear()
-        ra.GATE["event"] = asyncio.Event()
-        ra.GATE["started"] = started = asyncio.Event()
+        gates.BOARD.reset_gates()
+        started = gates.BOARD.gate(ra.STARTED)
         engine = Engine(loads_config(GATED.format(db=db)), sources=[], persist=True)
         async with engine.session():
             engine.submit_nowait(DataReady(symbol="AAA", ts=1.0, price=10.0))
@@ -277,13 +272,13 @@ def test_a_run_cut_by_the_drain_deadline_stays_in_flight_and_resumes_with_its_id
     assert conn.execute("SELECT id, state FROM runs").fetchall() == [(1, "running")]
     conn.close()
 
-    ra.GATE.clear()
-    ra.GATE["open"] = True
+    gates.BOARD.reset_gates()
+    gates.BOARD.release_all()
     engine = Engine(loads_config(GATED.format(db=db)), sources=[], persist=True)
     asyncio.run(_run_until_idle(engine))
     assert engine.persistence is not None
     assert engine.persistence.report.runs_restarted == 1
-    assert [c[:2] for c in ra.CALLS] == [("gated", 1), ("gated", 1)]  # same run id again
+    assert [c[:2] for c in ra.calls()] == [("gated", 1), ("gated", 1)]  # same run id again
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT id, state FROM runs").fetchall() == [(1, "completed")]
     conn.close()
@@ -298,7 +293,7 @@ def test_a_newer_tick_with_the_same_timestamp_still_gets_its_follow_up(tmp_path:
         conn.execute("UPDATE symbols SET last_tick=?", (same_ts,))
     conn.close()
     asyncio.run(_run_until_idle(_engine(db)))
-    assert [(c[0], c[1], c[2]) for c in ra.CALLS] == [
+    assert [(c[0], c[1], c[2]) for c in ra.calls()] == [
         ("second", 1, 10.0),
         ("first", 2, 10.5),
         ("second", 2, 10.5),
@@ -337,7 +332,7 @@ async def _crash_copy_before_any_step_ends(engine: Engine, copy: Path) -> None:
         assert engine.persistence is not None
         assert engine.persistence.writer is not None
         await engine.persistence.writer.flush()
-        assert ra.CALLS == []
+        assert ra.calls() == []
         _copy(engine.persistence.path, copy)
         for name in workflows:
             engine.resume(name)
@@ -357,12 +352,12 @@ def test_a_run_with_no_progress_is_not_stored_and_its_symbol_is_triggered_again(
         ("data_ready", "pending"),
     ]
     conn.close()
-    ra.CALLS.clear()
+    gates.BOARD.log.clear()
     engine = _engine(crashed)
     asyncio.run(_run_until_idle(engine))
     assert engine.persistence is not None
     assert engine.persistence.report.symbols_waiting == 1
-    assert [(c[0], c[2]) for c in ra.CALLS] == [("first", 10.0), ("second", 10.0)]
+    assert [(c[0], c[2]) for c in ra.calls()] == [("first", 10.0), ("second", 10.0)]
     conn = sqlite3.connect(crashed)
     assert conn.execute("SELECT state, tick_ts FROM runs").fetchall() == [("completed", 1.0)]
     conn.close()
@@ -387,12 +382,12 @@ def test_where_routes_overlap_runs_are_stored_from_the_start_and_each_runs_once(
         ("wf", "pending"), ("wf2", "pending"),
     ]
     conn.close()
-    ra.CALLS.clear()
+    gates.BOARD.log.clear()
     recovered = engine(crashed)
     asyncio.run(_run_until_idle(recovered))
     assert recovered.persistence is not None
     assert recovered.persistence.report.runs_restarted == 2
-    assert sorted((c[0], c[1]) for c in ra.CALLS) == [("first", 1), ("first", 2), ("second", 1)]
+    assert sorted((c[0], c[1]) for c in ra.calls()) == [("first", 1), ("first", 2), ("second", 1)]
     conn = sqlite3.connect(crashed)
     assert conn.execute("SELECT COUNT(*) FROM runs WHERE state = 'completed'").fetchone() == (2,)
     conn.close()
@@ -439,9 +434,8 @@ def test_a_step_that_finishes_after_its_run_failed_is_stored(tmp_path: Path) -> 
     )
 
     async def scenario() -> None:
-        ra.GATE.clear()
-        ra.GATE["event"] = asyncio.Event()
-        ra.GATE["started"] = started = asyncio.Event()
+        gates.BOARD.reset_gates()
+        started = gates.BOARD.gate(ra.STARTED)
         async with engine.session():
             engine.submit_nowait(DataReady(symbol="AAA", ts=1.0, price=10.0))
             async with asyncio.timeout(10):
@@ -453,7 +447,7 @@ def test_a_step_that_finishes_after_its_run_failed_is_stored(tmp_path: Path) -> 
             assert engine.persistence is not None
             assert engine.persistence.writer is not None
             await engine.persistence.writer.flush()
-            ra.GATE["event"].set()
+            gates.BOARD.release(ra.GATE)
             await _until(lambda: dispatcher.busy == 0)
 
     asyncio.run(scenario())
@@ -475,8 +469,8 @@ def test_a_newer_tick_for_an_adopted_run_is_stored_before_a_crash(tmp_path: Path
         return Engine(loads_config(config), sources=[], persist=True)
 
     async def seed() -> None:
-        ra.GATE.clear()
-        ra.GATE["open"] = True
+        gates.BOARD.reset_gates()
+        gates.BOARD.release_all()
         async with engine(db).session() as e:
             e.submit_nowait(DataReady(symbol="BBB", ts=1.0, price=1.0))
             e.submit_nowait(DataReady(symbol="AAA", ts=1.0, price=10.0))
@@ -495,9 +489,8 @@ def test_a_newer_tick_for_an_adopted_run_is_stored_before_a_crash(tmp_path: Path
         conn.close()
 
     async def newer_tick_then_crash() -> None:
-        ra.GATE.clear()
-        ra.GATE["event"] = asyncio.Event()
-        ra.GATE["started"] = started = asyncio.Event()
+        gates.BOARD.reset_gates()
+        started = gates.BOARD.gate(ra.STARTED)
         async with engine(db).session() as e:
             async with asyncio.timeout(10):
                 await started.wait()  # run 1 holds the lane: run 2 waits in the queue
@@ -510,7 +503,7 @@ def test_a_newer_tick_for_an_adopted_run_is_stored_before_a_crash(tmp_path: Path
             assert e.persistence.writer is not None
             await e.persistence.writer.flush()
             _copy(db, crashed)
-            ra.GATE["event"].set()
+            gates.BOARD.release(ra.GATE)
             async with asyncio.timeout(10):
                 await e.wait_idle()
 
@@ -521,12 +514,12 @@ def test_a_newer_tick_for_an_adopted_run_is_stored_before_a_crash(tmp_path: Path
         ("pending", 2.0),
     ]
     conn.close()
-    ra.GATE.clear()
-    ra.GATE["open"] = True
-    ra.CALLS.clear()
+    gates.BOARD.reset_gates()
+    gates.BOARD.release_all()
+    gates.BOARD.log.clear()
     asyncio.run(_run_until_idle(engine(crashed)))
-    assert [(c[1], c[2]) for c in ra.CALLS if c[1] == 2] == [(2, 20.0)]  # once, on the new tick
-    assert [c[1] for c in ra.CALLS if c[2] >= 10.0] == [2]  # and no extra run for AAA
+    assert [(c[1], c[2]) for c in ra.calls() if c[1] == 2] == [(2, 20.0)]  # once, on the new tick
+    assert [c[1] for c in ra.calls() if c[2] >= 10.0] == [2]  # and no extra run for AAA
 
 
 def test_views_keep_the_v2_nulls(tmp_path: Path) -> None:

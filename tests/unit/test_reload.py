@@ -6,8 +6,6 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-import pytest
-
 from engine.config import load_config_with_digest, loads_config
 from engine.service.daemon import Engine
 from engine.service.reload import Reloader, apply_config
@@ -31,11 +29,6 @@ max_concurrent = 1
 name = "a"
 action = "tests.unit.run_actions:gated"
 """
-
-
-@pytest.fixture(autouse=True)
-def _gates() -> None:
-    run_actions.reset()
 
 
 def test_apply_before_start_changes_workflows_risk_and_reports_restart_settings() -> None:

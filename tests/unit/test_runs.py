@@ -10,7 +10,7 @@ turns -- never a sleep with a duration, never a wall-clock assertion.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -86,13 +86,6 @@ def make_engine(*parts: str, **settings: int | str) -> Engine:
 
 
 # -- harness ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _fresh_actions() -> Iterator[None]:
-    ra.reset()
-    yield
-    ra.reset()
 
 
 def run_session(engine: Engine, body: Callable[[Engine], Awaitable[None]]) -> None:
@@ -451,7 +444,7 @@ def test_data_ready_with_a_priority_reprioritises() -> None:
 
         ra.release_all()
         await idle(engine)
-        assert sorted((x.workflow, x.symbol) for x in ra.CALLS) == [
+        assert sorted((x.workflow, x.symbol) for x in ra.calls()) == [
             ("hft", "SYM"),
             ("trend", "NEW"),
         ]
@@ -508,11 +501,11 @@ def test_flood_sheds_low_priority_keeps_priority_zero_and_sweep_retriggers() -> 
 
         ra.release_all()
         await idle(engine)
-        assert [x.symbol for x in ra.CALLS] == ["BLK", "H0", "H1", "L0", "L1"]
+        assert [x.symbol for x in ra.calls()] == ["BLK", "H0", "H1", "L0", "L1"]
 
         assert engine.sweep() == 3  # capacity is free again: the shed symbols run now
         await idle(engine)
-        assert [(x.symbol, x.tick.price) for x in ra.CALLS[5:]] == [
+        assert [(x.symbol, x.tick.price) for x in ra.calls()[5:]] == [
             ("L2", 12.0),
             ("L3", 13.0),
             ("L4", 14.0),
@@ -594,7 +587,7 @@ def test_shedding_a_fan_out_step_ends_the_run_cleanly() -> None:
 
         ra.release_all()
         await idle(engine)
-        assert [x.key for x in ra.CALLS] == ["fan.a.F", "urgent.go.U"]
+        assert [x.key for x in ra.calls()] == ["fan.a.F", "urgent.go.U"]
         assert runs_of(engine, "urgent") == outcome(completed=1)
         assert runs_of(engine, "fan") == outcome(shed=1)
 
@@ -662,7 +655,7 @@ def test_shed_mid_run_drops_the_follow_up_and_leaves_the_symbol_to_the_sweep() -
 
         ra.release_all()
         await idle(engine)
-        assert [x.key for x in ra.CALLS] == ["chain.a.C", "urgent.go.U"]
+        assert [x.key for x in ra.calls()] == ["chain.a.C", "urgent.go.U"]
         assert engine.sweep() == 1
         await idle(engine)
         assert [(x.step, x.tick.price) for x in ra.calls(symbol="C")[1:]] == [
@@ -738,7 +731,7 @@ def test_fan_out_fan_in_dag() -> None:
 
         ra.release("dag.c.X", "dag.d.X")
         await wait_until(lambda: run.state is RunState.COMPLETED, "run completed")
-        mine = [x for x in ra.CALLS if x.run_id == run.id]
+        mine = [x for x in ra.calls() if x.run_id == run.id]
         assert [x.step for x in mine[:1]] == ["a"]
         assert sorted(x.step for x in mine[1:3]) == ["b", "c"]
         assert mine[3].step == "d"
@@ -755,7 +748,7 @@ def test_fan_out_fan_in_dag() -> None:
         assert (run.outcome, run.error, run.completed, run.running) == ("completed", None, 4, 0)
 
         await wait_until(lambda: not c.runs, "follow-up run finished")
-        follow = [x for x in ra.CALLS if x.run_id != run.id]
+        follow = [x for x in ra.calls() if x.run_id != run.id]
         assert len(follow) == 4
         assert all(x.tick == Tick("X", 2.0, 102.0) for x in follow)
         assert runs_of(engine, "dag") == outcome(completed=2)
@@ -854,7 +847,7 @@ def test_sweep_picks_up_symbols_left_data_ready() -> None:
 
         ra.release_all()
         await idle(engine)
-        assert sorted((x.symbol, x.tick.price) for x in ra.CALLS) == [
+        assert sorted((x.symbol, x.tick.price) for x in ra.calls()) == [
             ("LATE", 20.0),
             ("OLD", 10.0),
         ]
@@ -950,7 +943,7 @@ def test_cancel_a_pending_run() -> None:
 
         ra.release_all()
         await idle(engine)
-        assert [x.symbol for x in ra.CALLS] == ["BLK"]  # the cancelled step never ran
+        assert [x.symbol for x in ra.calls()] == ["BLK"]  # the cancelled step never ran
 
     run_session(engine, body)
 
@@ -1051,11 +1044,11 @@ def test_a_run_cancelled_between_handover_and_agent_wakeup_is_skipped_cleanly() 
         loop.call_soon(engine.cancel_run, run.id)
         await idle(engine)
         assert run.state is RunState.CANCELLED
-        assert ra.CALLS == []  # the handed step never ran
+        assert ra.calls() == []  # the handed step never ran
         assert engine.queue.lanes["trend"].running == 0
         tick(engine, "AAA", 102.0)  # the agent and the lane are still in service
         await idle(engine)
-        assert [x.tick.price for x in ra.CALLS] == [102.0]
+        assert [x.tick.price for x in ra.calls()] == [102.0]
 
     run_session(engine, body)
 
