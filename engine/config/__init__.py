@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from .compile import compile_workflow, compile_workflows
 from .loader import (
-    RunIn,
     check_config,
     clear_action_cache,
     config_digest,
@@ -50,7 +49,6 @@ __all__ = [
     "Retry",
     "RiskSettings",
     "Route",
-    "RunIn",
     "SimSettings",
     "SourceSettings",
     "Step",

@@ -15,7 +15,6 @@ from engine.config.params import decode_params
 from engine.config.schema import Config, Workflow
 from engine.core.runs import StepDef, WorkflowDef
 from engine.core.strategy import sends_orders_flag
-from engine.core.workflow import ExecKind
 
 __all__ = ["compile_workflow", "compile_workflows"]
 
@@ -36,7 +35,7 @@ def compile_workflow(name: str, wf: Workflow, *, seed: int = 0) -> WorkflowDef:
     for step_name in order:
         cfg = wf.step(step_name)
         fn = resolve_action(cfg.action)
-        kind = ExecKind(effective_run_in(cfg, fn))
+        kind = effective_run_in(cfg, fn)
         deps = tuple(index[d] for d in cfg.depends_on)
         steps.append(
             StepDef(

@@ -36,13 +36,13 @@ import msgspec
 from engine.core.errors import ConfigError
 from engine.core.events import SYMBOL_PATTERN, SYMBOL_RULE
 from engine.core.strategy import is_cheap, sends_orders_flag
+from engine.core.workflow import ExecKind
 
 from .params import params_errors
 from .schema import ACTION_PATTERN, NAME_PATTERN, Config, Step, Workflow
 from .strategy_paths import folder_errors, resolve_folders, search_hint, use_strategy_paths
 
 __all__ = [
-    "RunIn",
     "check_config",
     "clear_action_cache",
     "config_digest",
@@ -53,8 +53,6 @@ __all__ = [
     "resolve_action",
 ]
 
-RunIn = Literal["async", "inline", "thread"]
-"""Where a step's action actually runs, once ``run_in = "auto"`` is resolved."""
 
 _ACTION_RE = re.compile(ACTION_PATTERN)
 _NAME_RE = re.compile(NAME_PATTERN)
@@ -160,9 +158,9 @@ def clear_action_cache() -> None:
     _action_cache.clear()
 
 
-def effective_run_in(step: Step, fn: Callable[..., Any]) -> RunIn:
-    """Where ``step`` runs with action ``fn``: ``"async"`` (a task on the loop, cancellable),
-    ``"inline"`` (called on the loop, never suspends) or ``"thread"`` (the thread pool).
+def effective_run_in(step: Step, fn: Callable[..., Any]) -> ExecKind:
+    """Where ``step`` runs with action ``fn``: ``ASYNC`` (a task on the loop, cancellable),
+    ``INLINE`` (called on the loop, never suspends) or ``THREAD`` (the thread pool).
 
     ``run_in = "auto"`` resolves to ``"async"`` for coroutine functions, to ``"inline"`` for
     plain functions marked :func:`engine.core.strategy.cheap`, and to ``"thread"`` otherwise.
@@ -174,12 +172,12 @@ def effective_run_in(step: Step, fn: Callable[..., Any]) -> RunIn:
                 f'action `{step.action}` is async and runs on the event loop: run_in = "thread" '
                 'does not apply to it; use run_in = "auto"'
             )
-        return "async"
+        return ExecKind.ASYNC
     if step.run_in == "inline":
-        return "inline"
+        return ExecKind.INLINE
     if step.run_in == "thread":
-        return "thread"
-    return "inline" if is_cheap(fn) else "thread"
+        return ExecKind.THREAD
+    return ExecKind.INLINE if is_cheap(fn) else ExecKind.THREAD
 
 
 def check_config(config: Config, *, path: str = "<string>") -> tuple[ConfigError, ...]:
@@ -549,7 +547,7 @@ def _action_errors(step: Step, here: str, searched: tuple[str, ...]) -> Iterator
     except ConfigError as exc:
         yield f"{here}.run_in", exc.problem
         return
-    if mode == "thread" and sends_orders_flag(fn):
+    if mode is ExecKind.THREAD and sends_orders_flag(fn):
         yield (
             f"{here}.run_in",
             f"action `{step.action}` sends orders and would run in a thread; the broker is "
@@ -564,7 +562,7 @@ def _action_errors(step: Step, here: str, searched: tuple[str, ...]) -> Iterator
             f"action `{step.action}` sends orders, and an order once sent is never cancelled "
             "half-way: set preemptible = false",
         )
-    elif mode == "thread":
+    elif mode is ExecKind.THREAD:
         why = (
             'run_in = "thread"'
             if step.run_in == "thread"

@@ -494,10 +494,6 @@ class Lane:
         self.running = 0
         self.paused = False
 
-    @property
-    def eligible(self) -> bool:
-        return bool(self.heap) and self.running < self.max_concurrent and not self.paused
-
 
 class ReadyQueue:
     """Ready steps in global ``(priority, deadline, seq)`` order, one lane per workflow."""

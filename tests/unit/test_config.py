@@ -299,7 +299,7 @@ def test_effective_run_in() -> None:
     def mode(action: str, run_in: str = "auto") -> str:
         spec = f"{ACTIONS}:{action}"
         the_step = msgspec.convert({"name": "s", "action": spec, "run_in": run_in}, Step)
-        return effective_run_in(the_step, resolve_action(spec))
+        return effective_run_in(the_step, resolve_action(spec)).value
 
     assert mode("async_step") == "async"
     assert mode("async_step", "inline") == "async"

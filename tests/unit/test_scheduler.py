@@ -104,7 +104,6 @@ def test_lane_at_its_limit_or_paused_is_skipped_not_blocking() -> None:
     assert q.best_lane() is alpha
 
     alpha.running = alpha.max_concurrent  # at its limit
-    assert not alpha.eligible
     assert q.best_lane() is beta
     assert q.pop_from(beta) is b
     assert q.best_lane() is None  # alpha still at its limit, beta empty
