@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
-import orjson
 
 from engine import __version__
 from engine.core.errors import ConfigError, TickflowError
@@ -51,7 +50,7 @@ class _Parser(argparse.ArgumentParser):
 
         if resolve_format(_Parser.log_format) == "json":
             setup_logging("error", "json")
-            _fail(f"{self.prog}: {message}", 2, usage=self.format_usage().strip())
+            fail(f"{self.prog}: {message}", 2, usage=self.format_usage().strip())
             self.exit(2)
         super().error(message)
 
@@ -120,20 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("--count", type=int, default=None, metavar="N",
                      help="stop after N refreshes (default: until q or Ctrl-C)")
 
-    replay = sub.add_parser(
-        "replay", help="feed a recorded CSV / JSON-lines tick file through an embedded engine"
-    )
-    replay.add_argument("file", type=Path, help="tick file (.csv, .jsonl)")
-    replay.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="TOML config file")
-    replay.add_argument("--speed", type=float, default=0.0,
-                        help="1 = recorded pace, 10 = ten times faster, 0 = as fast as possible "
-                        "(default)")
-    replay.add_argument("--format", default="auto", choices=["auto", "csv", "jsonl"])
-    replay.add_argument("--db", type=Path, default=None,
-                        help="record to this state database (default: no storage)")
-    replay.add_argument("--json", action="store_true", help="print the summary as JSON")
-    replay.add_argument("--drain-timeout", type=float, default=60.0, metavar="SECONDS",
-                        help="after the file ends, how long runs in flight get to finish")
+    from engine.service.replay_cmd import add_parser as add_replay_parser
+
+    add_replay_parser(sub, DEFAULT_CONFIG)
     add_reload_parser(sub)
     from engine.service.backtest_cmd import add_parser as add_backtest_parser
 
@@ -153,7 +141,7 @@ def cmd_top(args: argparse.Namespace) -> int:
     return run_top(args.url, args.interval, count=args.count)
 
 
-def _fail(message: str, code: int = 1, **fields: Any) -> int:
+def fail(message: str, code: int = 1, **fields: Any) -> int:
     """The one line a failed ``run`` / ``replay`` ends with (JSON in JSON mode)."""
     log.error("tickflow failed: %s", message, extra={"exit_code": code, **fields})
     return code
@@ -225,7 +213,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_config(path: Path, *, logged: bool = False) -> tuple[Config, str] | None:
+def load_checked_config(path: Path, *, logged: bool = False) -> tuple[Config, str] | None:
     """The config and its digest, or None after saying why it is invalid (exit status 1):
     printed for ``validate``, a ``tickflow failed`` log line for the daemon (``logged``)."""
     from engine.config import load_config_with_digest
@@ -234,7 +222,7 @@ def _load_config(path: Path, *, logged: bool = False) -> tuple[Config, str] | No
         return load_config_with_digest(path)
     except ConfigError as exc:
         if logged:
-            _fail(f"invalid config: {exc}")
+            fail(f"invalid config: {exc}")
         else:
             print(f"invalid config: {exc}", file=sys.stderr)
         return None
@@ -243,7 +231,7 @@ def _load_config(path: Path, *, logged: bool = False) -> tuple[Config, str] | No
 def cmd_validate(args: argparse.Namespace) -> int:
     from engine.config import summarize
 
-    loaded = _load_config(args.config)
+    loaded = load_checked_config(args.config)
     if loaded is None:
         return 1
     config = loaded[0]
@@ -257,12 +245,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     # Arguments first (nothing is loaded or opened for a run that cannot start).
     if args.duration is not None and not (args.duration >= 0 and math.isfinite(args.duration)):
-        return _fail(f"--duration must be a finite number of seconds >= 0, got {args.duration}", 2)
+        return fail(f"--duration must be a finite number of seconds >= 0, got {args.duration}", 2)
     if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
-        return _fail(f"--metrics-port must be in 0..65535, got {args.metrics_port}", 2)
+        return fail(f"--metrics-port must be in 0..65535, got {args.metrics_port}", 2)
     if args.summary is not None and (why := _summary_writable(args.summary)) is not None:
-        return _fail(why, 2)
-    loaded = _load_config(args.config, logged=True)
+        return fail(why, 2)
+    loaded = load_checked_config(args.config, logged=True)
     if loaded is None:
         return 1
     config, digest = loaded
@@ -336,9 +324,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         with notifier:
-            _run_loop(main)
+            run_loop(main)
     except TickflowError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     if args.summary is not None:
         try:
             from engine.service.status import status_document
@@ -346,167 +334,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             doc = msgspec.json.encode(status_document(engine))
             args.summary.write_bytes(msgspec.json.format(doc) + b"\n")
         except OSError as exc:  # checked at start; the disk can still fill or vanish
-            return _fail(f"cannot write --summary {str(args.summary)!r}: {exc}")
-    return 0
-
-
-class Progress:
-    """Replay progress on stderr: one rewritten line on a terminal, periodic lines otherwise
-    (a log file or CI output must not fill with carriage returns)."""
-
-    def __init__(
-        self, total: int, stream: Any = None, *, interval_s: float | None = None,
-        as_json: bool = False,
-    ) -> None:
-        self.total = total
-        self.stream = stream if stream is not None else sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        # With JSON logs every stderr line is a JSON object: progress too (at any log level).
-        self.as_json = as_json and not self.tty
-        self.interval_s = interval_s if interval_s is not None else (0.2 if self.tty else 5.0)
-        self.started = time.monotonic()
-
-    def line(self, done: int, now: float | None = None) -> str:
-        now = time.monotonic() if now is None else now
-        elapsed = max(now - self.started, 1e-9)
-        rate = done / elapsed
-        total = max(self.total, done)
-        fraction = done / total if total else 1.0
-        eta = (total - done) / rate if rate > 0 else float("inf")
-        eta_text = "--:--" if eta == float("inf") else f"{int(eta) // 60:02d}:{int(eta) % 60:02d}"
-        bar = ""
-        if self.tty:
-            filled = int(fraction * 24)
-            bar = "[" + "#" * filled + "-" * (24 - filled) + "] "
-        return (
-            f"replay {bar}{done}/{total} lines ({fraction:6.1%}) "
-            f"{rate:,.0f} lines/s ETA {eta_text}"
-        )
-
-    def show(self, done: int, *, final: bool = False) -> None:
-        text = self.line(done)
-        if self.tty:
-            self.stream.write("\r\x1b[K" + text + ("\n" if final else ""))
-        elif self.as_json:
-            record = {"ts": round(time.time(), 6), "level": "info", "logger": "tickflow.replay",
-                      "msg": text, "done": done, "total": max(self.total, done)}
-            self.stream.write(orjson.dumps(record).decode() + "\n")
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
-
-    async def run(self, position: Callable[[], int]) -> None:
-        """Refresh until cancelled (the caller shows the final line)."""
-        while True:
-            await asyncio.sleep(self.interval_s)  # a display period, not a wait for a condition
-            self.show(position())
-
-
-def replay_summary(engine: Engine, source_stats: Any) -> dict[str, Any]:
-    stats = engine.statistics()
-    c = stats.counters
-    from engine.service.status import status_document
-
-    doc = status_document(engine)
-    return {
-        "file": str(getattr(source_stats, "name", "")),
-        "events": {
-            "emitted": source_stats.emitted,
-            "received": c.events_received,
-            "rejected": {k: v for k, v in c.events_rejected.items() if v},
-            "conflated": c.events_conflated,
-            "shed": c.events_shed,
-        },
-        "runs": {wf: {k: v for k, v in outcomes.items() if v} for wf, outcomes in c.runs.items()},
-        "runs_in_flight": c.runs_in_flight,
-        "orders": msgspec.to_builtins(doc.orders),
-        "pnl": msgspec.to_builtins(doc.pnl),
-    }
-
-
-def format_replay_summary(s: dict[str, Any]) -> str:
-    ev = s["events"]
-    rejected = ", ".join(f"{k} {v}" for k, v in sorted(ev["rejected"].items())) or "none"
-    lines = [
-        f"events: {sum(ev['received'].values())} accepted "
-        f"({', '.join(f'{k} {v}' for k, v in sorted(ev['received'].items()))}), "
-        f"conflated {ev['conflated']}, shed {ev['shed']}",
-        f"rejected: {rejected}",
-        "runs:",
-    ]
-    for wf, outcomes in sorted(s["runs"].items()):
-        text = ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())) or "none"
-        lines.append(f"  {wf}: {text}")
-    if s["runs_in_flight"]:
-        lines.append(f"  still in flight at exit: {s['runs_in_flight']}")
-    orders = s["orders"]
-    by = ", ".join(f"{k} {v}" for k, v in sorted(orders["by_side_and_outcome"].items())) or "none"
-    lines.append(f"orders: {orders['submitted']} submitted, {orders['fills']} filled ({by})")
-    return "\n".join(lines)
-
-
-def cmd_replay(args: argparse.Namespace) -> int:
-    import msgspec
-
-    from engine.service.daemon import Engine
-    from engine.sources import ReplaySource
-
-    loaded = _load_config(args.config, logged=True)
-    if loaded is None:
-        return 1
-    config = loaded[0]
-    if not (args.speed >= 0 and math.isfinite(args.speed)):
-        return _fail(f"--speed must be finite and >= 0, got {args.speed}", 2)
-    if args.db is not None:
-        config = msgspec.structs.replace(
-            config,
-            storage=msgspec.structs.replace(config.storage, enabled=True, path=str(args.db)),
-        )
-    try:
-        source = ReplaySource(
-            args.file, speed=args.speed, format=args.format,
-            max_line_bytes=config.engine.max_line_bytes,
-        )
-        total = source.count_lines()
-    except (TickflowError, OSError) as exc:
-        return _fail(f"replay: {exc}")
-    # An embedded engine: no metrics port, storage only with --db.
-    engine = Engine(config, sources=[source], persist=args.db is not None, serve_metrics=False)
-    progress = Progress(total, as_json=text_console() is None)
-    drained = True
-
-    async def main() -> None:
-        nonlocal drained
-        async with engine.session():
-            ticker = asyncio.create_task(progress.run(lambda: source.position))
-            try:
-                await engine.wait_sources()
-                try:
-                    async with asyncio.timeout(args.drain_timeout):
-                        await engine.wait_idle()
-                except TimeoutError:
-                    drained = False
-            finally:
-                ticker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await ticker
-        progress.show(source.position, final=True)
-
-    failures: list[BaseException] = []
-    try:
-        _run_loop(main)
-    except* (TickflowError, OSError) as group:  # from the session's task group (a bad header)
-        failures.extend(group.exceptions)
-    if failures:
-        return _fail("replay: " + "; ".join(str(failure) for failure in failures))
-    summary = replay_summary(engine, source.statistics())
-    if args.json:
-        sys.stdout.buffer.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
-    else:
-        print(format_replay_summary(summary))
-    if not drained:
-        log.warning("replay: runs still in flight after %ss were cancelled", args.drain_timeout,
-                    extra={"drain_timeout_s": args.drain_timeout})
+            return fail(f"cannot write --summary {str(args.summary)!r}: {exc}")
     return 0
 
 
@@ -522,7 +350,7 @@ def _exit_now(code: int) -> NoReturn:
     """Second SIGINT: leave without draining. Storage is crash-safe by design (a SIGKILL loses
     no run recorded as accepted), so skipping the drain loses at most the last group commit."""
     log.warning("second SIGINT: stopping at once")
-    _fail("interrupted twice (SIGINT): stopped without the drain", code)
+    fail("interrupted twice (SIGINT): stopped without the drain", code)
     logging.shutdown()  # flush the log line above; os._exit skips atexit handlers
     os._exit(code)
 
@@ -592,7 +420,7 @@ def _status_line(engine: Engine) -> Callable[[], str]:
     return line
 
 
-def _run_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+def run_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Run ``main`` on uvloop when it is installed (it is a dependency), else asyncio's loop."""
     try:
         import uvloop
@@ -613,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _command(parser, args)
     except KeyboardInterrupt:  # Ctrl-C where no drain is set up (replay, validate, status)
-        return _fail("interrupted (SIGINT)", 130)
+        return fail("interrupted (SIGINT)", 130)
     except (Exception, BaseExceptionGroup) as exc:  # one line saying why, not a raw traceback
         log.error(
             "tickflow failed: %s", describe_failure(exc), exc_info=exc, extra={"exit_code": 1}
@@ -631,6 +459,8 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "status":
         return cmd_status(args)
     if args.command == "replay":
+        from engine.service.replay_cmd import cmd_replay
+
         return cmd_replay(args)
     if args.command == "reload":
         return cmd_reload(args)

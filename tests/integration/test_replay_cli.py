@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from engine.service.cli import Progress
+from engine.service.replay_cmd import Progress
 from tests.integration.daemon import TICKFLOW
 
 pytestmark = pytest.mark.slow

@@ -24,7 +24,7 @@ from rich.console import Console
 from engine.core.errors import StorageError
 from engine.core.ratelimit import RateLimitedLog, RateLimitFilter
 from engine.service import logs
-from engine.service.cli import Progress, _summary_writable, describe_failure
+from engine.service.cli import _summary_writable, describe_failure
 from engine.service.console import (
     Rates,
     StatusLine,
@@ -34,6 +34,7 @@ from engine.service.console import (
     status_text,
 )
 from engine.service.logs import JsonFormatter, TextHandler, printable, resolve_format, setup_logging
+from engine.service.replay_cmd import Progress
 from engine.service.status import (
     Pnl,
     StatusDocument,
