@@ -37,8 +37,6 @@ import contextlib
 import hmac
 import logging
 import os
-import socket
-import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -50,29 +48,19 @@ from engine.config import IntakeSettings
 from engine.core.errors import EventError
 from engine.core.ratelimit import RateLimitedLog
 from engine.intake import EventDecoder, IntakeStats, RejectLog
-from engine.service.netlines import (
-    TOKEN_ENV,
-    IntakeError,
-    LineSplitter,
-    Oversized,
-    is_loopback,
-    load_token,
+from engine.service.netlines import IntakeError, LineSplitter, Oversized, is_loopback, load_token
+from engine.service.sockets import (
+    close_writer,
+    peer_name,
+    remove_stale_socket,
+    socket_path,
+    unlink_quietly,
 )
 
 if TYPE_CHECKING:
     from engine.service.daemon import Engine
 
-__all__ = [
-    "PIPELINE_DEPTH",
-    "READ_CHUNK",
-    "TOKEN_ENV",
-    "IntakeError",
-    "IntakeServerStats",
-    "IntakeServers",
-    "LineSplitter",
-    "Oversized",
-    "load_token",
-]
+__all__ = ["PIPELINE_DEPTH", "READ_CHUNK", "IntakeServerStats", "IntakeServers"]
 
 log = logging.getLogger("tickflow.intake.net")
 
@@ -87,8 +75,7 @@ _TOO_MANY: Final = b'{"ok":false,"error":"too many connections"}\n'
 _AUTH_OK: Final = b'{"ok":true}\n'
 _SHUTDOWN_GRACE_S: Final = 5.0
 # How long a closing connection may take to flush its last acks to a client that reads them;
-# past it the socket is aborted (RST). Without the bound, a client that never reads would keep
-# the socket ESTABLISHED forever after we "closed" it (a leaked fd and its buffers).
+# past it the socket is aborted (RST): see sockets.close_writer.
 _CLOSE_GRACE_S: Final = 1.0
 # Read chunks whose acks may wait (for their commit, or for the client to read them) while the
 # next chunk is read: enough to keep a couple of group commits in flight per connection.
@@ -203,8 +190,8 @@ class IntakeServers:
                 extra={"transport": "tcp", "host": s.tcp_host, "port": self.tcp_port},
             )
         if s.unix_path:
-            path = _expand(s.unix_path)
-            await _remove_stale_socket(path)
+            path = socket_path(s.unix_path)
+            await remove_stale_socket(path, "[intake] unix_path", IntakeError)
             try:
                 server = await asyncio.start_unix_server(self._handle, path, limit=READ_CHUNK)
             except OSError as exc:
@@ -252,7 +239,7 @@ class IntakeServers:
             await server.wait_closed()
         self._servers = []
         if self._unix_bound is not None:
-            _unlink(self._unix_bound)
+            unlink_quietly(self._unix_bound)
             self._unix_bound = None
 
     @property
@@ -279,7 +266,7 @@ class IntakeServers:
     # -- one connection ----------------------------------------------------------------------
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        source = _source(writer)
+        source = peer_name(writer)
         if self._closing or len(self._conns) >= self.settings.max_connections:
             self.connections_refused += 1
             self._log.warning(
@@ -288,7 +275,7 @@ class IntakeServers:
             )
             with contextlib.suppress(ConnectionError):
                 writer.write(_TOO_MANY)
-            await _close(writer, _CLOSE_GRACE_S)
+            await close_writer(writer, _CLOSE_GRACE_S)
             return
         loop = asyncio.get_running_loop()
         conn = _Conn(asyncio.current_task(), source, loop.time() + self.settings.idle_timeout_s)
@@ -312,7 +299,7 @@ class IntakeServers:
             finally:
                 del self._conns[writer]
                 # A failed connection (stalled or gone) is dropped at once: its acks cannot go out.
-                await _close(writer, 0.0 if conn.failed else _CLOSE_GRACE_S)
+                await close_writer(writer, 0.0 if conn.failed else _CLOSE_GRACE_S)
         except asyncio.CancelledError:
             # Never end cancelled: the stream server's done-callback calls task.exception(),
             # which raises on a cancelled task and logs a raw CancelledError traceback.
@@ -546,74 +533,7 @@ class IntakeServers:
         self.reject_log.log(exc, source=conn.source, line=half)
 
 
-def _source(writer: asyncio.StreamWriter) -> str:
-    sock = writer.get_extra_info("socket")
-    if sock is not None and sock.family == socket.AF_UNIX:
-        return f"unix:{sock.getsockname()}"
-    peer = writer.get_extra_info("peername")
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"tcp:{peer[0]}:{peer[1]}"
-    return "unknown"
-
-
 def _uncancel() -> None:
     task = asyncio.current_task()
     if task is not None:
         task.uncancel()
-
-
-async def _close(writer: asyncio.StreamWriter, grace: float) -> None:
-    """Close, flushing what is buffered for at most ``grace`` seconds, then abort: a peer that
-    does not read must not keep the socket (and its buffers) alive after we let go of it."""
-    writer.close()
-    if grace > 0:
-        try:
-            async with asyncio.timeout(grace):
-                await writer.wait_closed()
-            return
-        except (ConnectionError, OSError):
-            return
-        except TimeoutError:
-            pass
-    writer.transport.abort()
-    with contextlib.suppress(ConnectionError, OSError):
-        await writer.wait_closed()  # prompt after abort(): connection_lost is already queued
-
-
-async def _remove_stale_socket(path: Path) -> None:
-    """Unlink a socket file left by a crashed daemon; refuse one another process listens on,
-    and anything that is not a socket."""
-    if not _is_socket(path):
-        return
-    try:
-        _, writer = await asyncio.open_unix_connection(path)
-    except (ConnectionRefusedError, FileNotFoundError):
-        _unlink(path)
-        return
-    except OSError as exc:
-        raise IntakeError(f"cannot check [intake] unix_path {str(path)!r}: {exc}") from exc
-    await _close(writer, _CLOSE_GRACE_S)
-    raise IntakeError(f"[intake] unix_path {str(path)!r} is in use by another process")
-
-
-# Small synchronous filesystem helpers: startup/shutdown only, never on the hot path.
-
-
-def _expand(path: str) -> Path:
-    return Path(path).expanduser()
-
-
-def _is_socket(path: Path) -> bool:
-    """False if nothing is there; IntakeError if something other than a socket is."""
-    try:
-        mode = path.lstat().st_mode
-    except FileNotFoundError:
-        return False
-    if not stat.S_ISSOCK(mode):
-        raise IntakeError(f"[intake] unix_path {str(path)!r} exists and is not a socket")
-    return True
-
-
-def _unlink(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
