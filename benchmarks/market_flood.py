@@ -107,7 +107,7 @@ async def features(ctx: Any) -> float:
     """Suspend once (an I/O read), then update the symbol's fast/slow EMAs; returns the spread."""
     await asyncio.sleep(0)
     tick = ctx.tick
-    price = tick.price
+    price: float = tick.price
     fast, slow = BOOKS.ema.get(tick.symbol, (price, price))
     fast += FAST * (price - fast)
     slow += SLOW * (price - slow)
