@@ -44,6 +44,8 @@ def _num(value: Any, unit: str = "") -> str:
         return f"{value:,.1f} µs" if value < 1000 else f"{value / 1000:,.2f} ms"
     if unit == "ratio":
         return f"{value:.2f}&times;"
+    if unit == "pct":
+        return f"{value:.1%}"
     if unit == "frac":
         return f"{value:.2f}"
     if unit == "/s":
@@ -125,7 +127,8 @@ def flood_section(flood: Mapping[str, Any]) -> str:
     rows_spec: list[tuple[str, tuple[str, ...], str]] = [
         ("saturation on this workload", ("saturation_per_s",), "/s"),
         ("ticks offered", ("offered_per_s",), "/s"),
-        ("ticks submitted (measured window)", ("submitted_per_s",), "/s"),
+        ("ticks taken in (one 512-tick read per loop turn)", ("taken_per_s",), "/s"),
+        ("share of ticks dropped at the feed (socket buffer full)", ("dropped_share",), "pct"),
         ("decisions", ("decisions_per_s",), "/s"),
         ("staleness p50", ("staleness", "p50_us"), "us"),
         ("staleness p99", ("staleness", "p99_us"), "us"),
