@@ -141,13 +141,14 @@ def heap_ratios(plt: Any, heap: Mapping[str, Any], out: Path) -> Chart | None:
     if not sizes:
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
-    labels = [f"{s['size']:.0e}" for s in sizes]
+    labels = [f"1e{round(math.log10(s['size']))}" if math.log10(s["size"]).is_integer()
+              else f"{s['size']:,}" for s in sizes]
     ax.bar(range(len(sizes)), [s["median_ratio"] for s in sizes], 0.6,
            color=COLOURS["tickflow"], alpha=0.7, label="median of paired rounds")
     for i, s in enumerate(sizes):
         ax.scatter([i] * len(s["ratios"]), s["ratios"], color="black", s=14, zorder=3,
                    label="one round" if i == 0 else None)
-        ax.annotate(f"{s['median_ratio']:.2f}x", (i, s["median_ratio"]), ha="center",
+        ax.annotate(f"{s['median_ratio']:.2f}x", (i, max(s["ratios"])), ha="center",
                     va="bottom", fontsize=8, xytext=(0, 3), textcoords="offset points")
     ax.axhline(5.0, color="grey", linestyle="--", linewidth=0.8, label="target 5x (at 1e5)")
     ax.axhline(1.0, color="grey", linestyle=":", linewidth=0.8)
