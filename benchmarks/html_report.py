@@ -22,7 +22,7 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1300px; 
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th:first-child, td:first-child, td.label { text-align: left; }
-td.met { color: #176117; font-weight: bold; } td.miss { color: #a11; font-weight: bold; }
+td.met { color: #176117; font-weight: bold; } .miss { color: #a11; font-weight: bold; }
 figure { margin: 1em 0 2em; } figcaption { font-size: 0.85em; color: #555; }
 img { max-width: 100%; border: 1px solid #eee; }
 .meta { font-size: 0.85em; color: #555; }
@@ -222,7 +222,13 @@ def render(report: Mapping[str, Any], charts: Sequence[Chart]) -> str:
             f"{meta.get('cpus')} CPUs, engine {meta.get('engine_implementation')}, load "
             f"average {meta.get('loadavg_start')} at start / {meta.get('loadavg_end')} at end, "
             f"wall {meta.get('wall_s', 0):.0f} s")
+    failures = "".join(
+        f"<p class=miss><b>The {_e(name)} benchmark failed</b>: {_e(part['error'])}</p>\n"
+        for name, part in report.items()
+        if name != "meta" and isinstance(part, dict) and "error" in part
+    )
     sections = [
+        failures,
         engine_section(report.get("engine") or {}),
         flood_section(report.get("market_flood") or {}),
         heap_section(report.get("heap") or {}),

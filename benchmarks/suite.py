@@ -24,6 +24,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["SIZES", "Size", "main", "run_suite"]
+__all__ = ["SIZES", "Size", "failed_parts", "main", "run_suite"]
 
 DEFAULT_REPORT = Path(".benchmarks/report")
 Log = Callable[[str], None]
@@ -197,7 +198,14 @@ def run_suite(size_name: str, report_dir: Path, log: Log,
     for name in parts:
         log(f"== {name}")
         t0 = time.perf_counter()
-        report[name] = PARTS[name](size, log)
+        try:
+            report[name] = PARTS[name](size, log)
+        except Exception as exc:
+            # One failed benchmark must not lose the minutes of the others: the report is
+            # written with the failure in it, and the command exits non-zero.
+            report[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            log(traceback.format_exc().rstrip())
+            log(f"   {name} FAILED: {report[name]['error']}")
         timings[name] = time.perf_counter() - t0
         log(f"   {name}: {timings[name]:.1f} s")
     report["meta"].update(wall_s=time.perf_counter() - started, part_wall_s=timings,
@@ -260,15 +268,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"report: {args.report / 'index.html'} ({len(report['charts'])} charts; "
           f"{meta['wall_s']:.0f} s, load average {meta['loadavg_start']} -> "
           f"{meta['loadavg_end']})")
-    if "engine" in report:
+    failed = failed_parts(report)
+    if "engine" not in failed and "engine" in report:
         from .engine_report import format_table
 
         print(format_table(report["engine"]))
-    if "market_flood" in report:
+    if "market_flood" not in failed and "market_flood" in report:
         from .market_flood import format_table as flood_table
 
         print(flood_table(report["market_flood"]))
-    return 0
+    for name, error in failed.items():
+        print(f"tickflow bench: the {name} benchmark failed: {error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def failed_parts(report: dict[str, Any]) -> dict[str, str]:
+    return {name: str(report[name]["error"]) for name in PARTS
+            if isinstance(report.get(name), dict) and "error" in report[name]}
 
 
 if __name__ == "__main__":
