@@ -52,6 +52,9 @@ Scenarios:
     1-3 ms a priority-0 event arrives. Tickflow: preemption latency (urgent step ready ->
     running on a taken-over agent) from its own histogram. The baseline cannot preempt: its
     urgent arrival -> first step wait is the comparison.
+``market_saturation``, ``market_flood``
+    2,000 symbols ticking at 5x saturation: see :mod:`benchmarks.market_flood`, whose command
+    runs them, each design in its own process (``run_all`` leaves them out).
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ from .baseline import BaselinePool, JobSpec, Mode
 
 __all__ = [
     "DESIGNS",
+    "OWN_PROCESS",
     "SCENARIOS",
     "BaselineSubject",
     "Settings",
@@ -570,8 +574,7 @@ Scenario = Callable[..., Coroutine[Any, Any, dict[str, Any]]]
 
 def _market(name: str) -> Scenario:
     """A scenario of :mod:`benchmarks.market_flood` (2,000 symbols, 5x overload), imported
-    lazily because that module builds on this one. Its own command runs each design in a fresh
-    process (peak RSS); ``run_all`` does not play it."""
+    lazily because that module builds on this one (see :data:`OWN_PROCESS`)."""
 
     async def scenario(subject: Subject, s: Settings, *args: Any) -> dict[str, Any]:
         from . import market_flood
@@ -592,6 +595,9 @@ SCENARIOS: dict[str, Scenario] = {
     "market_saturation": _market("saturation"),
     "market_flood": _market("flood"),
 }
+# Run by `python -m benchmarks.market_flood` (and tickflow bench), a fresh process per design
+# so that peak RSS is the design's own; run_all plays every other scenario.
+OWN_PROCESS = frozenset({"market_saturation", "market_flood"})
 
 
 def workload_for(scenario: str, s: Settings) -> Workload:
