@@ -402,8 +402,10 @@ def _spawn(design: str, scenario: str, s: FloodSettings, rate: float,
            "--scenario", scenario, "--rate", repr(rate), "--duration", repr(duration_s),
            "--warmup", repr(s.warmup_s), "--seed", str(s.seed), "--in-flight", str(s.in_flight)]
     try:
+        # From the checkout this module is in, so the child imports the same benchmarks and
+        # engine whatever the caller's working directory.
         proc = subprocess.run(cmd, capture_output=True, timeout=duration_s + CHILD_TIMEOUT_S,
-                              check=False)
+                              check=False, cwd=Path(__file__).resolve().parent.parent)
     except subprocess.TimeoutExpired as exc:
         raise RuntimeError(f"market flood: the {design} {scenario} run did not finish within "
                            f"{exc.timeout:.0f} s") from exc

@@ -7,10 +7,10 @@ in its own process), the heap's push+pop ratios against ``heapq`` (:mod:`benchma
 storage on vs off (:mod:`benchmarks.bench_storage`) and the network intake
 (:mod:`benchmarks.intake_load`, its load generator in a separate process).
 
-Sizes: ``full`` is each benchmark's own default (~6 minutes here), ``quick`` fits in under
-three minutes on a 2-vCPU VM, ``smoke`` takes seconds and only proves the pipeline works (its
-figures mean nothing). Nothing here asserts a speed: the report shows figures and the issue's
-targets, met or not.
+Sizes: ``full`` is each benchmark's own default (~4 minutes, judging by the parts' own
+commands), ``quick`` fits in under three minutes on a 2-vCPU VM (1 min 40 s at load average
+4), ``smoke`` takes seconds and only proves the pipeline works (its figures mean nothing).
+Nothing here asserts a speed: the report shows figures and the issue's targets, met or not.
 """
 
 from __future__ import annotations

@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
         "naive pool, heap, storage, intake; writes index.html + PNG charts + report.json",
     )
     size = bench.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="under 3 minutes (default: ~6)")
+    size.add_argument("--quick", action="store_true", help="fewer, shorter rounds: under 3 minutes "
+                      "(default: every benchmark at its full size, ~4 minutes)")
     size.add_argument("--smoke", action="store_true",
                       help="seconds: proves the pipeline works, its figures mean nothing")
     bench.add_argument("--report", type=Path, default=Path(".benchmarks/report"), metavar="DIR",
