@@ -150,7 +150,7 @@ def flood_section(flood: Mapping[str, Any]) -> str:
         rows.append(cells)
     settings = flood.get("meta", {}).get("settings", {})
     return "\n".join([
-        "<h2>Market-data flood: 2,000 symbols at 5&times; saturation</h2>",
+        "<h2>Market-data flood: 2,000 symbols, ticks offered beyond saturation</h2>",
         f"<p class=meta>{_e(settings.get('rounds'))} round(s) of "
         f"{_e(settings.get('duration_s'))} s per design, each in its own process; offered at "
         f"{_e(settings.get('factor'))}&times; the higher saturation measured in the same "
