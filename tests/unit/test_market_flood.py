@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import engine_load, market_flood
+from benchmarks import engine_load, market_flood, market_workload
 from benchmarks.charts import cdf_points
-from benchmarks.market_flood import Feed, FloodSettings, TickStream
+from benchmarks.market_flood import FloodSettings
+from benchmarks.market_workload import Feed, TickStream
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = engine_load.Settings(warmup_s=0.02, duration_s=0.1, in_flight=32, seed=3)
@@ -58,7 +59,7 @@ def test_tick_stream_is_the_same_for_the_same_seed() -> None:
     a, b, c = TickStream(7, length=500), TickStream(7, length=500), TickStream(8, length=500)
     assert (a.index, a.price) == (b.index, b.price)
     assert a.index != c.index
-    assert len(a.names) == market_flood.SYMBOLS == 2000
+    assert len(a.names) == market_workload.SYMBOLS == 2000
     assert all(p > 0 for p in a.price)
 
 
@@ -91,7 +92,7 @@ def test_bad_sizes_and_designs_are_refused_with_the_knob_named() -> None:
     with pytest.raises(ValueError, match="rounds"):
         FloodSettings(rounds=0).check()
     with pytest.raises(ValueError, match="unknown design 'baseline-job'"):
-        market_flood.make_subject("baseline-job")
+        market_workload.make_subject("baseline-job")
     with pytest.raises(ValueError, match="rate > 0"):
         engine_load.run_scenario("market_flood", "tickflow", TINY, 0.0)
 
