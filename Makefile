@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install system-deps build wheel test test-pure bench bench-heap bench-engine bench-storage bench-instructions lint run clean
+.PHONY: install system-deps build wheel test test-pure bench bench-quick bench-flood bench-heap bench-engine bench-storage bench-instructions lint run clean
 
 # A venv with tickflow installed editable (which compiles fastpath) plus the dev tools.
 $(STAMP): pyproject.toml setup.py
@@ -99,7 +99,17 @@ bench-storage: build
 bench-instructions: build
 	$(BIN)/python -m benchmarks.loop_instructions
 
-bench: bench-heap bench-engine
+# Every benchmark in one run, written up as .benchmarks/report/index.html with PNG charts and
+# report.json (~6 min; bench-quick: under 3). The single suites stay as their own targets above.
+bench: build
+	$(BIN)/tickflow bench --report .benchmarks/report
+
+bench-quick: build
+	$(BIN)/tickflow bench --quick --report .benchmarks/report
+
+# The market-data flood alone: 2,000 symbols at 5x saturation, 20 s per design.
+bench-flood: build
+	$(BIN)/python -m benchmarks.market_flood
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

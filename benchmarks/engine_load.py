@@ -52,6 +52,9 @@ Scenarios:
     1-3 ms a priority-0 event arrives. Tickflow: preemption latency (urgent step ready ->
     running on a taken-over agent) from its own histogram. The baseline cannot preempt: its
     urgent arrival -> first step wait is the comparison.
+``market_saturation``, ``market_flood``
+    2,000 symbols ticking at 5x saturation: see :mod:`benchmarks.market_flood`, whose command
+    runs them, each design in its own process (``run_all`` leaves them out).
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ from .baseline import BaselinePool, JobSpec, Mode
 
 __all__ = [
     "DESIGNS",
+    "OWN_PROCESS",
     "SCENARIOS",
     "BaselineSubject",
     "Settings",
@@ -566,6 +570,21 @@ async def preempt(subject: Subject, s: Settings) -> dict[str, Any]:
 
 
 Scenario = Callable[..., Coroutine[Any, Any, dict[str, Any]]]
+
+
+def _market(name: str) -> Scenario:
+    """A scenario of :mod:`benchmarks.market_flood` (2,000 symbols, 5x overload), imported
+    lazily because that module builds on this one (see :data:`OWN_PROCESS`)."""
+
+    async def scenario(subject: Subject, s: Settings, *args: Any) -> dict[str, Any]:
+        from . import market_flood
+
+        result: dict[str, Any] = await getattr(market_flood, name)(subject, s, *args)
+        return result
+
+    return scenario
+
+
 SCENARIOS: dict[str, Scenario] = {
     "throughput": throughput,
     "throughput_yield": throughput,
@@ -573,7 +592,12 @@ SCENARIOS: dict[str, Scenario] = {
     "paced_common": paced,
     "flood": flood,
     "preempt": preempt,
+    "market_saturation": _market("saturation"),
+    "market_flood": _market("flood"),
 }
+# Run by `python -m benchmarks.market_flood` (and tickflow bench), a fresh process per design
+# so that peak RSS is the design's own; run_all plays every other scenario.
+OWN_PROCESS = frozenset({"market_saturation", "market_flood"})
 
 
 def workload_for(scenario: str, s: Settings) -> Workload:
@@ -588,7 +612,12 @@ def workload_for(scenario: str, s: Settings) -> Workload:
 
 def run_scenario(scenario: str, design: str, s: Settings, *args: Any) -> dict[str, Any]:
     """Run one scenario for one design in a fresh uvloop loop; ``args``: the paced rate."""
-    subject = make_subject(design, workload_for(scenario, s))
+    if scenario.startswith("market_"):
+        from .market_flood import make_subject as market_subject
+
+        subject = market_subject(design)
+    else:
+        subject = make_subject(design, workload_for(scenario, s))
     fn = SCENARIOS[scenario]
 
     async def body() -> dict[str, Any]:
@@ -639,9 +668,8 @@ def _aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for key, first in runs[0].items():
         values = [r[key] for r in runs]
         if isinstance(first, dict) and "buckets" in first:
-            record = hist_record(hist_from_record(values))
-            del record["buckets"]
-            out[key] = record
+            # The pooled buckets stay: tickflow bench draws its latency CDFs from them.
+            out[key] = hist_record(hist_from_record(values))
         elif isinstance(first, dict):
             out[key] = _aggregate(values)
         elif isinstance(first, int | float) and not isinstance(first, bool):
