@@ -275,7 +275,7 @@ class Subject(Protocol):
     producer pays no extra call layer."""
 
     name: str
-    submit: Callable[[DataReady], None]
+    submit: Callable[[DataReady], object]
 
     async def __aenter__(self) -> Subject: ...
     async def __aexit__(self, *exc: object) -> None: ...
@@ -299,7 +299,7 @@ class TickflowSubject:
         self.config = loads_config(toml)
         self.engine: Engine | None = None
         self._session: Any = None
-        self.submit: Callable[[DataReady], None] = self._not_running
+        self.submit: Callable[[DataReady], object] = self._not_running
 
     @staticmethod
     def _not_running(event: DataReady) -> None:
@@ -367,7 +367,7 @@ class BaselineSubject:
     def __init__(self, workload: Workload, mode: Mode = "step") -> None:
         self.name = "baseline" if mode == "step" else f"baseline-{mode}"
         self.pool = BaselinePool(baseline_specs(workload), workers=AGENTS, mode=mode)
-        self.submit: Callable[[DataReady], None] = self.pool.submit
+        self.submit: Callable[[DataReady], object] = self.pool.submit
 
     async def __aenter__(self) -> BaselineSubject:
         self.pool.start()

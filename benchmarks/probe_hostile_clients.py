@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -70,7 +71,7 @@ class _Daemon:
         self.http = int(self._wait("metrics listening")["port"])
         self._wait("tickflow ready")
 
-    def _wait(self, msg: str, timeout: float = 30.0) -> dict[str, object]:
+    def _wait(self, msg: str, timeout: float = 30.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for line in self.log.read_bytes().splitlines():
