@@ -71,7 +71,7 @@ async def list_members(kv: KeyValue, *, timeout_s: float = 5.0) -> dict[str, Mem
     members: dict[str, MemberView] = {}
     try:
         while True:
-            entry = await watcher.updates(timeout=timeout_s)
+            entry = await watcher.updates(timeout=timeout_s)  # type: ignore[no-untyped-call]
             if entry is None:
                 break
             if entry.value is None or entry.revision is None:
@@ -83,7 +83,7 @@ async def list_members(kv: KeyValue, *, timeout_s: float = 5.0) -> dict[str, Mem
                 continue
             members[record.node] = MemberView(record, entry.revision)
     finally:
-        await watcher.stop()
+        await watcher.stop()  # type: ignore[no-untyped-call]
     return members
 
 

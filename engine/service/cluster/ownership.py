@@ -176,12 +176,12 @@ class Ownership:
             current = self.leases.held.get(p)
             if current is not None and current.held:
                 continue
-            lease = await self.leases.try_acquire(p, takeover=p in self._waited)
-            if lease is None:
+            won = await self.leases.try_acquire(p, takeover=p in self._waited)
+            if won is None:
                 self._waited.add(p)
                 continue
             self._waited.discard(p)
-            await self.listener.acquired(lease)
+            await self.listener.acquired(won)
         self.steps += 1
 
     async def _give_up(self, lease: HeldLease) -> None:
