@@ -26,6 +26,7 @@ from the server and compared (:func:`~.readback.check_readback`) before it is us
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -41,10 +42,23 @@ __all__ = [
     "bucket_names",
     "ensure_bucket",
     "ensure_control_buckets",
+    "escape_key",
     "kv_stream",
 ]
 
 _STREAM_IN_USE: Final = 10058  # "stream name already in use with a different configuration"
+_OUTSIDE_KEY_ALPHABET: Final = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def escape_key(name: str) -> str:
+    """``name`` as a KV key: anything but letters, digits, ``_`` and ``-`` becomes ``=XX``
+    (its UTF-8 bytes in hex), so ``host:123`` is ``host=3A123``. ``=`` is escaped too, so two
+    names never share a key; ``.`` is, so a name is one subject token."""
+    if not name:
+        raise ValueError("a KV key name must not be empty")
+    return _OUTSIDE_KEY_ALPHABET.sub(
+        lambda m: "".join(f"={b:02X}" for b in m.group().encode()), name
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from .buckets import escape_key
 from .cluster_metrics import ClusterStats
 from .errors import ClusterError
 
@@ -34,18 +34,10 @@ __all__ = ["MemberRecord", "MemberView", "Membership", "list_members", "member_k
 
 log = logging.getLogger("tickflow.cluster.membership")
 
-_OUTSIDE_KEY_ALPHABET = re.compile(r"[^A-Za-z0-9_-]")
-
-
 def member_key(node: str) -> str:
-    """``node`` in the KV key alphabet: anything but letters, digits, ``_`` and ``-`` becomes
-    ``=XX`` (its UTF-8 bytes in hex), so ``host:123`` is ``host=3A123``. The record keeps the
-    real name; the key only has to be unique."""
-    if not node:
-        raise ValueError("a node name must not be empty")
-    return _OUTSIDE_KEY_ALPHABET.sub(
-        lambda m: "".join(f"={b:02X}" for b in m.group().encode()), node
-    )
+    """``node``'s heartbeat key (:func:`~.buckets.escape_key`): the record keeps the real
+    name, the key only has to be unique."""
+    return escape_key(node)
 
 
 class MemberRecord(msgspec.Struct, frozen=True, kw_only=True):
