@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     from engine.service.backtest_cmd import add_parser as add_backtest_parser
 
     add_backtest_parser(sub, DEFAULT_CONFIG)
+    from engine.service.cluster.status import add_parser as add_cluster_parser
+
+    add_cluster_parser(sub, DEFAULT_CONFIG)
     return parser
 
 
@@ -678,6 +681,10 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from engine.service.backtest_cmd import cmd_backtest
 
         return cmd_backtest(args)
+    if args.command == "cluster":
+        from engine.service.cluster.status import cmd_cluster
+
+        return cmd_cluster(args)
     parser.print_help()
     return 0
 
