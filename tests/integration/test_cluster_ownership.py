@@ -246,3 +246,57 @@ def test_a_second_live_node_with_the_same_name_is_refused(nats_server: NatsServe
         await nc.close()
 
     run(body)
+
+
+def test_a_node_missing_from_the_live_set_gives_its_partitions_up_then_rejoins(
+    nats_server: NatsServer,
+) -> None:
+    """Its heartbeat key vanished (it stalled past the TTL, or someone deleted it): the others
+    no longer count it, so neither may it -- it releases everything, then its next heartbeat
+    rejoins and it takes its share again."""
+    recorder = Recorder()
+
+    async def body() -> None:
+        nc_a, a = await _node(nats_server, "a", recorder)
+        await wait_until(lambda: _settled([a]), 5, "a owns everything")
+        tokens = {p: lease.token for p, lease in a.owned.items()}
+        await a.membership.kv.delete(a.membership.key)
+        await wait_until(lambda: not a.owned, TTL, "a gives everything up")
+        assert a.stats.lease_releases == PARTITIONS
+        assert sum(a.stats.lease_losses.values()) == 0
+        await wait_until(lambda: _settled([a]), 2 * TTL, "a rejoins and owns everything")
+        assert all(a.owned[p].token > tokens[p] for p in tokens)  # new tenures, new tokens
+        await a.close()
+        await nc_a.close()
+        await wait_until(lambda: not recorder.tasks, 5, "tenure end recorded")
+
+    run(body)
+    recorder.check_no_overlap()
+
+
+class FailingListener:
+    async def acquired(self, lease: HeldLease) -> None:
+        raise RuntimeError("the data plane could not start")
+
+    async def releasing(self, lease: HeldLease) -> None:
+        raise AssertionError("never reached: acquired failed")
+
+
+def test_a_partition_the_listener_cannot_start_is_handed_back(nats_server: NatsServer) -> None:
+    async def body() -> None:
+        nc = await connect(nats_server)
+        buckets = await ensure_control_buckets(nc.jetstream(), stream="T", lease_ttl_s=TTL,
+                                               replicas=1)
+        node = Ownership(buckets.lease, buckets.members, node="a", partitions=2, ttl_s=TTL,
+                         listener=FailingListener())
+        await node.membership.join()
+        with pytest.raises(RuntimeError, match="could not start"):
+            await node.step()
+        assert not node.owned
+        assert node.stats.lease_releases == 1
+        # released, not left to expire: the key is free for the next create right away
+        assert await buckets.lease.create("p0", b"probe") > 0
+        await node.membership.leave()
+        await nc.close()
+
+    run(body)

@@ -181,7 +181,12 @@ class Ownership:
                 self._waited.add(p)
                 continue
             self._waited.discard(p)
-            await self.listener.acquired(won)
+            try:
+                await self.listener.acquired(won)
+            except BaseException:
+                # nothing consumes the partition: hand it back rather than sit on it
+                await won.release()
+                raise
         self.steps += 1
 
     async def _give_up(self, lease: HeldLease) -> None:
