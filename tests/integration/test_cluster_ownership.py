@@ -300,3 +300,49 @@ def test_a_partition_the_listener_cannot_start_is_handed_back(nats_server: NatsS
         await nc.close()
 
     run(body)
+
+
+def test_a_nats_restart_stops_every_owner_then_the_cluster_recovers(
+    nats_server: NatsServer,
+) -> None:
+    """While the server is down no renewal can complete: every node loses every lease by its
+    local deadline (nobody consumes on a lease it cannot renew). The buckets are files, so
+    after the restart the old lease keys are still there until their TTL runs out; then the
+    nodes acquire again, each its share, with new tokens."""
+    recorder = Recorder()
+
+    async def body() -> None:
+        started = []
+        for name in ("a", "b"):
+            nc = await connect(nats_server, allow_reconnect=True, max_reconnect_attempts=-1,
+                               reconnect_time_wait=0.1)
+            buckets = await ensure_control_buckets(nc.jetstream(timeout=1.0), stream="T",
+                                                   lease_ttl_s=TTL, replicas=1)
+            node = Ownership(buckets.lease, buckets.members, node=name, partitions=6,
+                             ttl_s=TTL, listener=recorder.listener(name))
+            await node.start()
+            started.append((nc, node))
+        nodes = [node for _nc, node in started]
+
+        def settled() -> bool:
+            target = assign(6, {"a", "b"})
+            return all(set(n.owned) == owned_by(target, n.node) for n in nodes)
+
+        await wait_until(settled, TTL + 5, "two nodes settle")
+        before = {p: lease.token for n in nodes for p, lease in n.owned.items()}
+        nats_server.stop()
+        await wait_until(lambda: not any(n.owned for n in nodes), TTL, "every owner stops")
+        nats_server.start()
+        await wait_until(lambda: settled() and len(nodes[0].live) == 2, 3 * TTL + 5,
+                         "the cluster recovers")
+        after = {p: lease.token for n in nodes for p, lease in n.owned.items()}
+        assert all(after[p] > before[p] for p in before)
+        assert sum(sum(n.stats.lease_losses.values()) for n in nodes) == 6
+        assert all(n.failed is None for n in nodes)
+        for nc, node in started:
+            await node.close()
+            await nc.close()
+        await wait_until(lambda: not recorder.tasks, 5, "tenure end recorded")
+
+    run(body, timeout=90)
+    recorder.check_no_overlap()
