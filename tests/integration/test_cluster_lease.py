@@ -14,7 +14,7 @@ import pytest
 
 from engine.service.cluster.buckets import ensure_bucket
 from engine.service.cluster.cluster_metrics import ClusterStats
-from engine.service.cluster.errors import LeaseLost
+from engine.service.cluster.errors import ClusterError, LeaseLost
 from engine.service.cluster.fence import FENCE_HEADER, FencedKey
 from engine.service.cluster.lease import HeldLease, LeaseTable, read_lease
 from tests.cluster_support import connect, run, wait_until
@@ -222,5 +222,33 @@ def test_a_paused_owner_is_fenced_off_by_the_newer_token(nats_server: NatsServer
         await lease_b.release()
         await nc_a.close()
         await nc_b.close()
+
+    run(body)
+
+
+def test_a_claim_with_nothing_to_carry_over_still_fences_the_key(nats_server: NatsServer) -> None:
+    """The first tenure of a partition claims a key that does not exist: it writes an empty
+    claim (so an earlier, stale tenure cannot take the free key), and the next tenure's claim
+    reads that as "no checkpoint", not as an empty one."""
+
+    async def body() -> None:
+        nc, a = await _table(nats_server, "a")
+        js = nc.jetstream()
+        await ensure_bucket(js, "T_ckpt", ttl_s=None, history=1, replicas=1)
+        first = await a.try_acquire(6)
+        assert first is not None
+        fence = FencedKey(js, "T_ckpt", "p6", first)
+        with pytest.raises(ClusterError, match="write before claim"):
+            await fence.write(b"x")
+        assert await fence.claim() is None
+        payload, revision, token = await fence.read()
+        assert (payload, token) == (None, first.token)
+        assert revision > 0  # the key exists: taken, not free
+        await first.release()
+        second = await a.try_acquire(6)
+        assert second is not None
+        assert await FencedKey(js, "T_ckpt", "p6", second).claim() is None
+        await second.release()
+        await nc.close()
 
     run(body)

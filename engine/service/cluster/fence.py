@@ -57,8 +57,9 @@ class FencedKey:
         self.revision: int | None = None  # set by claim: the CAS position of the next write
 
     async def read(self) -> tuple[bytes | None, int, int]:
-        """``(payload, revision, token)`` of the key now: ``(None, rev, 0)`` when it was never
-        written or was deleted (``rev`` 0 when never written)."""
+        """``(payload, revision, token)`` of the key now. ``payload`` is None when the key
+        was never written (``rev`` 0), was deleted, or holds only a claim (empty: a tenure
+        claimed it before any checkpoint existed)."""
         from nats.js.errors import NotFoundError
 
         try:
@@ -67,9 +68,9 @@ class FencedKey:
             return None, 0, 0
         headers = msg.headers or {}
         token = int(headers.get(FENCE_HEADER, "0") or 0)
-        if headers.get(_KV_OP) in ("DEL", "PURGE"):
+        if headers.get(_KV_OP) in ("DEL", "PURGE") or not msg.data:
             return None, msg.seq or 0, token
-        return msg.data or b"", msg.seq or 0, token
+        return msg.data, msg.seq or 0, token
 
     async def claim(self, *, attempts: int = 8) -> bytes | None:
         """Make this tenure the key's only writer and return the payload stored before it
@@ -84,6 +85,8 @@ class FencedKey:
                     f"{self.token}: a later owner exists"
                 )
             try:
+                # Written even when there is nothing to carry over (an empty claim): an
+                # earlier tenure's first write must find the key taken, not free.
                 self.revision = await self._publish(payload or b"", revision)
             except _Conflict:
                 continue  # an earlier tenure wrote between our read and our claim: re-read

@@ -22,7 +22,6 @@ resumes; the writes that matter go through :class:`~.fence.FencedKey`, which ref
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -234,9 +233,9 @@ class HeldLease:
         except Exception as exc:  # a closed connection: same outcome, the TTL frees it
             log.info("lease on partition %d: release not written (%s: %s)",
                      self.partition, type(exc).__name__, exc)
-        with contextlib.suppress(asyncio.CancelledError):
-            if self._keeper is not None:
-                await self._keeper
+        if self._keeper is not None:
+            # wait, not await: the keeper's own cancellation is no error of ours
+            await asyncio.wait([self._keeper])
 
 
 class LeaseTable:

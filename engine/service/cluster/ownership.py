@@ -25,7 +25,6 @@ heartbeat expire) plus one poll: ``poll_s`` defaults to ``min(ttl / 5, 1 s)``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -202,9 +201,8 @@ class Ownership:
         self._closing = True
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            await asyncio.wait(self._tasks)  # their cancellation is expected, not raised
         for lease in list(self.leases.held.values()):
             await self._give_up(lease)
         await self.membership.leave()

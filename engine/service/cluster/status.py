@@ -194,6 +194,8 @@ async def _checkpoint(kv: Any, row: PartitionStatus, now: float, notes: list[str
         entry = await kv.get(f"p{row.partition}")
     except KeyNotFoundError:
         return
+    if not entry.value:  # claimed by an owner, no checkpoint written yet
+        return
     try:
         row.checkpoint_age_s = max(0.0, now - msgspec.json.decode(entry.value or b"",
                                                                    type=_Checkpoint).ts)
