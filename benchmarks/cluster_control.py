@@ -3,7 +3,8 @@
 ``python -m benchmarks.cluster_control [--ttl 2] [--partitions 32] [--kills 5] [--orders 2000]``
 
 - **takeover**: three nodes in this process (each on its own connection) settle; one node's
-  connection is closed (no release, no leave: a crash as the others see it) and the clock
+  connection is closed at a seeded random moment within one TTL of settling (no release, no
+  leave: a crash as the others see it) and the clock
   runs until the other two own every partition at their new shares. Repeated ``--kills``
   times with a fresh node each time. The bound is ``ttl`` + one poll (``min(ttl/5, 1 s)``).
 - **registry**: ``OrderRegistry.register`` one at a time, then all at once (``gather``).
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import random
 import shutil
 import socket
 import statistics
@@ -84,10 +86,14 @@ async def _run(url: str, args: argparse.Namespace) -> dict[str, Any]:
         target = assign(args.partitions, names)
         return all(n.live == names and set(n.owned) == owned_by(target, n.node) for n in nodes)
 
+    rng = random.Random(args.seed)
     nodes = [await node(f"n{i}") for i in range(3)]
     takeovers: list[float] = []
     for kill in range(args.kills):
         await _until(lambda: settled([own for _nc, own, _b in nodes]), 4 * args.ttl + 10)
+        # a seeded moment within one TTL of settling: right after settling every lease was
+        # just written, which would always measure the worst phase
+        await asyncio.sleep(rng.uniform(0, args.ttl))
         nc, _victim, _buckets = nodes.pop()
         started = time.monotonic()
         await nc.close()
@@ -122,6 +128,7 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=32)
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--orders", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=15)
     args = parser.parse_args()
     # the kills are deliberate: their lease-lost warnings would only bury the figures
     logging.getLogger("tickflow.cluster").setLevel(logging.CRITICAL)
