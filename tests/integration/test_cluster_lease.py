@@ -38,6 +38,8 @@ def test_one_holder_renews_and_a_release_frees_the_key_at_once(nats_server: Nats
         assert lease.held
         assert lease.token == lease.revision
         assert await b.try_acquire(3) is None
+        first_record, _rev = await read_lease(b.kv, 3) or (None, 0)
+        assert first_record is not None
         # renewals move the revision (the CAS position), never the token
         await wait_until(lambda: a.stats.lease_renewals >= 3, 3 * TTL, "three renewals")
         assert lease.revision > lease.token
@@ -47,6 +49,7 @@ def test_one_holder_renews_and_a_release_frees_the_key_at_once(nats_server: Nats
         assert record.node == "a"
         assert record.token == lease.token
         assert revision == lease.revision
+        assert record.acquired == first_record.acquired == lease.acquired  # not the last renewal
         await lease.release()
         assert not lease.held
         assert lease.lost_reason is None

@@ -78,8 +78,11 @@ class HeldLease:
     :meth:`guard`: a loss cancels them at once.
     """
 
-    def __init__(self, table: LeaseTable, partition: int, revision: int, sent_at: float) -> None:
+    def __init__(
+        self, table: LeaseTable, partition: int, revision: int, sent_at: float, acquired: float
+    ) -> None:
         self.table = table
+        self.acquired = acquired  # wall clock of the acquisition, rewritten by every renewal
         self.partition = partition
         self.key = lease_key(partition)
         self.token = revision
@@ -183,7 +186,7 @@ class HeldLease:
                 self._lose("expired_locally",
                            "no renewal completed before the lease's local deadline")
                 return
-            value = table.record_value(token=self.token)
+            value = table.record_value(token=self.token, acquired=self.acquired)
             try:
                 revision = await asyncio.wait_for(
                     table.kv.update(self.key, value, last=self.revision), timeout=remaining
@@ -272,9 +275,9 @@ class LeaseTable:
         self.wall = wall
         self.held: dict[int, HeldLease] = {}
 
-    def record_value(self, *, token: int = 0) -> bytes:
+    def record_value(self, *, acquired: float, token: int = 0) -> bytes:
         return _encode(LeaseRecord(
-            node=self.node, instance=self.instance, acquired=self.wall(), token=token
+            node=self.node, instance=self.instance, acquired=acquired, token=token
         ))
 
     def forget(self, lease: HeldLease) -> None:
@@ -291,12 +294,13 @@ class LeaseTable:
         current = self.held.get(partition)
         if current is not None and current.held:
             return current
-        sent = self.clock()
+        sent, acquired = self.clock(), self.wall()
         try:
-            revision = await self.kv.create(lease_key(partition), self.record_value())
+            revision = await self.kv.create(lease_key(partition),
+                                            self.record_value(acquired=acquired))
         except KeyWrongLastSequenceError:
             return None
-        lease = HeldLease(self, partition, revision, sent)
+        lease = HeldLease(self, partition, revision, sent, acquired)
         self.held[partition] = lease
         self.stats.acquisitions += 1
         self.stats.takeovers += takeover
