@@ -16,10 +16,28 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-__all__ = ["cmd_bench", "find_checkout"]
+__all__ = ["add_parser", "cmd_bench", "find_checkout"]
 
 SUITE = Path("benchmarks") / "suite.py"
+
+
+def add_parser(sub: Any) -> None:
+    bench = sub.add_parser(
+        "bench", help="run the benchmark suite of a source checkout: tickflow against the "
+        "naive pool, heap, storage, intake; writes index.html + PNG charts + report.json",
+    )
+    size = bench.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="fewer, shorter rounds: under 3 minutes "
+                      "(default: every benchmark at its full size, ~4 minutes)")
+    size.add_argument("--smoke", action="store_true",
+                      help="seconds: proves the pipeline works, its figures mean nothing")
+    bench.add_argument("--report", type=Path, default=Path(".benchmarks/report"), metavar="DIR",
+                       help="report directory (default %(default)s; an earlier report there "
+                       "is replaced)")
+    bench.add_argument("--source", type=Path, default=None, metavar="DIR",
+                       help="the source checkout to run (default: the engine's own, else .)")
 
 
 def _is_checkout(path: Path) -> bool:

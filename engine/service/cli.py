@@ -127,20 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_backtest_parser(sub, DEFAULT_CONFIG)
 
-    bench = sub.add_parser(
-        "bench", help="run the benchmark suite of a source checkout: tickflow against the "
-        "naive pool, heap, storage, intake; writes index.html + PNG charts + report.json",
-    )
-    size = bench.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="fewer, shorter rounds: under 3 minutes "
-                      "(default: every benchmark at its full size, ~4 minutes)")
-    size.add_argument("--smoke", action="store_true",
-                      help="seconds: proves the pipeline works, its figures mean nothing")
-    bench.add_argument("--report", type=Path, default=Path(".benchmarks/report"), metavar="DIR",
-                       help="report directory (default %(default)s; an earlier report there "
-                       "is replaced)")
-    bench.add_argument("--source", type=Path, default=None, metavar="DIR",
-                       help="the source checkout to run (default: the engine's own, else .)")
+    from engine.service.bench_cmd import add_parser as add_bench_parser
+
+    add_bench_parser(sub)
+    from engine.service.cluster.status import add_parser as add_cluster_parser
+
+    add_cluster_parser(sub, DEFAULT_CONFIG)
     return parser
 
 
@@ -487,6 +479,10 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from engine.service.bench_cmd import cmd_bench
 
         return cmd_bench(args)
+    if args.command == "cluster":
+        from engine.service.cluster.status import cmd_cluster
+
+        return cmd_cluster(args)
     parser.print_help()
     return 0
 
