@@ -9,12 +9,12 @@ length of the history.
 
 Time bars follow ``bars_by_time``'s ordering exactly: open and close are the first and last tick
 *in time* (ties: in arrival order), so a tick that arrives late is placed as a sort would place
-it. A late tick for a bucket that already closed updates that bar (or inserts it where a quiet
-bucket had none) and bumps :attr:`BarSeries.revision`, which tells a consumer carrying values
-over the closed bars (the trend's EMAs) that history changed under it; one older than every bar
-kept is outside the bars and ignored, as the slice ``[-max_bars:]`` would drop it. The one
-difference: a bar's volume is summed in arrival order, so with out-of-order ticks it may differ
-from the sorted sum in the last bit (never with whole-number volumes).
+it: a late tick for a bucket that already closed updates that bar (or inserts one where a quiet
+bucket had none; a consumer carrying values over the closed bars must compare them, as
+``calculate_trend`` does), and one older than every bar kept is outside the bars and ignored,
+as the slice ``[-max_bars:]`` would drop it. The one difference: a bar's volume is summed in
+arrival order, so with out-of-order ticks it may differ from the sorted sum in the last bit
+(never with whole-number volumes).
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ class BarSeries:
         "as_of",
         "max_bars",
         "per_bar",
-        "revision",
         "seconds",
     )
 
@@ -72,7 +71,6 @@ class BarSeries:
         self._forming: list[float] | None = None
         self._bars: tuple[Bar, ...] | None = ()
         self.as_of = -math.inf
-        self.revision = 0
 
     def reset(self) -> None:
         self._closed.clear()
@@ -80,7 +78,6 @@ class BarSeries:
         self._forming = None
         self._bars = ()
         self.as_of = -math.inf
-        self.revision += 1
 
     def fold(self, ticks: Sequence[Tick]) -> None:
         """Add ``ticks`` (in arrival order) to the bars."""
@@ -190,7 +187,6 @@ class BarSeries:
             closed[i] = Bar(b.start, b.end, o, max(b.high, p), min(b.low, p), c,
                             b.volume + t.volume, b.ticks + 1)
             times[i] = (open_ts, close_ts)
-            self.revision += 1
             return
         # No bar for that bucket yet: a new one goes after position i.
         at = i + 1
@@ -202,4 +198,3 @@ class BarSeries:
             at -= 1
         closed.insert(at, Bar(start, (k + 1) * seconds, p, p, p, p, t.volume, 1))
         times.insert(at, (ts, ts))
-        self.revision += 1

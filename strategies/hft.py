@@ -153,17 +153,19 @@ def collect_data(ctx: Context[CollectParams]) -> MarketSnapshot:
     value for value, without re-reading it. A window that no longer reaches the previous run's
     last tick, or a changed ``window``, restarts the columns from the window.
     """
+    market = ctx.market
     window = ctx.params.window
-    ticks = ctx.market.window(ctx.symbol, window)
+    ticks = market.window(ctx.symbol, window)
     if not ticks:
         # The engine records the tick before triggering, but a snapshot must never be empty.
         ticks = (ctx.tick,)
+    size = min(window, market.depth)  # the market keeps no more than its depth
     state = _collect_states.get(ctx)
     with state.lock:
-        start = -1 if state.changed(window) else state.cursor.find(ticks)
+        start = -1 if state.changed(size) else state.cursor.find(ticks)
         if start < 0:
-            state.resize(window)
-            state.key = window
+            state.resize(size)
+            state.key = size
             state.extend(ticks)
         elif start < len(ticks):
             state.extend(ticks[start:])

@@ -23,8 +23,9 @@ folds nothing twice. On the bars' closes:
 
 The EMAs are those of the bars handed over, seeded with the first one's close (as
 :func:`strategies.indicators.ema_series`); ``calculate_trend`` carries them over the closed bars
-from run to run and applies only the forming bar on top, recomputing when a bar dropped out of
-the front or a late tick changed a closed one. The result is the from-scratch one to the bit.
+from run to run and applies only the forming bar on top, recomputing when the closed bars are
+not the previous run's plus new ones (a bar dropped out of the front, a late tick changed one).
+The result is the from-scratch one to the bit.
 
 Params (validated at load into the structs below; defaults in brackets):
 ``collect_trend_data``: ``window`` [256] ticks, ``bar_seconds`` [1.0] or ``bar_ticks`` (unset),
@@ -97,9 +98,7 @@ class TrendData(msgspec.Struct, frozen=True):
     """Bars of one symbol's recent window (oldest first) plus the triggering tick.
 
     ``as_of`` is the newest tick timestamp in the bars. Exactly one of ``bar_seconds`` /
-    ``bar_ticks`` is set: how the bars were cut. ``revision`` changes when bars other than
-    the last changed other than by a bar dropping out of the front (a late tick, a restart):
-    a consumer carrying values over the closed bars must then recompute them.
+    ``bar_ticks`` is set: how the bars were cut.
     """
 
     symbol: str
@@ -108,7 +107,6 @@ class TrendData(msgspec.Struct, frozen=True):
     as_of: float
     bar_seconds: float | None = None
     bar_ticks: int | None = None
-    revision: int = 0
 
 
 class TrendSignal(msgspec.Struct, frozen=True):
@@ -166,21 +164,18 @@ def collect_trend_data(ctx: Context[CollectTrendParams]) -> TrendData:
         state.cursor.consumed(ticks)
         return TrendData(
             ctx.symbol, ctx.tick, series.bars(), series.as_of,
-            bar_seconds=series.seconds, bar_ticks=series.per_bar, revision=series.revision,
+            bar_seconds=series.seconds, bar_ticks=series.per_bar,
         )
 
 
 class _Emas(StepState):
-    """The EMAs over a run of closed bars, and which bars those were."""
+    """The EMAs over a run of closed bars, and those bars."""
 
-    __slots__ = ("fast", "first", "last", "n", "revision", "slow")
+    __slots__ = ("closed", "fast", "slow")
 
     def __init__(self) -> None:
         super().__init__()
-        self.first: Bar | None = None
-        self.last: Bar | None = None
-        self.n = 0
-        self.revision = -1
+        self.closed: tuple[Bar, ...] = ()
         self.fast = self.slow = 0.0
 
 
@@ -188,22 +183,19 @@ _trend_states: StepStates[_Emas] = StepStates(_Emas)
 
 
 def _closed_emas(ctx: Context[TrendParams], data: TrendData) -> tuple[float, float]:
-    """The fast and slow EMAs over ``data.bars[:-1]``, carried over from the previous run when
-    those bars only grew at the end since."""
+    """The fast and slow EMAs over ``data.bars[:-1]`` (the closed bars), carried over from the
+    previous run when those bars only grew at the end since."""
     p = ctx.params
     bars = data.bars
     closed = len(bars) - 1
     state = _trend_states.get(ctx)
     with state.lock:
-        n = state.n
-        if (
-            state.changed(p)
-            or state.revision != data.revision
-            or not 0 < n <= closed
-            or bars[0] is not state.first
-            or bars[n - 1] is not state.last
-        ):
-            n = 0  # recompute from the first bar (identity: a dropped or rebuilt bar differs)
+        n = len(state.closed)
+        # The same bars as last time, compared by value (identity first, so normally a pointer
+        # check each): a bar dropped out of the front, a late tick that changed a closed bar,
+        # a restarted series or another engine's data all fail it and recompute.
+        if state.changed(p) or not 0 < n <= closed or bars[:n] != state.closed:
+            n = 0
         fast_a = 2.0 / (p.fast + 1.0)
         slow_a = 2.0 / (p.slow + 1.0)
         fast_k, slow_k = 1.0 - fast_a, 1.0 - slow_a
@@ -217,8 +209,8 @@ def _closed_emas(ctx: Context[TrendParams], data: TrendData) -> tuple[float, flo
             c = bars[i].close
             fast = fast_a * c + fast_k * fast
             slow = slow_a * c + slow_k * slow
-        state.key, state.revision = p, data.revision
-        state.first, state.last, state.n = bars[0], bars[closed - 1], closed
+        state.key = p
+        state.closed = bars[:closed]
         state.fast, state.slow = fast, slow
         return fast, slow
 

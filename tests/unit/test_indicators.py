@@ -250,3 +250,19 @@ def test_time_bars_conserve_ticks_and_volume(
     assert math.fsum(b.volume for b in bars) == pytest.approx(math.fsum(t.volume for t in ticks))
     assert all(b.low <= min(b.open, b.close) <= max(b.open, b.close) <= b.high for b in bars)
     assert [b.start for b in bars] == sorted({b.start for b in bars})
+
+
+def _stdev_by_generator(values: list[float]) -> float:
+    # The textbook two-pass form stdev() had before it moved to map(): the reference.
+    n = len(values)
+    m = math.fsum(values) / n
+    sd = math.sqrt(math.fsum((v - m) ** 2 for v in values) / n)
+    return 0.0 if sd <= 1e-12 * abs(m) or not math.isfinite(sd) else sd
+
+
+@given(st.lists(st.floats(min_value=0.01, max_value=1e6), min_size=2, max_size=80))
+def test_stdev_and_zscore_are_the_two_pass_formula_to_the_bit(values: list[float]) -> None:
+    sd = _stdev_by_generator(values)
+    assert stdev(values) == sd
+    m = math.fsum(values) / len(values)
+    assert zscore(values) == (0.0 if sd == 0.0 else (values[-1] - m) / sd)
