@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from itertools import repeat
-from operator import attrgetter, sub
+from operator import attrgetter, mul, sub
 
 import msgspec
 
@@ -156,10 +156,12 @@ def slope(values: Sequence[float], xs: Sequence[float] | None = None) -> float:
         return 0.0
     mx = math.fsum(xs) / n
     my = math.fsum(values) / n
-    sxx = math.fsum((x - mx) ** 2 for x in xs)
+    # The textbook sums as map() over C functions (same terms, same order: the same floats).
+    dx = list(map(sub, xs, repeat(mx, n)))
+    sxx = math.fsum(map(pow, dx, repeat(2, n)))
     if sxx <= _REL_EPS * max(1.0, abs(mx)):
         return 0.0
-    sxy = math.fsum((x - mx) * (y - my) for x, y in zip(xs, values, strict=True))
+    sxy = math.fsum(map(mul, dx, map(sub, values, repeat(my, n))))
     b = sxy / sxx
     return b if math.isfinite(b) else 0.0
 
@@ -205,13 +207,14 @@ def flow_imbalance(
         raise IndicatorError("prices, bids, asks and volumes must have the same length")
     signs: list[float] = []
     weights: list[float] = []
-    for i in range(n):
-        s = quote_imbalance(prices[i], bids[i], asks[i])
+    sign, weigh = signs.append, weights.append
+    isfinite = math.isfinite
+    for i, s in enumerate(map(quote_imbalance, prices, bids, asks)):
         if s is None:
             continue
-        signs.append(s)
+        sign(s)
         w = volumes[i] if volumes is not None else 1.0
-        weights.append(w if math.isfinite(w) and w > 0.0 else 0.0)
+        weigh(w if isfinite(w) and w > 0.0 else 0.0)
     if not signs:
         return None
     total = math.fsum(weights)

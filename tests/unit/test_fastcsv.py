@@ -61,5 +61,5 @@ def test_the_json_path_is_taken_for_plain_numbers() -> None:
     assert float_column(column) == [1700000000.000007, 139.8857, 61.0, 0.0]
     assert int_column([b"2", b"0", b"7"]) == [2, 0, 7]
     assert math.copysign(1.0, float_column([b"-0"])[0]) == -1.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="could not convert"):
         float_column([b"1", b"x"])

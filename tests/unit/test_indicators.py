@@ -266,3 +266,20 @@ def test_stdev_and_zscore_are_the_two_pass_formula_to_the_bit(values: list[float
     assert stdev(values) == sd
     m = math.fsum(values) / len(values)
     assert zscore(values) == (0.0 if sd == 0.0 else (values[-1] - m) / sd)
+
+
+def _slope_by_generator(values: list[float]) -> float:
+    # The generator form slope() had before it moved to map(): the reference.
+    n = len(values)
+    xs = range(n)
+    mx, my = math.fsum(xs) / n, math.fsum(values) / n
+    sxx = math.fsum((x - mx) ** 2 for x in xs)
+    if sxx <= 1e-12 * max(1.0, abs(mx)):
+        return 0.0
+    b = math.fsum((x - mx) * (y - my) for x, y in zip(xs, values, strict=True)) / sxx
+    return b if math.isfinite(b) else 0.0
+
+
+@given(st.lists(st.floats(min_value=-1e6, max_value=1e6), min_size=2, max_size=40))
+def test_slope_is_the_two_pass_formula_to_the_bit(values: list[float]) -> None:
+    assert slope(values) == _slope_by_generator(values)
