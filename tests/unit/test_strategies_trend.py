@@ -410,3 +410,14 @@ def test_a_changed_closed_bar_is_not_carried_over() -> None:
     assert (feed.trend(changed).fast_ema, feed.trend(changed).slow_ema) == from_scratch_emas(
         changed, feed.trend_params
     )[:2]
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [({"max_bars": 1}, r"max_bars: Expected `int` >= 2, got 1"),
+     ({"window": 0}, r"window: Expected `int` >= 1, got 0"),
+     ({"max_bar": 10}, r"unknown param `max_bar` .*did you mean `max_bars`")],
+)  # fmt: skip
+def test_bad_collect_params_are_load_errors(params: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        decode_params(collect_trend_data, params)
