@@ -95,7 +95,8 @@ class TrendParams(Params, frozen=True):
 
 
 class TrendData(msgspec.Struct, frozen=True):
-    """Bars of one symbol's recent window (oldest first) plus the triggering tick.
+    """Bars of one symbol's ticks since the step's state (re)started -- the newest ``max_bars``,
+    oldest first, the last one still forming -- plus the triggering tick.
 
     ``as_of`` is the newest tick timestamp in the bars. Exactly one of ``bar_seconds`` /
     ``bar_ticks`` is set: how the bars were cut.
