@@ -22,6 +22,8 @@ Params (step ``params`` tables, validated at load into the structs below; defaul
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Sequence
 from typing import Annotated
 
 import msgspec
@@ -38,6 +40,7 @@ from engine.core.strategy import (
 
 from .common import Action, Params, clamp, find_input
 from .indicators import flow_imbalance, zscore
+from .stepstate import StepState, StepStates
 
 __all__ = [
     "CollectParams",
@@ -110,23 +113,72 @@ class Signal(msgspec.Struct, frozen=True):
     reason: str
 
 
+class _Columns(StepState):
+    """The last ``window`` ticks of a symbol in columns, kept up to date from run to run."""
+
+    __slots__ = ("asks", "bids", "prices", "ts", "volumes")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resize(1)
+
+    def resize(self, window: int) -> None:
+        self.ts: deque[float] = deque(maxlen=window)
+        self.prices: deque[float] = deque(maxlen=window)
+        self.volumes: deque[float] = deque(maxlen=window)
+        self.bids: deque[float | None] = deque(maxlen=window)
+        self.asks: deque[float | None] = deque(maxlen=window)
+
+    def extend(self, ticks: Sequence[Tick]) -> None:
+        ts, prices, volumes = self.ts.append, self.prices.append, self.volumes.append
+        bids, asks = self.bids.append, self.asks.append
+        for t in ticks:
+            ts(t.ts)
+            prices(t.price)
+            volumes(t.volume)
+            bids(t.bid)
+            asks(t.ask)
+
+
+_collect_states: StepStates[_Columns] = StepStates(_Columns)
+
+
 @cheap
 @strategy_params(CollectParams)
 def collect_data(ctx: Context[CollectParams]) -> MarketSnapshot:
-    """Snapshot the last ``window`` ticks of the run's symbol."""
-    ticks = ctx.market.window(ctx.symbol, ctx.params.window)
+    """Snapshot the last ``window`` ticks of the run's symbol.
+
+    The columns are kept per engine, workflow, step and symbol and extended with the ticks
+    since the previous run only (:mod:`strategies.stepstate`): the snapshot is the window's,
+    value for value, without re-reading it. A window that no longer reaches the previous run's
+    last tick, or a changed ``window``, restarts the columns from the window.
+    """
+    market = ctx.market
+    window = ctx.params.window
+    ticks = market.window(ctx.symbol, window)
     if not ticks:
         # The engine records the tick before triggering, but a snapshot must never be empty.
         ticks = (ctx.tick,)
-    return MarketSnapshot(
-        symbol=ctx.symbol,
-        tick=ctx.tick,
-        ts=tuple(t.ts for t in ticks),
-        prices=tuple(t.price for t in ticks),
-        volumes=tuple(t.volume for t in ticks),
-        bids=tuple(t.bid for t in ticks),
-        asks=tuple(t.ask for t in ticks),
-    )
+    size = min(window, market.depth)  # the market keeps no more than its depth
+    state = _collect_states.get(ctx)
+    with state.lock:
+        start = -1 if state.changed(size) else state.cursor.find(ticks)
+        if start < 0:
+            state.resize(size)
+            state.key = size
+            state.extend(ticks)
+        elif start < len(ticks):
+            state.extend(ticks[start:])
+        state.cursor.consumed(ticks)
+        return MarketSnapshot(
+            symbol=ctx.symbol,
+            tick=ctx.tick,
+            ts=tuple(state.ts),
+            prices=tuple(state.prices),
+            volumes=tuple(state.volumes),
+            bids=tuple(state.bids),
+            asks=tuple(state.asks),
+        )
 
 
 @cheap

@@ -80,8 +80,14 @@ def stdev(values: Sequence[float]) -> float:
     n = len(values)
     if n < 2:
         return 0.0
-    m = math.fsum(values) / n
-    var = math.fsum((v - m) ** 2 for v in values) / n
+    return _stdev(values, n, math.fsum(values) / n)
+
+
+def _stdev(values: Sequence[float], n: int, m: float) -> float:
+    # A list comprehension of products, not a generator of `** 2`: Python 3.11 specialises
+    # float arithmetic in the comprehension, and `d * d` is the correctly rounded square where
+    # pow() may be an ulp off (about twice as fast on the HFT step's 50 prices).
+    var = math.fsum([(v - m) * (v - m) for v in values]) / n
     sd = math.sqrt(var)
     if sd <= _REL_EPS * abs(m) or not math.isfinite(sd):
         return 0.0
@@ -98,9 +104,12 @@ def zscore(values: Sequence[float], window: int | None = None) -> float:
         if window < 1:
             raise IndicatorError(f"window must be >= 1, got {window}")
         values = values[-window:]
-    m = mean(values)
-    sd = stdev(values)
-    if m is None or sd == 0.0:
+    n = len(values)
+    if n < 2:
+        return 0.0  # no spread to measure against (and mean([]) is undefined)
+    m = math.fsum(values) / n
+    sd = _stdev(values, n, m)
+    if sd == 0.0:
         return 0.0
     z = (values[-1] - m) / sd
     return z if math.isfinite(z) else 0.0
@@ -147,10 +156,11 @@ def slope(values: Sequence[float], xs: Sequence[float] | None = None) -> float:
         return 0.0
     mx = math.fsum(xs) / n
     my = math.fsum(values) / n
-    sxx = math.fsum((x - mx) ** 2 for x in xs)
+    dx = [x - mx for x in xs]
+    sxx = math.fsum([d * d for d in dx])  # as in _stdev: exact-rounded squares
     if sxx <= _REL_EPS * max(1.0, abs(mx)):
         return 0.0
-    sxy = math.fsum((x - mx) * (y - my) for x, y in zip(xs, values, strict=True))
+    sxy = math.fsum([d * (y - my) for d, y in zip(dx, values, strict=True)])
     b = sxy / sxx
     return b if math.isfinite(b) else 0.0
 
@@ -196,24 +206,43 @@ def flow_imbalance(
         raise IndicatorError("prices, bids, asks and volumes must have the same length")
     signs: list[float] = []
     weights: list[float] = []
+    isfinite = math.isfinite
     for i in range(n):
-        s = quote_imbalance(prices[i], bids[i], asks[i])
-        if s is None:
+        # quote_imbalance, inlined (this runs for every tick of every HFT signal); the property
+        # test in tests/unit/test_indicators.py holds the two to the same floats.
+        bid, ask = bids[i], asks[i]
+        if bid is None or ask is None or ask < bid:
             continue
+        price = prices[i]
+        half_spread = (ask - bid) / 2.0
+        mid = (ask + bid) / 2.0
+        if half_spread <= _REL_EPS * abs(mid):
+            s = 1.0 if price > mid else (-1.0 if price < mid else 0.0)
+        else:
+            s = (price - mid) / half_spread
+            if not isfinite(s):
+                continue
+            if s > 1.0:
+                s = 1.0
+            elif s < -1.0:
+                s = -1.0
         signs.append(s)
         w = volumes[i] if volumes is not None else 1.0
-        weights.append(w if math.isfinite(w) and w > 0.0 else 0.0)
+        weights.append(w if isfinite(w) and w > 0.0 else 0.0)
     if not signs:
         return None
     total = math.fsum(weights)
     if total <= 0.0:
         return math.fsum(signs) / len(signs)
-    weighted = math.fsum(s * w for s, w in zip(signs, weights, strict=True)) / total
+    weighted = math.fsum([s * w for s, w in zip(signs, weights, strict=True)]) / total
     return max(-1.0, min(1.0, weighted))
 
 
 def _bar(ticks: Sequence[Tick], start: float, end: float) -> Bar:
     prices = [t.price for t in ticks]
+    volume = 0.0
+    for t in ticks:  # summed in order, as a bar kept tick by tick (strategies.bars) sums it
+        volume += t.volume
     return Bar(
         start=start,
         end=end,
@@ -221,7 +250,7 @@ def _bar(ticks: Sequence[Tick], start: float, end: float) -> Bar:
         high=max(prices),
         low=min(prices),
         close=prices[-1],
-        volume=math.fsum(t.volume for t in ticks),
+        volume=volume,
         ticks=len(ticks),
     )
 

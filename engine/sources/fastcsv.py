@@ -18,14 +18,52 @@ from itertools import repeat
 from operator import gt
 from typing import Any, Final
 
+import msgspec
+
 from engine.core.events import DATA_READY, DataReady
 
-__all__ = ["plain_block_decoder", "plain_row_decoder"]
+__all__ = ["float_column", "int_column", "plain_block_decoder", "plain_row_decoder"]
 
 _MAX_PRIORITY: Final = 2**63 - 1
 _MAX_SYMBOL: Final = 32
 _isfinite = math.isfinite
 _DATA_READY: Final = DATA_READY.encode()
+_json_floats = msgspec.json.Decoder(list[float]).decode
+_json_ints = msgspec.json.Decoder(list[int]).decode
+
+
+def float_column(cells: list[bytes]) -> list[float]:
+    """``list(map(float, cells))``, value for value, about 3x faster.
+
+    The column is read as one JSON array by msgspec's C parser (correctly rounded, like
+    ``float()``). JSON numbers are a subset of what ``float()`` reads, so a column it refuses
+    (``1.``, ``.5``, ``nan``, an empty or odd cell) goes to ``float()`` itself, which accepts it
+    or raises as before. The one value JSON reads differently is ``-0`` (an integer, so +0.0):
+    any ``-`` sends the column to ``float()`` -- a negative number is invalid in every tick
+    column anyway.
+    """
+    joined = b",".join(cells)
+    if b"-" not in joined:
+        try:
+            values = _json_floats(b"[" + joined + b"]")
+        except msgspec.DecodeError:  # ValidationError included
+            pass
+        else:
+            if len(values) == len(cells):
+                return values
+    return list(map(float, cells))
+
+
+def int_column(cells: list[bytes]) -> list[int]:
+    """``list(map(int, cells))``, value for value (as :func:`float_column`; JSON refuses
+    ``+1``, ``01``, ``1_0``, ``1.0`` and ``int()`` decides those)."""
+    try:
+        values = _json_ints(b"[" + b",".join(cells) + b"]")
+    except msgspec.DecodeError:
+        return list(map(int, cells))
+    if len(values) != len(cells):
+        return list(map(int, cells))
+    return values
 
 
 def plain_row_decoder(
@@ -132,7 +170,7 @@ def plain_block_decoder(
             if not all(map(_isfinite, [v for v in values if v is not None])):
                 return None
             return values, True
-        values = list(map(float, cells))
+        values = float_column(cells)
         # A finite sum means every value is finite (an inf or nan makes the sum inf or nan);
         # only a sum that overflowed needs the value-by-value check.
         if not _isfinite(sum(values)) and not all(map(_isfinite, values)):
@@ -165,7 +203,7 @@ def plain_block_decoder(
             if i_priority >= 0:
                 raw = cells[i_priority::width]
                 if b"" not in raw:
-                    priorities = checked_priorities = list(map(int, raw))
+                    priorities = checked_priorities = int_column(raw)
                 elif any(raw):
                     priorities = [int(c) if c else None for c in raw]
                     checked_priorities = [p for p in priorities if p is not None]

@@ -250,3 +250,72 @@ def test_time_bars_conserve_ticks_and_volume(
     assert math.fsum(b.volume for b in bars) == pytest.approx(math.fsum(t.volume for t in ticks))
     assert all(b.low <= min(b.open, b.close) <= max(b.open, b.close) <= b.high for b in bars)
     assert [b.start for b in bars] == sorted({b.start for b in bars})
+
+
+def _stdev_by_generator(values: list[float]) -> float:
+    # The textbook two-pass form, as a generator: the reference.
+    n = len(values)
+    m = math.fsum(values) / n
+    sd = math.sqrt(math.fsum((v - m) * (v - m) for v in values) / n)
+    return 0.0 if sd <= 1e-12 * abs(m) or not math.isfinite(sd) else sd
+
+
+@given(st.lists(st.floats(min_value=0.01, max_value=1e6), min_size=2, max_size=80))
+def test_stdev_and_zscore_are_the_two_pass_formula(values: list[float]) -> None:
+    sd = _stdev_by_generator(values)
+    assert stdev(values) == sd
+    m = math.fsum(values) / len(values)
+    assert zscore(values) == (0.0 if sd == 0.0 else (values[-1] - m) / sd)
+
+
+def _slope_by_generator(values: list[float]) -> float:
+    # The textbook least-squares form, as generators: the reference.
+    n = len(values)
+    xs = range(n)
+    mx, my = math.fsum(xs) / n, math.fsum(values) / n
+    sxx = math.fsum((x - mx) * (x - mx) for x in xs)
+    if sxx <= 1e-12 * max(1.0, abs(mx)):
+        return 0.0
+    b = math.fsum((x - mx) * (y - my) for x, y in zip(xs, values, strict=True)) / sxx
+    return b if math.isfinite(b) else 0.0
+
+
+@given(st.lists(st.floats(min_value=-1e6, max_value=1e6), min_size=2, max_size=40))
+def test_slope_is_the_least_squares_formula(values: list[float]) -> None:
+    assert slope(values) == _slope_by_generator(values)
+
+
+def _flow_by_quote_imbalance(
+    ps: list[float], bids: list[float | None], asks: list[float | None], vols: list[float]
+) -> float | None:
+    # flow_imbalance written plainly on top of quote_imbalance: the reference for its inlined loop.
+    pairs = [(s, v) for p, b, a, v in zip(ps, bids, asks, vols, strict=True)
+             if (s := quote_imbalance(p, b, a)) is not None]
+    if not pairs:
+        return None
+    weights = [v if math.isfinite(v) and v > 0.0 else 0.0 for _, v in pairs]
+    total = math.fsum(weights)
+    if total <= 0.0:
+        return math.fsum(s for s, _ in pairs) / len(pairs)
+    weighted = math.fsum(s * w for (s, _), w in zip(pairs, weights, strict=True)) / total
+    return max(-1.0, min(1.0, weighted))
+
+
+quotes = st.one_of(st.none(), st.floats(min_value=0.5, max_value=2.0))
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(min_value=0.1, max_value=3.0), quotes, quotes,
+            st.one_of(st.floats(min_value=0.0, max_value=100.0), st.just(math.nan)),
+        ),
+        max_size=20,
+    )
+)
+def test_flow_imbalance_is_the_mean_of_quote_imbalances(
+    rows: list[tuple[float, float | None, float | None, float]],
+) -> None:
+    columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[], [], [], []]
+    ps, bids, asks, vols = columns
+    assert flow_imbalance(ps, bids, asks, vols) == _flow_by_quote_imbalance(ps, bids, asks, vols)

@@ -9,6 +9,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from engine.config.params import decode_params
 from engine.core.errors import ConfigError
@@ -53,7 +55,12 @@ class Desk:
         self.risk = RiskManager(limits or RiskLimits(), self.clock)
         self.fed = 0
 
-    def feed(self, prices: Sequence[float], *, quotes: Sequence[tuple[float, float]] = ()) -> Tick:
+    def feed(
+        self,
+        prices: Sequence[float],
+        *,
+        quotes: Sequence[tuple[float | None, float | None]] = (),
+    ) -> Tick:
         last = None
         for i, p in enumerate(prices):
             bid, ask = quotes[i] if quotes else (None, None)
@@ -372,3 +379,71 @@ def test_pipeline_is_deterministic() -> None:
     statuses = {o.status for o in first[:-1]}
     assert "filled" in statuses
     assert "skipped" in statuses
+
+
+# -- incremental columns ------------------------------------------------------------------------
+
+
+def from_scratch_snapshot(desk: Desk, window: int) -> tuple[tuple[Any, ...], ...]:
+    ticks = desk.market.window(SYM, window)
+    return (
+        tuple(t.ts for t in ticks),
+        tuple(t.price for t in ticks),
+        tuple(t.volume for t in ticks),
+        tuple(t.bid for t in ticks),
+        tuple(t.ask for t in ticks),
+    )
+
+
+def columns(snap: MarketSnapshot) -> tuple[tuple[Any, ...], ...]:
+    return (snap.ts, snap.prices, snap.volumes, snap.bids, snap.asks)
+
+
+@given(
+    chunks=st.lists(st.integers(min_value=0, max_value=25), min_size=1, max_size=30),
+    window=st.integers(min_value=1, max_value=20),
+    depth=st.sampled_from([8, 64]),
+)
+def test_snapshot_columns_kept_incrementally_equal_the_window(
+    chunks: list[int], window: int, depth: int
+) -> None:
+    """Any chunking -- retries (empty chunks), chunks longer than the window or the market's
+    depth -- gives exactly the columns of the market window at that moment."""
+    desk = Desk(depth=depth)
+    rng = random.Random(len(chunks) * 31 + window)
+    for size in chunks:
+        if size:
+            desk.feed([100.0 + rng.random() for _ in range(size)],
+                      quotes=[(99.0, 101.0) if rng.random() < 0.7 else (None, None)] * size)
+        if desk.fed == 0:
+            continue
+        ctx = desk.ctx("collect_data", params={"window": window})
+        snap = collect_data(ctx)
+        assert columns(snap) == from_scratch_snapshot(desk, window)
+        assert collect_data(ctx) == snap  # idempotent: a retry folds nothing twice
+
+
+def test_snapshot_state_is_per_workflow_step_and_engine() -> None:
+    desk = Desk()
+    desk.feed([1.0, 2.0, 3.0])
+    assert collect_data(desk.ctx("collect_data", params={"window": 2})).prices == (2.0, 3.0)
+    other = Desk()  # another engine: same symbol, workflow and step, its own columns
+    other.feed([7.0])
+    assert collect_data(other.ctx("collect_data", params={"window": 2})).prices == (7.0,)
+    desk.feed([4.0])
+    snap = collect_data(desk.ctx("collect_data", params={"window": 2}))
+    assert snap.prices == (3.0, 4.0)
+    # A reload that widens the window restarts the columns from the market.
+    assert collect_data(desk.ctx("collect_data", params={"window": 3})).prices == (2.0, 3.0, 4.0)
+
+
+def test_golden_signal_from_incremental_columns() -> None:
+    # The DIP case fed in three runs: the same snapshot and signal as one from-scratch run.
+    desk = Desk()
+    for chunk in (DIP[:4], DIP[4:9], DIP[9:]):
+        desk.feed(chunk)
+        snap = collect_data(desk.ctx("collect_data"))
+    assert snap.prices == tuple(DIP)
+    sig = calculate_signal(desk.ctx("calculate_signal", inputs={"collect_data": snap}))
+    assert sig.zscore == pytest.approx(-3.0)
+    assert (sig.action, sig.samples) == ("BUY", 10)
