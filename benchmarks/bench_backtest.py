@@ -25,18 +25,15 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
-
-try:
-    import resource
-except ImportError:  # not on Windows: the CPU column is then left out
-    resource = None  # type: ignore[assignment]
 
 __all__ = ["write_ticks"]
 
@@ -102,13 +99,11 @@ def write_ticks(
 
 
 def _children_cpu() -> float:
-    if resource is None:
-        return math.nan
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
 
-def _backtest(data: Path, config: Path | None, profile: Path | None = None) -> dict[str, object]:
+def _backtest(data: Path, config: Path | None, profile: Path | None = None) -> dict[str, Any]:
     command = TICKFLOW
     if profile is not None:
         command = [sys.executable, "-m", "cProfile", "-o", str(profile), *TICKFLOW[1:]]
@@ -117,7 +112,7 @@ def _backtest(data: Path, config: Path | None, profile: Path | None = None) -> d
         args += ["--config", str(config)]
     cpu = _children_cpu()
     out = subprocess.run(args, check=True, capture_output=True, timeout=3600).stdout
-    doc: dict[str, object] = orjson.loads(out)
+    doc: dict[str, Any] = orjson.loads(out)
     doc["cpu_seconds"] = _children_cpu() - cpu  # the whole command's, start-up included
     return doc
 
@@ -168,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         data = write_ticks(root / "ticks.csv", args.ticks, rate_hz=args.rate_hz)
-        results: list[tuple[str, dict[str, object]]] = []
+        results: list[tuple[str, dict[str, Any]]] = []
         if "default" in only:
             results.append(("backtest, default workflows", _backtest(data, None)))
         if "bare" in only:
@@ -192,11 +187,11 @@ def main(argv: list[str] | None = None) -> int:
             replay_rate, replay_lines = _replay_rate(head)
     print(f"ticks: {args.ticks:,} ({args.rate_hz:,.0f}/s of market time, 20 symbols, 4 hot)")
     for name, doc in results:
-        runs = sum(sum(o.values()) for o in doc["runs"].values())  # type: ignore[attr-defined]
+        runs = sum(sum(o.values()) for o in doc["runs"].values())
         print(
             f"{name:<28} {doc['ticks_per_second']:>10,.0f} ticks/s  "
             f"({doc['wall_seconds']:.2f} s wall, {doc['cpu_seconds']:.2f} s CPU, {runs:,} runs, "
-            f"conflated {doc['events']['conflated']:,}, digest {doc['digest'][:19]})"  # type: ignore[index]
+            f"conflated {doc['events']['conflated']:,}, digest {doc['digest'][:19]})"
         )
     if "replay" in only:
         print(f"{'replay --speed 0 (live)':<28} {replay_rate:>10,.0f} ticks/s  "
