@@ -22,14 +22,9 @@ from engine.service.backtest import (
     parse_latency,
 )
 from engine.service.cli import DEFAULT_CONFIG
-from tests.unit import backtest_actions
+from tests.unit import backtest_actions, gates
 
 T0 = 1_700_000_000.0
-
-
-@pytest.fixture(autouse=True)
-def _clear_calls() -> None:
-    backtest_actions.CALLS.clear()
 
 
 def _run(config: Config, data: Path, **kwargs: object) -> BacktestResult:
@@ -92,7 +87,7 @@ def test_timeouts_and_retry_backoff_fire_in_virtual_time(tmp_path: Path) -> None
     data.write_text(f"symbol,ts,price\nAAA,{T0},10.0\n")
     result = _run(loads_config(CONFIG_TIMERS), data, latency=LatencyModel(async_s=0.0))
     assert result.runs["timers"] == {"failed": 1}
-    starts = [t for name, _, t in backtest_actions.CALLS if name == "sleep"]
+    starts = [t for name, _, t in backtest_actions.calls() if name == "sleep"]
     # Attempt 1 at the tick, times out at +100 ms, retried after the 50 ms back-off.
     assert [round(t - T0, 6) for t in starts] == [0.0, 0.15]
     assert math.isclose(result.virtual_seconds, 0.25, abs_tol=1e-9)
@@ -134,10 +129,10 @@ def test_thread_steps_run_in_a_deterministic_order(tmp_path: Path) -> None:
     data = write_ticks(tmp_path / "t.csv", 300, symbols=6, hot=0, rate_hz=2000.0, seed=9)
     config = loads_config(CONFIG_THREADS)
     first = _run(config, data)
-    calls = list(backtest_actions.CALLS)
-    backtest_actions.CALLS.clear()
+    calls = list(backtest_actions.calls())
+    gates.BOARD.log.clear()
     second = _run(config, data)
-    assert calls == backtest_actions.CALLS
+    assert calls == backtest_actions.calls()
     assert first.runs == second.runs
     assert first.runs["diamond"].get("completed", 0) > 0
     assert any(name == "thread" for name, _, _ in calls)
@@ -174,7 +169,7 @@ def test_inline_latency_holds_the_loop_and_conflates(tmp_path: Path) -> None:
     # A run per ~1 ms over ~0.1 s of data (+ the follow-up after the last tick).
     assert 90 <= runs_slow <= 110
     assert fast.runs["solo"]["completed"] > 900
-    starts = [t for _, _, t in backtest_actions.CALLS[:5]]
+    starts = [t for _, _, t in backtest_actions.calls()[:5]]
     assert math.isclose(starts[1] - starts[0], 1e-3, abs_tol=1e-6)  # epoch floats: ~0.2 µs
 
 
@@ -237,7 +232,7 @@ def test_preemption_happens_at_the_virtual_instant(tmp_path: Path) -> None:
     data.write_text(f"symbol,ts,price\nLOW,{T0},10.0\nHOT,{T0 + 0.1},20.0\n")
     result = _run(loads_config(CONFIG_PREEMPT), data, latency=parse_latency(["async=0"]))
     assert result.runs == {"slow": {"completed": 1}, "urgent": {"completed": 1}}
-    calls = [(name, round(t - T0, 6)) for name, _, t in backtest_actions.CALLS]
+    calls = [(name, round(t - T0, 6)) for name, _, t in backtest_actions.calls()]
     # The slow step started at 0, the urgent tick took its agent at 0.1, and the slow step
     # started over once the urgent one (20 µs inline) was done.
     assert calls == [("sleep", 0.0), ("inline", 0.1), ("sleep", 0.10002)]
