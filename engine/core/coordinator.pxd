@@ -31,6 +31,8 @@ cdef class Coordinator(StepHooks):
     cdef public dict _route_cache
     cdef public RunLog run_log
     cdef public object last_run_id
+    cdef public object id_for
+    cdef public object event_seq
     cdef public double record_offset
     cdef public object on_run_finished
     cdef public object on_order_finished

@@ -87,6 +87,14 @@ class Coordinator(StepHooks):
         # Storage's change log of runs, once storage asks for it (track_runs).
         self.run_log: RunLog | None = None
         self.last_run_id = 0  # storage keeps it: run ids are never reused, stored or not
+        # Run ids derived from the event that made the run, instead of the counter: a cluster
+        # node replaying a partition after a takeover must re-derive the ids (and so the client
+        # order ids) the previous owner used. ``id_for(workflow, event_seq)`` is called while
+        # ``event_seq`` is set (the caller sets it around each event it applies, and a
+        # follow-up run keeps the seq of the event that made it, whatever tick it runs on);
+        # its ids must not meet the counter's (start them far above it).
+        self.id_for: Callable[[WorkflowDef, int], int] | None = None
+        self.event_seq: int | None = None
         # Wall minus monotonic time, kept by the storage writer, for the records of runs made
         # as they complete.
         self.record_offset = 0.0
@@ -152,9 +160,14 @@ class Coordinator(StepHooks):
                 # The waiting tick belongs to the new route now, not after this run ends.
                 tick, at = run.follow_up, run.follow_up_at
                 run.follow_up = None
-                for wf in new_routes:
-                    if wf not in old_routes:
-                        self.trigger(wf, symbol, tick, at)
+                applying = self.event_seq
+                self.event_seq = run.follow_up_seq
+                try:
+                    for wf in new_routes:
+                        if wf not in old_routes:
+                            self.trigger(wf, symbol, tick, at)
+                finally:
+                    self.event_seq = applying
             new = run.workflow.run_priority(priority)
             old = run.priority
             if new == old:
@@ -198,12 +211,18 @@ class Coordinator(StepHooks):
                 counters.conflated += 1
             else:
                 active.follow_up_at = at
+                # Its id comes from the event that made it, as a pending run keeps its first
+                # event's id when later ticks conflate into it.
+                active.follow_up_seq = self.event_seq
             active.follow_up = tick
             return None
         return self._start_run(wf, symbol, tick, at)
 
     def _start_run(self, wf: WorkflowDef, symbol: SymbolState, tick: Tick, at: float) -> Run:
-        run = Run(next(self._ids), wf, symbol, tick, wf.run_priority(symbol.priority), at)
+        id_for = self.id_for
+        seq = self.event_seq
+        run_id = next(self._ids) if id_for is None or seq is None else id_for(wf, seq)
+        run = Run(run_id, wf, symbol, tick, wf.run_priority(symbol.priority), at)
         self.last_run_id = run.id
         self._register(run)
         self._pending[run.key] = run
@@ -398,7 +417,12 @@ class Coordinator(StepHooks):
             run.follow_up = None
             wf = self.workflows.get(run.workflow.name, run.workflow)
             if wf.enabled and wf.route.matches(symbol.priority):
-                self._start_run(wf, symbol, follow_up, run.follow_up_at)
+                applying = self.event_seq
+                self.event_seq = run.follow_up_seq  # its id comes from its own event
+                try:
+                    self._start_run(wf, symbol, follow_up, run.follow_up_at)
+                finally:
+                    self.event_seq = applying
         # A run cut by the shutdown drain is not recorded as over: storage keeps it in flight,
         # with its completed steps, so the next start resumes it under the same id (its order
         # step keeps its client order id) instead of starting the work over.

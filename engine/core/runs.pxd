@@ -108,6 +108,7 @@ cdef class Run:
     cdef public object outcome
     cdef public object follow_up
     cdef public double follow_up_at
+    cdef public object follow_up_seq
     cdef public object cancel_reason
     cdef public bint suspended
     cdef public bint logged

@@ -395,6 +395,7 @@ class Run:
         "finished_at",
         "follow_up",
         "follow_up_at",
+        "follow_up_seq",
         "id",
         "key",
         "logged",
@@ -441,6 +442,7 @@ class Run:
         self.outcome: str | None = None
         self.follow_up: Any = None  # the Tick of the follow-up run, if one is waiting
         self.follow_up_at = 0.0
+        self.follow_up_seq: int | None = None  # the event that brought it (Coordinator.id_for)
         self.cancel_reason: str | None = None  # set by a cancel waiting on a running order step
         self.suspended = False  # cut by the shutdown drain: stored as still in flight
         self.logged = False  # in the coordinator's change log (take_changed_runs)
