@@ -200,8 +200,8 @@ class Pipeline:
 
     # -- intake -----------------------------------------------------------------------------
 
-    def submit_nowait(self, event: Event) -> int | None:
-        """Take ``event`` now; returns its journal seq (None when nothing journals), the seq
+    def apply_nowait(self, event: Event) -> int | None:
+        """Apply ``event`` now; returns its journal seq (None when nothing journals), the seq
         whose commit is the event's durability point.
 
         Raises :class:`EventError` (reason ``symbol_limit``, counted) for an event naming a
@@ -236,6 +236,10 @@ class Pipeline:
         self.counters.received[kind.tag] += 1
         getattr(coordinator, kind.handler)(event, now, self.settings.default_symbol_priority)
         return seq
+
+    # Where input goes: applied here. A composition root may send it elsewhere first (a
+    # cluster node publishes it to its partition; the partition's owner applies it).
+    submit_nowait = apply_nowait
 
     def reject(self, reason: str) -> None:
         """Count an event rejected before it reached the engine (intake decoders call this)."""

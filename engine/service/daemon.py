@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -38,9 +38,21 @@ from engine.service.trading import build_broker, build_risk
 from engine.sources import ReplaySource, SimMarket, Source
 from strategies.risk import RiskLimits, RiskManager
 
-__all__ = ["Engine", "EngineStatistics", "sources_from_config"]
+__all__ = ["Engine", "EngineStatistics", "Ingest", "sources_from_config"]
 
 log = logging.getLogger("tickflow.engine")
+
+
+class Ingest(Protocol):
+    """Where accepted input goes instead of straight into the engine's pipeline: a ticket per
+    event, and the wait for the moment it counts as accepted (cluster mode: published to its
+    partition's subject and acknowledged by JetStream)."""
+
+    def submit_nowait(self, event: Event) -> int | None: ...
+
+    async def wait_capacity(self) -> None: ...
+
+    async def wait_accepted(self, ticket: int | None) -> None: ...
 
 
 def sources_from_config(config: Config) -> list[Source]:
@@ -136,6 +148,7 @@ class Engine(Pipeline):
             Persistence(self, config.storage) if persist and config.storage.enabled else None
         )
         self._reject_log = RejectLog()  # events the engine itself refuses (max_symbols)
+        self.ingest: Ingest | None = None  # attach_ingest: input goes there, not to apply
         # Operations: the daemon (engine/service/cli.py) sets this so that SIGHUP and POST /reload
         # re-read its config file through one path (engine/service/reload.py).
         self.reloader: Reloader | None = None
@@ -259,19 +272,39 @@ class Engine(Pipeline):
     # -- intake -----------------------------------------------------------------------------
 
     async def submit(self, event: Event) -> int | None:
-        """Take one event; waits while the storage writer is behind (backpressure). Returns
-        the journal seq, as :meth:`submit_nowait` does."""
+        """Take one event; waits while the storage writer (or the attached ingest) is behind
+        (backpressure). Returns the ticket :meth:`submit_nowait` does."""
+        await self.wait_capacity()
+        return self.submit_nowait(event)
+
+    async def wait_capacity(self) -> None:
+        """Wait while the storage writer's backlog (or the attached ingest's) is full."""
+        ingest = self.ingest
+        if ingest is not None:
+            await ingest.wait_capacity()
+            return
         persistence = self.persistence
         if persistence is not None and persistence.writer is not None:
             await persistence.writer.wait_capacity()
-        return self.submit_nowait(event)
 
     async def wait_accepted(self, seq: int | None) -> None:
-        """Wait until journal record ``seq`` is committed: the moment an event counts as
-        accepted (docs/storage.md). Immediate when storage is off (``seq`` is None)."""
+        """Wait until the event of ticket ``seq`` counts as accepted: its journal record
+        committed (docs/storage.md), or the attached ingest's acknowledgement. Immediate when
+        storage is off (``seq`` is None)."""
+        ingest = self.ingest
+        if ingest is not None:
+            await ingest.wait_accepted(seq)
+            return
         persistence = self.persistence
         if seq is not None and persistence is not None and persistence.writer is not None:
             await persistence.writer.wait_committed(seq)
+
+    def attach_ingest(self, ingest: Ingest) -> None:
+        """Send input (sources, network intake, the admin API) to ``ingest`` instead of
+        applying it here; whoever owns the input applies it with :meth:`apply_nowait`."""
+        self.ingest = ingest
+        # Bound once, not tested per event: the intake's hot path calls submit_nowait.
+        self.submit_nowait = ingest.submit_nowait  # type: ignore[method-assign]
 
     async def _submit_from_source(self, event: Event) -> int | None:
         """A source's :meth:`submit`: an event the engine refuses is counted (by

@@ -445,7 +445,10 @@ class IntakeServers:
         engine = self.engine
         decoder = self.decoder
         persistence = engine.persistence
-        storage = persistence.writer if persistence is not None else None
+        # Backpressure: the storage writer's backlog, or wherever the engine sends its input.
+        paced = engine.ingest is not None or (
+            persistence is not None and persistence.writer is not None
+        )
         self.lines += len(batch)
         for item in batch:
             try:
@@ -462,8 +465,8 @@ class IntakeServers:
                 )
                 acks.append(orjson.dumps({"ok": False, "error": str(exc)}) + b"\n")
                 continue
-            if storage is not None:
-                await storage.wait_capacity()  # storage backpressure: the writer is behind
+            if paced:
+                await engine.wait_capacity()
             try:
                 seq = engine.submit_nowait(event)
             except EventError as exc:  # refused by the engine (a new symbol past the cap)
