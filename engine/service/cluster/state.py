@@ -73,6 +73,7 @@ __all__ = [
     "evict",
     "restore",
     "snapshot",
+    "track",
 ]
 
 FORMAT: Final = 1
@@ -274,6 +275,12 @@ def _tracker(engine: Pipeline) -> tuple[_Tracker, Coordinator]:
         tracker = _TRACKERS[engine] = _Tracker(engine)
     tracker.hook(coordinator)
     return tracker, coordinator
+
+
+def track(engine: Pipeline) -> None:
+    """Start keeping ``engine``'s per-symbol cash and fees, before its broker forgets any fill
+    (a cluster node calls it as its engine starts; every function here calls it too)."""
+    _tracker(engine)
 
 
 def _member(partition: int, partitions: int) -> Callable[[str], bool]:
