@@ -179,7 +179,7 @@ def test_a_state_round_trips_through_json() -> None:
             await wait_for(lambda: run_actions.blocked() == ["wf.b.S2"], "b to start")
             state = snapshot(engine, 0, P, 41)
             assert moved(state) == state
-            assert state.format == FORMAT and (state.partition, state.seq) == (0, 41)
+            assert (state.format, state.partition, state.seq) == (FORMAT, 0, 41)
             [run] = state.runs
             assert (run.workflow, run.symbol) == ("wf", "S2")
             assert [s.name for s in run.completed] == ["a"]
@@ -289,7 +289,8 @@ def test_a_run_in_flight_resumes_on_the_new_owner_without_redoing_its_completed_
             state = moved(snapshot(old, 3, P, 9))
             [run] = state.runs
             report = await evict(old, 3, P)
-            assert report.cancelled == 1 and not old.coordinator.runs  # type: ignore[union-attr]
+            assert report.cancelled == 1
+            assert not old.coordinator.runs  # type: ignore[union-attr]
 
             restored = restore(new, state)
             assert (restored.resumed, restored.restarted) == (1, 0)
@@ -301,7 +302,8 @@ def test_a_run_in_flight_resumes_on_the_new_owner_without_redoing_its_completed_
             assert second_b.inputs == first_b.inputs == {
                 "a": {"step": "a", "symbol": "S3", "run_id": run.id, "price": 55.0}}
             row = new.symbols.get("S3")
-            assert row is not None and row.status.value == "completed"
+            assert row is not None
+            assert row.status.value == "completed"
 
     run_async(main)
 
@@ -371,7 +373,8 @@ def test_evict_lets_a_running_order_finish_and_leaves_the_other_partitions_alone
             assert [p.symbol for p in books.positions] == ["S1"]
             assert engine.symbols.get("S2") is None
             row = engine.symbols.get("S1")
-            assert row is not None and row.status.value == "completed"
+            assert row is not None
+            assert row.status.value == "completed"
             fill = books.fills[0]
             assert books.cash == pytest.approx(INITIAL_CASH - fill.notional - fill.fee)
 
@@ -390,7 +393,8 @@ def test_restore_refuses_a_partition_the_engine_still_holds_and_applies_nothing(
             before, symbol_rows = engine.broker.snapshot(), rows(engine)
             with pytest.raises(CheckpointError, match="evict it first"):
                 restore(engine, state)
-            assert engine.broker.snapshot() == before and rows(engine) == symbol_rows
+            assert engine.broker.snapshot() == before
+            assert rows(engine) == symbol_rows
 
     run_async(main)
 
@@ -500,7 +504,7 @@ def test_the_ledger_refuses_fills_forgotten_before_it_saw_them() -> None:
     ledger = BookLedger(fresh.snapshot())
     for i in range(3):
         fresh.submit(f"wf:{i}:s", "S2", "BUY", 1.0, 50.0, 1.0)
-    with pytest.raises(CheckpointError, match="made 3 fills .* remembers 2 of them"):
+    with pytest.raises(CheckpointError, match=r"made 3 fills .* remembers 2 of them"):
         ledger.catch_up(fresh.snapshot())
 
 
