@@ -17,6 +17,7 @@ import pytest
 from engine.core.clock import FakeClock
 from engine.core.events import DataReady
 from engine.core.strategy import Context, OrderResult, StepContext, cheap, sends_orders
+from engine.core.symbols import SymbolTable
 from engine.service.cluster.books import BookLedger, SymbolBooks, merged
 from engine.service.cluster.errors import CheckpointError
 from engine.service.cluster.partition import partition_of
@@ -439,7 +440,7 @@ _ROW = {"name": "S2", "priority": 0, "phase": "idle", "status": "completed",
         (_wire(format="1"), "no integer format"),
         (_wire(format=99), "format 99 is not one this release reads.*newer tickflow"),
         (_wire(format=0), "format 0 is not one this release reads"),
-        (_wire(seq="five"), "damaged.*seq"),
+        (_wire(seq="five"), "checkpoint is damaged.*seq"),
         (_wire(extra=1), "damaged.*extra"),
         (_wire(partition=4), "partition 4 is not in 0..3"),
         (_wire(seq=-1), "seq -1 is negative"),
@@ -528,3 +529,20 @@ def test_books_stay_one_account_when_the_broker_forgets_between_checkpoints() ->
             assert (left.fill_count, left.orders, left.positions) == (0, 0, ())
 
     run_async(main)
+
+
+# -- the symbol table's part -----------------------------------------------------------------------
+
+
+def test_discarding_a_row_refuses_live_runs_and_leaves_the_change_log() -> None:
+    table = SymbolTable()
+    table.track(None)
+    kept, gone = table.register("S1", 0), table.register("S2", 0)
+    busy = table.register("S3", 0)
+    busy.runs.add(object())
+    with pytest.raises(ValueError, match="S3.*live run"):
+        table.discard("S3")
+    assert table.discard("S2") is gone
+    assert table.discard("S2") is None
+    assert "S2" not in table
+    assert table.take_changed() == [kept, busy]  # storage is not asked to write S2 any more

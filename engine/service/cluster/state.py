@@ -162,6 +162,18 @@ def encode_state(state: PartitionState) -> bytes:
 def decode_state(data: bytes | str) -> PartitionState:
     """The checkpoint in ``data``; :class:`CheckpointError` saying what is wrong otherwise."""
     try:
+        state = _decode_state(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        _check_format(data)  # a format this release does not read says so, first
+        raise CheckpointError(f"partition checkpoint is damaged: {exc}") from exc
+    if state.format not in _READS:
+        _check_format(data)
+    _check(state)
+    return state
+
+
+def _check_format(data: bytes | str) -> None:
+    try:
         header = _decode_header(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise CheckpointError(f"not a partition checkpoint (a JSON object): {exc}") from exc
@@ -175,12 +187,6 @@ def decode_state(data: bytes | str) -> PartitionState:
             f"({', '.join(map(str, sorted(_READS)))})"
             + (": it was written by a newer tickflow, upgrade this node" if newer else "")
         )
-    try:
-        state = _decode_state(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise CheckpointError(f"partition checkpoint format {version} is damaged: {exc}") from exc
-    _check(state)
-    return state
 
 
 def _check(state: PartitionState) -> None:
