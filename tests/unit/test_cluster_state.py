@@ -540,7 +540,7 @@ def test_discarding_a_row_refuses_live_runs_and_leaves_the_change_log() -> None:
     kept, gone = table.register("S1", 0), table.register("S2", 0)
     busy = table.register("S3", 0)
     busy.runs.add(object())
-    with pytest.raises(ValueError, match="S3.*live run"):
+    with pytest.raises(ValueError, match=r"S3.*live run"):
         table.discard("S3")
     assert table.discard("S2") is gone
     assert table.discard("S2") is None
