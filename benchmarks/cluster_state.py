@@ -21,14 +21,8 @@ import time
 from engine.config import loads_config
 from engine.core.clock import FakeClock
 from engine.core.events import Tick
-from engine.service.cluster.state import (
-    decode_state,
-    encode_state,
-    evict,
-    restore,
-    snapshot,
-    track,
-)
+from engine.service.cluster.handover import evict, restore, snapshot, track
+from engine.service.cluster.state import decode_state, encode_state
 from engine.service.daemon import Engine
 from strategies.broker import PaperBroker
 

@@ -20,17 +20,17 @@ from engine.core.strategy import Context, OrderResult, StepContext, cheap, sends
 from engine.core.symbols import SymbolTable
 from engine.service.cluster.books import BookLedger, SymbolBooks, merged
 from engine.service.cluster.errors import CheckpointError
-from engine.service.cluster.partition import partition_of
-from engine.service.cluster.state import (
-    FORMAT,
-    PartitionState,
-    decode_state,
-    encode_state,
+from engine.service.cluster.handover import (
     evict,
+    evict_many,
     restore,
+    restore_many,
     snapshot,
+    snapshot_many,
     track,
 )
+from engine.service.cluster.partition import partition_of
+from engine.service.cluster.state import FORMAT, PartitionState, decode_state, encode_state
 from engine.service.daemon import Engine
 from strategies.broker import PaperBroker
 from tests.unit import run_actions
@@ -68,6 +68,14 @@ async def gated_trade(ctx: StepContext) -> OrderResult:
     return ctx.submit_order("BUY", 2.0)
 
 
+@sends_orders
+async def trade_then_wait(ctx: StepContext) -> OrderResult:
+    """An order step still running after its fill, until the test opens gate ``after``."""
+    result = ctx.submit_order("BUY", 2.0)
+    await BOARD.gate("after").wait()
+    return result
+
+
 @cheap
 def opaque(ctx: StepContext) -> object:
     """An output JSON cannot carry."""
@@ -89,19 +97,11 @@ action = "tests.unit.test_cluster_state:trade"
 preemptible = false
 """
 
-GATED_ORDER_CONFIG = """
-[engine]
-agents = 2
-[metrics]
-enabled = false
-[workflows.trader]
-priority = 0
-max_concurrent = 4
-[[workflows.trader.steps]]
-name = "trade"
-action = "tests.unit.test_cluster_state:gated_trade"
-preemptible = false
-"""
+def order_config(action: str) -> str:
+    return TRADE_CONFIG.replace("tests.unit.test_cluster_state:trade", action)
+
+
+GATED_ORDER_CONFIG = order_config("tests.unit.test_cluster_state:gated_trade")
 
 
 def two_steps(first: str) -> str:
@@ -239,10 +239,13 @@ def test_halves_on_two_engines_moved_to_one_equal_one_engine_that_saw_everything
             await trade_rounds(ref, SYMBOLS)
             await trade_rounds(a, of(0, 1))
             await trade_rounds(b, of(2, 3))
-            for p in range(P):
-                owner = a if p in (0, 1) else b
-                state = moved(snapshot(owner, p, P, 100 + p))
-                await evict(owner, p, P)
+            # Engine a's two partitions in one go, engine b's one by one.
+            states = snapshot_many(a, {0: 100, 1: 101}, P)
+            assert (await evict_many(a, [0, 1], P)).symbols == len(of(0, 1))
+            assert restore_many(c, [moved(s) for s in states.values()]).symbols == 6
+            for p in (2, 3):
+                state = moved(snapshot(b, p, P, 100 + p))
+                await evict(b, p, P)
                 restore(c, state)
 
             want, got = ref.broker.snapshot(), c.broker.snapshot()
@@ -505,7 +508,7 @@ def test_the_ledger_refuses_fills_forgotten_before_it_saw_them() -> None:
     ledger = BookLedger(fresh.snapshot())
     for i in range(3):
         fresh.submit(f"wf:{i}:s", "S2", "BUY", 1.0, 50.0, 1.0)
-    with pytest.raises(CheckpointError, match=r"made 3 fills .* remembers 2 of them"):
+    with pytest.raises(CheckpointError, match=r"made 3 fills since .* remembers 2 fills in all"):
         ledger.catch_up(fresh.snapshot())
 
 
@@ -546,3 +549,56 @@ def test_discarding_a_row_refuses_live_runs_and_leaves_the_change_log() -> None:
     assert table.discard("S2") is None
     assert "S2" not in table
     assert table.take_changed() == [kept, busy]  # storage is not asked to write S2 any more
+
+
+def test_a_checkpoint_carries_the_newest_fills_and_always_those_of_runs_in_flight() -> None:
+    async def main() -> None:
+        engine, _ = make_engine(order_config("tests.unit.test_cluster_state:trade_then_wait"))
+        async with engine.session():
+            BOARD.release("after")
+            for r in range(3):
+                engine.submit_nowait(tick("S2", r))
+                await idle(engine)
+            older = [f.client_order_id for f in engine.broker.snapshot().fills]
+            assert len(older) == 3
+            state = snapshot(engine, 0, P, 3, recent_fills=2)
+            assert [f.client_order_id for f in state.books[0].fills] == older[1:]
+            assert state.books[0].fill_count == 3  # the count and cash stay whole
+            BOARD.reset_gates()
+            engine.submit_nowait(tick("S2", 3))  # fills, then waits: its run is in flight
+            await wait_for(lambda: len(engine.broker.snapshot().fills) == 4, "the fill")
+            [run] = snapshot(engine, 0, P, 4).runs
+            pinned = snapshot(engine, 0, P, 4, recent_fills=0).books[0].fills
+            assert [f.client_order_id for f in pinned] == [f"trader:{run.id}:trade"]
+            BOARD.release("after")
+            await idle(engine)
+
+    run_async(main)
+
+
+def test_restoring_several_checkpoints_refuses_a_mixed_or_repeated_set() -> None:
+    async def main() -> None:
+        engine, _ = make_engine(TRADE_CONFIG)
+        async with engine.session():
+            zero = PartitionState(partition=0, partitions=P, seq=1, taken_at=1.0, symbols=(),
+                                  books=(), runs=())
+            other = msgspec.structs.replace(zero, partitions=8)
+            with pytest.raises(CheckpointError, match=r"different partition counts \[4, 8\]"):
+                restore_many(engine, [zero, other])
+            with pytest.raises(CheckpointError, match="a partition is given twice"):
+                restore_many(engine, [zero, zero])
+            assert restore_many(engine, []).symbols == 0
+
+    run_async(main)
+
+
+def test_the_ledger_refuses_books_changed_behind_its_back() -> None:
+    broker = PaperBroker()
+    broker.submit("wf:1:s", "S2", "BUY", 1.0, 50.0, 1.0)
+    ledger = BookLedger(broker.snapshot())
+    other = PaperBroker()
+    other.submit("wf:7:s", "S2", "BUY", 1.0, 50.0, 1.0)
+    other.submit("wf:8:s", "S2", "BUY", 1.0, 50.0, 1.0)
+    broker.restore(other.snapshot())  # two fills, none of them the one read before
+    with pytest.raises(CheckpointError, match="changed other than by new fills"):
+        ledger.catch_up(broker.snapshot())

@@ -18,7 +18,7 @@ broker forgot fills it never saw.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 import msgspec
 
@@ -26,9 +26,9 @@ from engine.core.orders import BrokerBooks, Fill, Position, Side
 
 from .errors import CheckpointError
 
-__all__ = ["BookLedger", "Flow", "SymbolBooks", "merged", "share_of", "without"]
+__all__ = ["BookLedger", "Flow", "PartOf", "SymbolBooks", "merged", "shares_of", "without"]
 
-InPartition = Callable[[str], bool]
+PartOf = Callable[[str], int]  # a symbol's partition
 
 
 class SymbolBooks(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -63,7 +63,11 @@ class Flow:
 
 class BookLedger:
     """Each symbol's cash flow, fees and executions since its books began, exact although the
-    broker forgets old fills. Read the broker with :meth:`catch_up` before using the totals."""
+    broker forgets old fills. Read the broker with :meth:`catch_up` before using the totals.
+
+    The broker keeps its fills oldest first (:class:`~engine.core.orders.BrokerBooks`), so the
+    fills made since the last read are the last ``fill_count - <count then>`` of them: a read
+    costs the fills made since, not the fills remembered."""
 
     def __init__(self, books: BrokerBooks) -> None:
         if books.fill_count != len(books.fills):
@@ -73,31 +77,34 @@ class BookLedger:
                 "mode needs a broker whose books began with it: no restored SQLite books)"
             )
         self.flows: dict[str, Flow] = {}
-        self._seen: set[str] = set()
         self._fill_count = 0
+        self._newest: str | None = None  # the client order id of the newest fill read
         self.catch_up(books)
 
     def catch_up(self, books: BrokerBooks) -> None:
         """Add the fills made since the last call to their symbols' totals."""
         executed = books.fill_count - self._fill_count
         if executed == 0:
-            return  # nothing filled since: the remembered fills are all seen (or forgotten)
-        seen = self._seen
-        flows = self.flows
-        new = 0
-        for fill in books.fills:
-            if fill.client_order_id not in seen:
-                flow = flows.get(fill.symbol)
-                if flow is None:
-                    flow = flows[fill.symbol] = Flow()
-                flow.add(fill)
-                new += 1
-        if new != executed:
+            return
+        fills = books.fills
+        kept = len(fills)
+        if executed < 0 or executed > kept:
             raise CheckpointError(
                 f"the broker made {executed} fills since its books were last read and "
-                f"remembers {new} of them: raise broker order_memory above the fills made "
-                "between two checkpoints (the forgotten fills' cash has no partition)"
+                f"remembers {kept} fills in all: raise broker order_memory above the fills "
+                "made between two checkpoints (the forgotten fills' cash has no partition)"
             )
+        if executed < kept and fills[kept - executed - 1].client_order_id != self._newest:
+            raise CheckpointError(
+                "the broker's fills changed other than by new fills since its books were last "
+                "read (restored from elsewhere?): their cash cannot be given to partitions"
+            )
+        flows = self.flows
+        for fill in fills[kept - executed:]:
+            flow = flows.get(fill.symbol)
+            if flow is None:
+                flow = flows[fill.symbol] = Flow()
+            flow.add(fill)
         self._reset(books)
 
     def absorb(self, shares: Iterable[SymbolBooks], books: BrokerBooks) -> None:
@@ -113,40 +120,92 @@ class BookLedger:
         self._reset(books)
 
     def _reset(self, books: BrokerBooks) -> None:
-        # Only the remembered ids can be met again: a forgotten fill never comes back.
-        self._seen = {f.client_order_id for f in books.fills}
         self._fill_count = books.fill_count
+        self._newest = books.fills[-1].client_order_id if books.fills else None
 
 
-def share_of(
-    books: BrokerBooks, in_partition: InPartition, flows: dict[str, Flow]
-) -> tuple[SymbolBooks, ...]:
-    """The books of the symbols ``in_partition`` accepts, by symbol (``flows``: the ledger's,
-    caught up with ``books``)."""
-    positions = {p.symbol: p for p in books.positions if in_partition(p.symbol)}
-    prices = {s: x for s, x in books.last_prices.items() if in_partition(s)}
-    fills: dict[str, list[Fill]] = {}
-    for fill in books.fills:
-        if in_partition(fill.symbol):
-            fills.setdefault(fill.symbol, []).append(fill)
-    names = set(positions) | set(prices) | set(fills)
-    names.update(s for s in flows if in_partition(s))
-    shares = []
-    for name in sorted(names):
-        flow = flows.get(name) or Flow()
-        shares.append(SymbolBooks(
-            symbol=name, position=positions.get(name), last_price=prices.get(name),
-            cash_flow=flow.cash, fees=flow.fees, fill_count=flow.count,
-            fills=tuple(fills.get(name, ())),
-        ))
-    return tuple(shares)
+def shares_of(
+    books: BrokerBooks,
+    part_of: PartOf,
+    wanted: Collection[int],
+    flows: Mapping[str, Flow],
+    *,
+    recent: int | None = None,
+    pinned: Iterable[Fill] = (),
+) -> dict[int, tuple[SymbolBooks, ...]]:
+    """The books of each partition in ``wanted``, by symbol (``flows``: the ledger's, caught
+    up with ``books``). ``recent``: how many of a partition's newest fills to carry (None:
+    all it remembers); ``pinned`` fills are carried whatever their age (those of runs in
+    flight, which the new owner runs again under the same client order ids)."""
+    by_part: dict[int, dict[str, _Share]] = {p: {} for p in wanted}
+
+    def share(symbol: str) -> _Share | None:
+        group = by_part.get(part_of(symbol))
+        if group is None:
+            return None
+        found = group.get(symbol)
+        if found is None:
+            found = group[symbol] = _Share()
+        return found
+
+    for position in books.positions:
+        if (target := share(position.symbol)) is not None:
+            target.position = position
+    for symbol, price in books.last_prices.items():
+        if (target := share(symbol)) is not None:
+            target.last_price = price
+    for symbol in flows:
+        share(symbol)
+    carried: set[str] = set()
+    for fill in pinned:
+        if (target := share(fill.symbol)) is not None:
+            target.fills.append(fill)
+            carried.add(fill.client_order_id)
+    # Newest first, so that carrying the newest few stops long before the oldest fill.
+    room = {p: (math.inf if recent is None else recent) for p in wanted}
+    open_parts = sum(1 for n in room.values() if n > 0)
+    for fill in reversed(books.fills):
+        if not open_parts:
+            break
+        p = part_of(fill.symbol)
+        left = room.get(p)
+        if not left or fill.client_order_id in carried:
+            continue
+        room[p] = left - 1
+        if left == 1:
+            open_parts -= 1
+        by_part[p][fill.symbol] = found = by_part[p].get(fill.symbol) or _Share()
+        found.recent.append(fill)
+    result = {}
+    for p, group in by_part.items():
+        made = []
+        for symbol in sorted(group):
+            got = group[symbol]
+            flow = flows.get(symbol) or Flow()
+            made.append(SymbolBooks(
+                symbol=symbol, position=got.position, last_price=got.last_price,
+                cash_flow=flow.cash, fees=flow.fees, fill_count=flow.count,
+                fills=tuple(sorted((*got.fills, *reversed(got.recent)), key=_fill_ts)),
+            ))
+        result[p] = tuple(made)
+    return result
+
+
+class _Share:
+    __slots__ = ("fills", "last_price", "position", "recent")
+
+    def __init__(self) -> None:
+        self.position: Position | None = None
+        self.last_price: float | None = None
+        self.fills: list[Fill] = []  # pinned
+        self.recent: list[Fill] = []  # newest first
 
 
 def without(
-    books: BrokerBooks, in_partition: InPartition, shares: Iterable[SymbolBooks]
+    books: BrokerBooks, gone: Callable[[str], bool], shares: Iterable[SymbolBooks]
 ) -> BrokerBooks:
-    """``books`` with the symbols ``in_partition`` accepts taken out, ``shares`` (their
-    :func:`share_of`) subtracted from the account."""
+    """``books`` with the symbols ``gone`` accepts taken out, ``shares`` (their
+    :func:`shares_of`) subtracted from the account."""
     shares = tuple(shares)
     count = sum(s.fill_count for s in shares)
     return BrokerBooks(
@@ -156,9 +215,9 @@ def without(
         orders=max(0, books.orders - count),
         fill_count=max(0, books.fill_count - count),
         duplicates=books.duplicates,
-        positions=tuple(p for p in books.positions if not in_partition(p.symbol)),
-        last_prices={s: x for s, x in books.last_prices.items() if not in_partition(s)},
-        fills=tuple(f for f in books.fills if not in_partition(f.symbol)),
+        positions=tuple(p for p in books.positions if not gone(p.symbol)),
+        last_prices={s: x for s, x in books.last_prices.items() if not gone(s)},
+        fills=tuple(f for f in books.fills if not gone(f.symbol)),
     )
 
 
@@ -188,8 +247,9 @@ def merged(books: BrokerBooks, shares: Iterable[SymbolBooks]) -> BrokerBooks:
     positions = list(books.positions) + [s.position for s in shares if s.position is not None]
     prices = dict(books.last_prices)
     prices.update({s.symbol: s.last_price for s in shares if s.last_price is not None})
-    # Oldest first, as the broker keeps them, so that its memory bound forgets the oldest.
-    fills = sorted((*books.fills, *(f for s in shares for f in s.fills)), key=_fill_ts)
+    # After the fills held: the broker's memory bound forgets its oldest first, and the
+    # carried fills are the ones a new owner needs (its runs in flight, the newest).
+    fills = (*books.fills, *(f for s in shares for f in s.fills))
     return BrokerBooks(
         cash=books.cash + math.fsum(s.cash_flow for s in shares),
         fees_paid=books.fees_paid + math.fsum(s.fees for s in shares),
@@ -198,7 +258,7 @@ def merged(books: BrokerBooks, shares: Iterable[SymbolBooks]) -> BrokerBooks:
         duplicates=books.duplicates,
         positions=tuple(sorted(positions, key=_position_symbol)),
         last_prices=prices,
-        fills=tuple(fills),
+        fills=fills,
     )
 
 
