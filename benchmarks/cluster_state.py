@@ -6,8 +6,9 @@ tick, and a paper broker with ``--fills`` remembered fills spread over them (sen
 the broker: the books are what is measured, not the steps that would fill them). Then, for
 every partition: the time of :func:`snapshot` (which reads the broker's whole books once), of
 encoding it to JSON and decoding it back, of :func:`evict` and of :func:`restore`; the median
-and the largest over the partitions, in milliseconds (thread CPU time: two other agents'
-work shares these cores), and the checkpoint's size.
+and the largest over the partitions, in milliseconds (thread CPU time: other agents' work
+shares these cores), and the checkpoint's size; then :func:`snapshot_many` of every partition
+at once (one read of the books for all: what a node checkpointing all it owns pays).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from engine.config import loads_config
 from engine.core.clock import FakeClock
 from engine.core.events import Tick
-from engine.service.cluster.handover import evict, restore, snapshot, track
+from engine.service.cluster.handover import evict, restore, snapshot, snapshot_many, track
 from engine.service.cluster.state import decode_state, encode_state
 from engine.service.daemon import Engine
 from strategies.broker import PaperBroker
@@ -77,10 +78,17 @@ async def measure(symbols: int, fills: int, partitions: int) -> None:
             for key, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
                 times[key].append(dt)
             sizes.append(len(data))
+        every = {p: 0 for p in range(partitions)}
+        many = []
+        for _ in range(5):
+            t0 = clock()
+            snapshot_many(engine, every, partitions)
+            many.append(clock() - t0)
     print(f"{symbols} symbols, {fills} fills, {partitions} partitions "
           f"(checkpoint median {statistics.median(sizes) / 1024:.0f} KiB)")
     for key, samples in times.items():
-        print(f"  {key:<8} {_ms(samples)}")
+        print(f"  {key:<8} {_ms(samples)}  (one partition)")
+    print(f"  snapshot_many of all {partitions}: {_ms(many)}")
 
 
 def main() -> None:
