@@ -1,37 +1,41 @@
 """A partition's state: what moves with a partition from one node to the next.
 
 A partition's checkpoint is a :class:`PartitionState`, JSON-encoded (:func:`encode_state`,
-:func:`decode_state`). It holds, for the symbols ``partition_of(name, partitions)`` maps to it:
+:func:`decode_state`); :mod:`engine.service.cluster.handover` takes it from a running engine
+(``snapshot``), applies it to another (``restore``) and takes the partition out of the engine
+that gave it up (``evict``). For the symbols ``partition_of(name, partitions)`` maps to the
+partition, it holds:
 
 * ``seq``: the last stream sequence applied. The new owner consumes from ``seq + 1``;
 * the **symbol rows**: priority, phase, status, last tick, last processed and last error --
   everything the symbol table keeps per symbol but its local id (each node numbers its own);
-* the **books**: per symbol its position, last price, the fills the broker still remembers
-  (their client order ids keep a replayed order idempotent on the new owner: it gets the
-  original fill back instead of trading again) and its *cash flow* and fees since ever, so that
-  the books of N nodes started from the same initial cash add up to one account;
+* the **books**, per symbol: its position, last price, its *cash flow* and fees and number of
+  executions since ever (kept exact by a ledger although the broker forgets old fills), so
+  that the books of N nodes started from the same initial cash add up to one account
+  (``cash = initial + sum of every symbol's cash flow``); and its fills with their client
+  order ids -- those of the partition's runs in flight always, and its newest others (100 per
+  partition by default) -- so that an order re-sent under the same id on the new owner gets
+  its original fill back instead of trading again;
 * the **runs in flight** (id, workflow, symbol, tick, creation time, and the completed steps
   with their outputs, as storage keeps them): the new owner adopts them under the same ids, so
   completed steps are not run again and order steps keep their client order ids. A step output
   JSON cannot encode is not carried: that run starts over (same id), as after a restart.
 
-:func:`snapshot` makes one from a running engine; :func:`restore` applies one to a running
-engine that holds nothing of the partition (symbols registered or updated, books merged into
-its broker, runs adopted by its coordinator); :func:`evict` takes a partition out of an engine
-that gave it up or lost it (its runs cancelled -- an order step running is let finish first --,
-then its symbols' rows, ticks and books removed: the next owner restores them from the
-checkpoint). Nothing here touches the other partitions' symbols, runs or books.
-
 Guarantees, given the data plane's rule that a stream message is acked only once a checkpoint
-covering it is stored: a checkpoint is a consistent cut at ``seq`` (taken between two events,
-on the event loop); restoring it and replaying from ``seq + 1`` applies every acked event once;
-a replayed order re-derives its client order id and finds its fill in the restored books. Not
-carried: the market window beyond each symbol's last tick, the risk manager's order-rate
-window, and statistics counters (the broker's duplicates, the engine's counters stay per node).
+covering it is stored: a checkpoint is a consistent cut at ``seq`` (taken synchronously on the
+event loop, between two events); restoring it and replaying from ``seq + 1`` applies every
+acked event once; a run in flight resumes after its last completed step; positions, cash and
+fees move whole, never counted on two nodes (the old owner's eviction takes out exactly what
+the checkpoint carries in, a running order step finished first). Not carried: the market
+window beyond each symbol's last tick, the risk manager's order-rate window, and statistics
+(the broker's duplicates and the engine's counters stay with the node that counted them). An
+order the old owner sent after its last checkpoint is the cluster order registry's to answer.
 
-``format`` versions the encoding. A checkpoint of a format this release does not read is a
-clear :class:`~engine.service.cluster.errors.CheckpointError`, never a guess; so is anything
-damaged or foreign in it, and :func:`restore` applies nothing of a checkpoint it refuses.
+``format`` versions the encoding: a later release reads older formats it lists, and refuses the
+rest. A checkpoint of a format this release does not read is a clear
+:class:`~engine.service.cluster.errors.CheckpointError`, never a guess; so is anything damaged
+or foreign in it (:func:`check_state`), and ``restore`` applies nothing of a checkpoint it
+refuses.
 """
 
 from __future__ import annotations
