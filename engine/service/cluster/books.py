@@ -2,18 +2,18 @@
 :class:`~engine.core.orders.BrokerBooks`, and the ledger that keeps each symbol's cash and fees.
 
 A node's broker keeps one account for every partition the node owns. When a partition moves,
-the symbols' part of that account moves with it: their positions, last prices and remembered
-fills (whose client order ids keep a replayed order idempotent on the new owner), and their
-*cash flow* -- the cash and fees their fills moved -- so that the books of N nodes, each started
-from the same initial cash, add up to one account: ``cash = initial + sum of every
-partition's cash flow``.
+its symbols' part of that account moves with it (:func:`shares_of`, :func:`without` on the
+node that gives it up, :func:`merged` on the one that takes it): their positions and last
+prices, some of their fills (whose client order ids keep an order re-sent on the new owner
+idempotent), and their *cash flow* -- the cash and fees their fills moved since ever -- so that
+the books of N nodes, each started from the same initial cash, add up to one account:
+``cash = initial + sum of every symbol's cash flow``.
 
-The broker only remembers its recent fills (``order_memory``), so a symbol's cash flow cannot
+The broker remembers only its recent fills (``order_memory``), so a symbol's cash flow cannot
 be summed from the fills it still holds once a daemon has run a while. :class:`BookLedger`
 keeps it instead: it reads the fills made since it last looked (every snapshot, restore and
 evict) and adds each one to its symbol's running totals, and it refuses clearly when the
-broker forgot fills it never saw.
-"""
+broker forgot fills it never saw."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ class SymbolBooks(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cash_flow: float  # the cash its fills moved: -(+-notional + fee) summed, since ever
     fees: float  # the fees its fills paid, since ever (part of cash_flow too)
     fill_count: int  # its executions, since ever
-    fills: tuple[Fill, ...]  # the fills the broker still remembers, oldest first
+    fills: tuple[Fill, ...]  # the fills carried (see shares_of), oldest first
 
 
 class Flow:
