@@ -602,3 +602,43 @@ def test_the_ledger_refuses_books_changed_behind_its_back() -> None:
     broker.restore(other.snapshot())  # two fills, none of them the one read before
     with pytest.raises(CheckpointError, match="changed other than by new fills"):
         ledger.catch_up(broker.snapshot())
+
+
+def test_a_new_owner_carries_on_from_the_checkpoint_as_if_nothing_moved() -> None:
+    """The old owner checkpoints with runs triggered but not run, goes on past the checkpoint
+    and dies; the new owner restores the checkpoint and replays what came after it: its books
+    are those of one engine that saw every event once."""
+
+    async def main() -> None:
+        ref, _ = make_engine(TRADE_CONFIG)
+        old, _ = make_engine(TRADE_CONFIG)
+        new, _ = make_engine(TRADE_CONFIG)
+        mine = of(2)
+        async with ref.session(), old.session(), new.session():
+            assert new.coordinator is not None
+            new.coordinator.set_next_run_id(10_000)
+            await trade_rounds(ref, mine, rounds=6)
+            await trade_rounds(old, mine, rounds=3)
+            for symbol in mine:  # round 3 accepted: its runs are triggered, none has run
+                old.submit_nowait(tick(symbol, 3))
+            state = moved(snapshot(old, 2, P, seq=4 * len(mine)))
+            assert len(state.runs) == len(mine)
+            assert all(not r.completed for r in state.runs)
+            await idle(old)
+            old.submit_nowait(tick(mine[0], 4))  # applied after the checkpoint, then it dies
+            await idle(old)
+
+            assert restore(new, state).restarted == len(mine)
+            await idle(new)  # round 3's runs, adopted
+            for r in (4, 5):  # the replay from seq + 1
+                for symbol in mine:
+                    new.submit_nowait(tick(symbol, r))
+                await idle(new)
+            want, got = ref.broker.snapshot(), new.broker.snapshot()
+            assert executions(new) == executions(ref)
+            assert got.positions == want.positions
+            assert got.cash == pytest.approx(want.cash, abs=1e-6)
+            assert got.fill_count == want.fill_count == 6 * len(mine)
+            assert rows(new) == rows(ref)
+
+    run_async(main)
