@@ -642,3 +642,18 @@ def test_a_new_owner_carries_on_from_the_checkpoint_as_if_nothing_moved() -> Non
             assert rows(new) == rows(ref)
 
     run_async(main)
+
+
+def test_an_engine_done_with_is_not_kept_alive_by_its_ledger() -> None:
+    import gc
+    import weakref
+
+    async def main() -> weakref.ref[Engine]:
+        engine, _ = make_engine(TRADE_CONFIG)
+        async with engine.session():
+            track(engine)
+        return weakref.ref(engine)
+
+    ref = asyncio.run(main())
+    gc.collect()
+    assert ref() is None

@@ -103,13 +103,14 @@ class _Tracker:
 
     def __init__(self, engine: Pipeline) -> None:
         self.ledger = BookLedger(engine.broker.snapshot())
-        self.coordinator: Coordinator | None = None
         self._waits: list[tuple[set[int], asyncio.Event]] = []
         self._previous: Any = None
 
     def hook(self, coordinator: Coordinator) -> None:
-        if self.coordinator is not coordinator:  # a new session builds a new coordinator
-            self.coordinator = coordinator
+        # Asked of the coordinator rather than remembered: a tracker holding the coordinator
+        # would hold the engine (its observers are the engine's methods), the key of the weak
+        # map it lives in, forever. A new session builds a new coordinator: hooked then.
+        if coordinator.on_run_finished != self._run_finished:
             self._previous = coordinator.on_run_finished
             coordinator.on_run_finished = self._run_finished
 
