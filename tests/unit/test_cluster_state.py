@@ -657,3 +657,26 @@ def test_an_engine_done_with_is_not_kept_alive_by_its_ledger() -> None:
     ref = asyncio.run(main())
     gc.collect()
     assert ref() is None
+
+
+def test_a_newer_tick_waiting_behind_a_run_in_flight_gets_its_run_on_the_new_owner() -> None:
+    async def main() -> None:
+        old, _ = make_engine(two_steps("tests.unit.run_actions:quick"))
+        new, _ = make_engine(two_steps("tests.unit.run_actions:quick"))
+        async with old.session(), new.session():
+            old.submit_nowait(DataReady("S3", 1.0, 55.0))
+            await wait_for(lambda: run_actions.blocked() == ["wf.b.S3"], "b to start")
+            old.submit_nowait(DataReady("S3", 2.0, 56.0))  # waits as the run's follow-up
+            state = moved(snapshot(old, 3, P, 2))
+            assert [r.tick.price for r in state.runs] == [55.0]
+            assert state.symbols[0].last_tick is not None
+            assert state.symbols[0].last_tick.price == 56.0
+            await evict(old, 3, P)
+            restore(new, state)
+            run_actions.release("wf.b.S3")
+            await wait_for(lambda: len(run_actions.calls("b")) == 3, "the follow-up's b")
+            await idle(new)
+            assert [c.tick.price for c in run_actions.calls("b")] == [55.0, 55.0, 56.0]
+            assert new.market.latest("S3") == state.symbols[0].last_tick
+
+    run_async(main)
