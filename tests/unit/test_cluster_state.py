@@ -741,3 +741,22 @@ def test_a_follow_up_keeps_the_run_id_its_event_derives() -> None:
             assert [c.run_id for c in run_actions.calls("b")] == [1_000_007, 1_000_007, 1_000_008]
 
     run_async(main)
+
+
+def test_snapshot_refuses_arguments_out_of_range() -> None:
+    async def main() -> None:
+        engine, _ = make_engine(TRADE_CONFIG)
+        async with engine.session():
+            for partition, seq, recent in ((4, 0, 1), (-1, 0, 1), (0, -1, 1), (0, 0, -1)):
+                with pytest.raises(ValueError, match=r"must be >= 0|is not in 0\.\.3"):
+                    snapshot(engine, partition, P, seq, recent_fills=recent)
+            with pytest.raises(ValueError, match=r"is not in 0\.\.3"):
+                await evict(engine, 4, P)
+
+    run_async(main)
+
+
+def test_nothing_works_on_an_engine_that_is_not_running() -> None:
+    engine, _ = make_engine(TRADE_CONFIG)
+    with pytest.raises(RuntimeError, match="not running"):
+        snapshot(engine, 0, P, 0)

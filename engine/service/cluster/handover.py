@@ -170,6 +170,8 @@ def snapshot_many(
 ) -> dict[int, PartitionState]:
     """The state of each partition in ``seqs`` (partition -> last stream sequence applied)."""
     part_of = _parts(partitions, seqs).__getitem__
+    if recent_fills < 0 or any(seq < 0 for seq in seqs.values()):
+        raise ValueError(f"recent_fills ({recent_fills}) and seqs must be >= 0: {dict(seqs)}")
     tracker, coordinator = _tracker(engine)
     broker = engine.broker
     books = broker.snapshot()
