@@ -59,6 +59,7 @@ _ASYNC = ExecKind.ASYNC
 _PREEMPT = Interrupt.PREEMPT
 _TIMEOUT = Interrupt.TIMEOUT
 _resume = _resume_mod.resume
+_coro_start = _coro.start  # a module global is cached; an attribute of a module is looked up
 
 # A step that suspended (or runs in a thread), for its agent's coroutine to finish:
 # (step, lane, ctx, coro, yielded); coro None for a thread step not started yet.
@@ -303,7 +304,7 @@ class Dispatcher:
             elif kind is _ASYNC:
                 coro = spec.fn(ctx)
                 # Run it until it first suspends: one that returns at once needs no timer.
-                suspended, output = _coro.start(coro)
+                suspended, output = _coro_start(coro)
                 if suspended:
                     return (step, lane, ctx, coro, output)
             else:
