@@ -47,6 +47,7 @@ cdef class Dispatcher:
     cdef public long long _starts
     cdef public double _ended_at
     cdef public object _watch
+    cdef public int _yielding
     cdef public double _watch_at
     cdef public object on_preemption_latency
 

@@ -47,9 +47,13 @@ __all__ = [
 
 # An agent takes up to this many steps in a row straight from the heap, for at most this long,
 # before it gives the loop a turn: a step that never suspends would otherwise starve intake,
-# timers and the other agents.
+# timers and the other agents. An event arriving meanwhile waits for the streak to end (it is
+# not in the heap until the loop reads it), so the time bound is what streaks add to the
+# dispatch tail. A spent streak with work left yields the loop one turn and goes on
+# (_yield_turn) instead of going idle to be woken by a dispatch pass (a future made, a pass, a
+# wake-up), so a short bound costs little.
 STREAK_STEPS = 32
-STREAK_SECONDS = 0.0002
+STREAK_SECONDS = 0.00005
 
 # Module constants: one global lookup instead of a global plus an attribute per use.
 _STEP_PENDING = StepState.PENDING
@@ -60,6 +64,7 @@ _PREEMPT = Interrupt.PREEMPT
 _TIMEOUT = Interrupt.TIMEOUT
 _NO_DEADLINE = math.inf
 _Resume = _coro.Resume
+_sleep = asyncio.sleep
 _coro_start = _coro.start  # a module global is cached; an attribute of a module is looked up
 
 # A step that suspended (or runs in a thread), for its agent's coroutine to finish:
@@ -156,6 +161,7 @@ class Dispatcher:
         # One timer watches every agent's step deadline (see _watch_deadline).
         self._watch: Any = None
         self._watch_at = _NO_DEADLINE
+        self._yielding = 0  # agents that spent their streak with work left, back next turn
         # Preemption latency observer (urgent step ready -> running), set by the engine.
         self.on_preemption_latency: Callable[[StepRun, float], None] | None = None
 
@@ -197,6 +203,8 @@ class Dispatcher:
                 agent.reserved_lane = lane
                 inbox.set_result(None)
                 continue
+            if self._yielding:
+                return  # an agent back next turn takes the best step: no need to preempt
             priority = lane.heap.peek_key()[0]
             victim = self._pick_victim(priority)
             if victim is None:
@@ -478,6 +486,15 @@ class Dispatcher:
                 continue
             if agent.reserved is not None:
                 continue
+            if (
+                agent.streak >= STREAK_STEPS or self._ended_at >= agent.streak_until
+            ) and self.queue.best_lane() is not None:
+                # The streak is spent and there is work it could take: give the loop one turn
+                # (intake, timers, the other agents) and go on, without going idle.
+                await self._yield_turn(agent)
+                agent.streak = 0
+                agent.streak_until = now() + STREAK_SECONDS
+                continue
             # Nothing more for this agent now: wait to be handed a step by a dispatch pass.
             agent.streak = 0
             fut: asyncio.Future[None] = loop.create_future()
@@ -498,6 +515,20 @@ class Dispatcher:
                     self._idle.remove(agent)
                 continue
             agent.streak_until = now() + STREAK_SECONDS
+
+    async def _yield_turn(self, agent: Agent) -> None:
+        """Stay away from the heap for one loop turn (a shutdown's cancellation propagates)."""
+        self._yielding += 1
+        try:
+            await _sleep(0)
+        except asyncio.CancelledError:
+            task = agent.task
+            if task is None or task.cancelling():
+                self._release_handed(agent)
+                raise  # shutdown
+            # A withdrawn interrupt's late cancellation (see run_agent): go on.
+        finally:
+            self._yielding -= 1
 
     # -- reading and operator actions -------------------------------------------------------
 
