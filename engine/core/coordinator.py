@@ -192,7 +192,8 @@ class Coordinator(StepHooks):
         return self._start_run(wf, symbol, tick, at)
 
     def _start_run(self, wf: WorkflowDef, symbol: SymbolState, tick: Tick, at: float) -> Run:
-        run = Run(next(self._ids), wf, symbol, tick, wf.run_priority(symbol.priority), at)
+        run = Run.__new__(Run)  # no argument parsing (see Run._init)
+        run._init(next(self._ids), wf, symbol, tick, wf.run_priority(symbol.priority), at)
         self.last_run_id = run.id
         self._register(run)
         self._pending[run.key] = run
