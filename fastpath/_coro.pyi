@@ -1,4 +1,9 @@
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Generator
 from typing import Any
 
 def start(coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any]: ...
+
+class Resume:
+    result: Any
+    def __init__(self, coro: Any, yielded: Any) -> None: ...
+    def __await__(self) -> Generator[Any, Any, Any]: ...

@@ -1,4 +1,5 @@
-"""Chooses how a step's coroutine is started: compiled unless missing or disabled."""
+"""Chooses how a step's coroutine is started and resumed: compiled unless missing or
+disabled."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from ._choose import choose
 
 __all__ = [
     "CORO_IMPLEMENTATION",
+    "Resume",
     "start",
 ]
 
@@ -15,6 +17,7 @@ _impl, CORO_IMPLEMENTATION = choose("_coro", "_coro_py")
 
 if TYPE_CHECKING:  # the twin's types; the same names at run time, from the chosen module
     from ._coro_py import (
+        Resume,
         start,
     )
 else:

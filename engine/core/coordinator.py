@@ -222,7 +222,8 @@ class Coordinator(StepHooks):
         id_for = self.id_for
         seq = self.event_seq
         run_id = next(self._ids) if id_for is None or seq is None else id_for(wf, seq)
-        run = Run(run_id, wf, symbol, tick, wf.run_priority(symbol.priority), at)
+        run = Run.__new__(Run)  # no argument parsing (see Run._init)
+        run._init(run_id, wf, symbol, tick, wf.run_priority(symbol.priority), at)
         self.last_run_id = run.id
         self._register(run)
         self._pending[run.key] = run

@@ -9,11 +9,30 @@ status API) read them through :meth:`engine.core.stats.EngineCounters.snapshot`.
 
 from __future__ import annotations
 
-from collections import Counter
+from typing import TYPE_CHECKING
 
 from fastpath import latency as _latency
 
-__all__ = ["StepCounters", "WorkflowCounters"]
+if TYPE_CHECKING:
+    _TallyBase = dict[str, int]
+else:  # a plain base at run time: the compiled build subclasses the type, not an alias
+    _TallyBase = dict
+
+__all__ = ["StepCounters", "Tally", "WorkflowCounters"]
+
+
+class Tally(_TallyBase):
+    """Counts by name: a dict whose missing names read as 0, so ``tally[name] += 1`` works.
+
+    Not :class:`collections.Counter`: Counter defines ``__delitem__`` in Python, which puts a
+    Python-level slot behind *every* item assignment -- ~1,000 instructions per ``+= 1``, four
+    times per run on the hot path. A subclass that adds only ``__missing__`` keeps dict's C
+    assignment (``__missing__`` is consulted on a failed lookup only)."""
+
+    __slots__ = ()
+
+    def __missing__(self, key: str) -> int:
+        return 0
 
 
 class StepCounters:
@@ -22,7 +41,7 @@ class StepCounters:
     __slots__ = ("duration", "outcomes", "retries", "timeouts")
 
     def __init__(self) -> None:
-        self.outcomes: Counter[str] = Counter()
+        self.outcomes = Tally()
         self.retries = 0
         self.timeouts = 0
         self.duration = _latency.LatencyHistogram()
@@ -49,7 +68,7 @@ class WorkflowCounters:
         self.skipped = 0
         self.shed = 0
         self.preemptions = 0
-        self.runs: Counter[str] = Counter()
+        self.runs = Tally()
         self.dispatch_wait = _latency.LatencyHistogram()
         self.run_latency = _latency.LatencyHistogram()
         self.steps = {name: StepCounters() for name in step_names}

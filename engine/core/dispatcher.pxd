@@ -26,6 +26,7 @@ cdef class Agent:
     cdef public long long start_seq
     cdef public int streak
     cdef public double streak_until
+    cdef public double deadline
 
 
 cdef class Dispatcher:
@@ -45,6 +46,9 @@ cdef class Dispatcher:
     cdef public long long passes
     cdef public long long _starts
     cdef public double _ended_at
+    cdef public object _watch
+    cdef public int _yielding
+    cdef public double _watch_at
     cdef public object on_preemption_latency
 
     cpdef schedule(self)
@@ -58,9 +62,11 @@ cdef class Dispatcher:
     cpdef object streak(self, Agent agent, StepRun step)
     @cython.locals(lane=Lane, now=double, spec=StepDef)
     cpdef object run_step(self, Agent agent, StepRun step)
-    cpdef bint _cancelled(self, Agent agent, StepRun step, Lane lane, object timer) except -1
-    cpdef _settle(self, Agent agent, StepRun step, Lane lane, object timer, object output,
-                  object error)
-    cpdef _finish(self, Agent agent, Lane lane, object timer)
+    cpdef _watch_deadline(self, Agent agent, double deadline)
+    @cython.locals(agent=Agent, step=StepRun, now=double, nearest=double, deadline=double)
+    cpdef _on_watch(self)
+    cpdef bint _cancelled(self, Agent agent, StepRun step, Lane lane) except -1
+    cpdef _settle(self, Agent agent, StepRun step, Lane lane, object output, object error)
+    cpdef _finish(self, Agent agent, Lane lane)
     @cython.locals(step=StepRun, lane=Lane)
     cpdef _release_handed(self, Agent agent)

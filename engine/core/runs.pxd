@@ -114,6 +114,8 @@ cdef class Run:
     cdef public bint logged
     cdef public bint stored
 
+    cdef _init(self, object run_id, WorkflowDef workflow, SymbolState symbol, object tick,
+               object priority, double trigger_at)
     @cython.locals(step=StepRun, spec=StepDef, steps=list)
     cdef list _make_steps(self, WorkflowDef workflow)
     @cython.locals(step=StepRun)

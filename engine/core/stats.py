@@ -7,11 +7,9 @@ Prometheus collector and the status API) read :meth:`EngineCounters.snapshot`.
 
 from __future__ import annotations
 
-from collections import Counter
-
 import msgspec
 
-from engine.core.counters import StepCounters, WorkflowCounters
+from engine.core.counters import StepCounters, Tally, WorkflowCounters
 from fastpath.latency import LatencyHistogram
 
 __all__ = [
@@ -67,8 +65,8 @@ class EngineSnapshot(msgspec.Struct, frozen=True, kw_only=True):
 
 class EngineCounters:
     def __init__(self, workflows: dict[str, tuple[str, ...]]) -> None:
-        self.received: Counter[str] = Counter()
-        self.rejected: Counter[str] = Counter()
+        self.received = Tally()
+        self.rejected = Tally()
         self.workflows = {name: WorkflowCounters(steps) for name, steps in workflows.items()}
         self.preemption_latency = LatencyHistogram()
 

@@ -25,6 +25,7 @@ class Board:
         self.log: list[Any] = []  # every action's records, in the order they happened
         self.finished: set[int] = set()  # id() of records whose attempt left its action
         self.probe: Callable[[], object] | None = None
+        self.bound: dict[str, Any] = {}  # what a test hands its actions (e.g. its fake clock)
         self._gates: dict[Hashable, asyncio.Event] = {}
         self._all_open = False
 
