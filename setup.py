@@ -39,6 +39,7 @@ ENGINE_COMPILED = (
     "core/counters",
     "core/symbols",
     "core/runs",
+    "core/ready",
     "core/records",
     "core/runlog",
     "core/dispatcher",

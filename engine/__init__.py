@@ -13,6 +13,7 @@ COMPILED_MODULES = (
     "core/counters",
     "core/symbols",
     "core/runs",
+    "core/ready",
     "core/records",
     "core/runlog",
     "core/dispatcher",

@@ -6,7 +6,8 @@ cimport cython
 from engine.core.counters cimport StepCounters, WorkflowCounters
 from engine.core.dispatcher cimport Dispatcher, StepHooks
 from engine.core.runlog cimport RunLog
-from engine.core.runs cimport Lane, ReadyQueue, Run, StepDef, StepRun, WorkflowDef
+from engine.core.ready cimport ReadyQueue
+from engine.core.runs cimport Lane, Run, StepDef, StepRun, WorkflowDef
 from engine.core.symbols cimport MarketData, SymbolState, SymbolTable
 
 

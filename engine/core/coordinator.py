@@ -22,8 +22,9 @@ from engine.core.counters import StepCounters, WorkflowCounters
 from engine.core.dispatcher import Dispatcher, StepHooks
 from engine.core.events import DataReady, HighPriorityArrived, Tick
 from engine.core.fsm import Interrupt, RunState, StepState
+from engine.core.ready import ReadyQueue
 from engine.core.runlog import RunLog
-from engine.core.runs import ReadyQueue, Run, StepContext, StepRun, WorkflowDef
+from engine.core.runs import Run, StepContext, StepRun, WorkflowDef
 from engine.core.stats import EngineCounters
 from engine.core.symbols import MarketData, SymbolState, SymbolTable
 
@@ -483,83 +484,25 @@ class Coordinator(StepHooks):
             for spec in wf.steps:
                 spec.counters = wc.step(spec.name)
 
-    def adopt(
-        self,
-        run_id: int,
-        workflow: str,
-        symbol_name: str,
-        tick: Tick,
-        completed: dict[str, tuple[Any, int, int, int | None, int | None]],
-        created_at: float | None = None,
-    ) -> str:
-        """Re-create a run found in flight at start; returns ``resumed``, ``restarted`` or
-        ``dropped``. Completed steps (name -> output, attempts, preemptions, started and finished
-        in microseconds after the run's creation) keep what was stored of them and are not run
-        again; a run whose stored progress does not fit its workflow any more starts over
-        (same id, so its order steps keep their client order ids and stay idempotent).
-
-        ``created_at`` is when the run was first triggered, on this process's clock (the stored
-        wall-clock time minus one wall-minus-engine offset read for the whole recovery, so runs
-        created at the same instant still tie and keep their order): the run keeps that
-        instant, so what is stored of it when it ends says when it was created, not when the
-        daemon restarted -- and its deadline and its run latency count from then too (the
-        outage included: that is how long it took)."""
-        wf = self.workflows.get(workflow)
-        if wf is None or not wf.enabled:
-            return "dropped"
-        symbol = self.symbols.get(symbol_name) or self.symbols.register(
-            symbol_name, wf.priority
-        )
-        key = (workflow, symbol_name)
-        if key in self._pending or key in self._active:
-            return "dropped"
-        now = self.clock.now()
-        # Never later than now: the wall clock may have gone back since.
-        trigger_at = now if created_at is None else min(now, created_at)
-        run = Run(run_id, wf, symbol, tick, wf.run_priority(symbol.priority), trigger_at)
-        run.stored = True  # its row is in the database: storage replaces it when the run ends
-        names = {st.spec.name: st for st in run.steps}
-        outcome = "resumed" if completed else "restarted"
-        if completed and not completed.keys() <= names.keys():
-            completed, outcome = {}, "restarted"
-        for name, (output, attempts, preemptions, started_us, finished_us) in completed.items():
-            step = names[name]
-            step.advance(StepState.RUNNING)
-            step.advance(StepState.COMPLETED)
-            step.output = output
-            step.attempts = attempts
-            step.preemptions = preemptions
-            # Half a microsecond over: records truncate to whole microseconds, and the sum's
-            # rounding must not take one off at every restart.
-            if started_us is not None:
-                step.started_at = trigger_at + (started_us + 0.5) / 1e6
-            if finished_us is not None:
-                step.finished_at = trigger_at + (finished_us + 0.5) / 1e6
-            run.outputs[name] = output
-            run.completed += 1
-        for step in run.steps:
-            step.waiting = sum(
-                1 for d in step.spec.deps if run.steps[d].state is not StepState.COMPLETED
-            )
+    def install(self, run: Run, now: float) -> None:
+        """Make live a run built elsewhere with its progress (engine.core.adoption: a run
+        found in flight in storage or in a partition's checkpoint): it takes its conflation
+        slot, ends at once if nothing is left to do, else its ready steps are queued."""
         self._register(run)
-        last = symbol.last_tick
-        if last is not None and last.ts >= tick.ts and last != tick:
-            # Newer data was accepted before the stop: it gets its follow-up run.
-            run.follow_up, run.follow_up_at = symbol.last_tick, now
+        symbol = run.symbol
         if run.completed:
             run.advance(RunState.RUNNING)
             run.started_at = now
-            self._active[key] = run
+            self._active[run.key] = run
             self.symbols.mark_processing(symbol)
         else:
-            self._pending[key] = run
+            self._pending[run.key] = run
         if run.completed == len(run.steps):
             self._end_run(run, RunState.COMPLETED, "completed", None)
-            return outcome
+            return
         for step in run.steps:
             if step.state is StepState.PENDING and step.waiting == 0:
                 self._enqueue(step, now)
-        return outcome
 
     # -- DispatchHooks beyond the per-step path --------------------------------------------
 

@@ -3,7 +3,8 @@
 
 cimport cython
 
-from engine.core.runs cimport Lane, ReadyQueue, Run, StepDef, StepRun, WorkflowDef
+from engine.core.ready cimport ReadyQueue
+from engine.core.runs cimport Lane, Run, StepDef, StepRun, WorkflowDef
 
 
 cdef class StepHooks:

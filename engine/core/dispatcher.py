@@ -30,7 +30,8 @@ from typing import Any
 from engine.core.clock import Clock
 from engine.core.errors import StepTimeout
 from engine.core.fsm import Interrupt, StepState
-from engine.core.runs import Lane, ReadyQueue, StepContext, StepRun
+from engine.core.ready import ReadyQueue
+from engine.core.runs import Lane, StepContext, StepRun
 from engine.core.stats import DispatcherStatistics
 from engine.core.workflow import ExecKind
 from fastpath import coro as _coro

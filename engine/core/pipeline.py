@@ -28,7 +28,8 @@ from engine.core.dispatcher import Dispatcher, DispatcherStatistics
 from engine.core.errors import EventError
 from engine.core.events import DATA_READY, KIND_OF, DataReady, Event
 from engine.core.orders import Broker, Risk
-from engine.core.runs import ReadyQueue, StepRun, WorkflowDef
+from engine.core.ready import ReadyQueue
+from engine.core.runs import StepRun, WorkflowDef
 from engine.core.stats import EngineCounters, EngineSnapshot, QueueStatistics
 from engine.core.symbols import MarketData, SymbolTable
 

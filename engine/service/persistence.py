@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from engine.core.adoption import adopt
 from engine.core.errors import BrokerError, StorageError
 from engine.core.runs import StepRun
 from engine.core.symbols import SymbolStatus
@@ -108,7 +109,7 @@ class Persistence:
             if not all(s.encodable for s in stored.completed):
                 completed = {}  # an output could not be stored: run it again from the start
             created = None if stored.created_at is None else stored.created_at - offset
-            result = coordinator.adopt(stored.id, stored.workflow, stored.symbol, stored.tick,
+            result = adopt(coordinator, stored.id, stored.workflow, stored.symbol, stored.tick,
                                        completed, created)
             outcomes[result] += 1
             if result == "resumed":

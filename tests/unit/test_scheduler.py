@@ -15,7 +15,8 @@ from hypothesis import given, settings
 
 from engine.config import compile_workflows, loads_config
 from engine.core.events import Tick
-from engine.core.runs import ReadyQueue, Run, StepRun, WorkflowDef
+from engine.core.ready import ReadyQueue
+from engine.core.runs import Run, StepRun, WorkflowDef
 from engine.core.stats import QueueStatistics
 from engine.core.symbols import SymbolState
 

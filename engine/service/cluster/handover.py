@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
+from engine.core.adoption import adopt
 from engine.core.fsm import StepState
 from engine.core.orders import Fill
 from engine.core.records import clean_text
@@ -314,7 +315,8 @@ def restore_many(engine: Pipeline, states: Iterable[PartitionState]) -> RestoreR
         }
         if not all(s.stored for s in run.completed):
             completed = {}  # an output could not be carried: run it again from the start
-        outcome = coordinator.adopt(
+        outcome = adopt(
+            coordinator,
             run.id, run.workflow, run.symbol, run.tick, completed, run.created_at - offset
         )
         outcomes[outcome] += 1
@@ -324,8 +326,7 @@ def restore_many(engine: Pipeline, states: Iterable[PartitionState]) -> RestoreR
             # (a workflow that skips while busy has none; the follow-up's id needs its seq).
             adopted.follow_up = run.follow_up
             adopted.follow_up_at = clock.now() if run.follow_up is not None else 0.0
-            if hasattr(adopted, "follow_up_seq"):  # the seam of Coordinator.id_for
-                adopted.follow_up_seq = run.follow_up_seq
+            adopted.follow_up_seq = run.follow_up_seq
     for entry in entries:
         live = symbols.get(entry.name)
         if live is not None and live.status is SymbolStatus.PROCESSING and not live.runs:
