@@ -54,3 +54,23 @@ async def wait_for(
         if loop.time() > deadline:
             raise TimeoutError(f"not true within {within} s: {what}")
         await asyncio.sleep(0.01)
+
+
+async def read_stream(js: Any, stream: str, subjects: str) -> list[tuple[int, str, str, bytes]]:
+    """Every message of ``stream`` as ``(seq, subject, Nats-Msg-Id, payload)`` in stream
+    order, read through an ephemeral consumer (the tests' reader, not the data plane's)."""
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    info = await js.stream_info(stream)
+    total = info.state.messages
+    sub = await js.pull_subscribe(subjects, stream=stream,
+                                  config=ConsumerConfig(ack_policy=AckPolicy.NONE))
+    out: list[tuple[int, str, str, bytes]] = []
+    try:
+        while len(out) < total:
+            for msg in await sub.fetch(min(1000, total - len(out)), timeout=5):
+                out.append((msg.metadata.sequence.stream, msg.subject,
+                            (msg.headers or {}).get("Nats-Msg-Id", ""), msg.data))
+    finally:
+        await sub.unsubscribe()
+    return out
