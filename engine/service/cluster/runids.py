@@ -41,7 +41,7 @@ _MAX_SEQ: Final = (1 << (63 - _SEQ_SHIFT)) - 1
 class RunOrigin(NamedTuple):
     partition: int
     seq: int
-    index: int
+    run_index: int  # not ``index``: that is tuple's method
 
 
 def run_id(partition: int, seq: int, index: int = 0) -> int:
