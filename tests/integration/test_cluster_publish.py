@@ -5,6 +5,8 @@ through a server restart, and nothing acknowledged is lost."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from typing import Any
 
 import msgspec
@@ -98,7 +100,22 @@ def test_order_per_symbol_holds_through_the_pipeline(nats_server: NatsServer) ->
     run(body())
 
 
-def test_a_server_restart_mid_stream_loses_nothing_acked(nats_server: NatsServer) -> None:
+def _kill_and_start(server: NatsServer) -> None:
+    """kill -9 and start again on the same port and store: a crash, not a shutdown."""
+    proc = server.proc
+    assert proc is not None
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    server.proc = None
+    server.start()
+
+
+@pytest.mark.parametrize("how", ["restart", "kill -9"])
+def test_a_server_restart_mid_stream_loses_nothing_acked(
+    nats_server: NatsServer, how: str
+) -> None:
+    bounce = nats_server.restart if how == "restart" else lambda: _kill_and_start(nats_server)
+
     async def body() -> None:
         nc = await _stream(nats_server)
         await nc.close()
@@ -112,7 +129,7 @@ def test_a_server_restart_mid_stream_loses_nothing_acked(nats_server: NatsServer
             if n % 500 == 499:
                 await futures[-500]  # keep the queue near the window: a live stream's pace
             if n == total // 3:
-                await asyncio.to_thread(nats_server.restart)
+                await asyncio.to_thread(bounce)
                 restarted = True
         assert restarted
         results = await asyncio.gather(*futures, return_exceptions=True)
