@@ -180,6 +180,15 @@ def test_bad_input_is_refused_at_once(nats_server: NatsServer) -> None:
         # no stream captures the subject: the PubAck future fails, naming why
         with pytest.raises(PublishError, match=r"no stream answered"):
             await pub.publish(_event("AAPL", 1))
+        # a foreign stream capturing the subjects: the PubAck names it, the publish fails
+        from nats.js.api import StreamConfig
+
+        nc = await connect(nats_server.url)
+        await nc.jetstream().add_stream(StreamConfig(name="OTHER", subjects=["tf.part.>"]))
+        with pytest.raises(PublishError, match=r"stored in stream 'OTHER', not the cluster "
+                           r"stream 'TF': another stream captures its subject"):
+            await pub.publish(_event("AAPL", 2))
+        await nc.close()
         await pub.close()
         with pytest.raises(PublishError, match=r"not running"):
             pub.publish(_event("AAPL", 1))
