@@ -16,7 +16,7 @@ from engine.service.cluster.consume import PartitionConsumer
 from engine.service.cluster.errors import ClusterError, LeaseLost
 from engine.service.cluster.publish import ClusterPublisher
 from engine.service.cluster.stream import ClusterStream
-from tests.cluster_data_support import connect, run, settings, wait_for
+from tests.cluster_data_support import Collected, connect, run, settings
 from tests.nats_support import NatsServer
 
 
@@ -158,14 +158,14 @@ def test_takeover_resumes_after_the_checkpoint_in_order(nats_server: NatsServer)
         checkpoint = await take_over(ClusterStream(nc_b.jetstream(), settings(partitions=1)),
                                      store_b, 0, fence=2)
         assert (checkpoint.seq, checkpoint.state) == (j, {"applied": j})
-        applied_b: list[int] = []
+        applied_b = Collected()
 
         async def deliver_b(partition: int, seq: int, event: Event) -> None:
-            applied_b.append(seq)
+            applied_b.add(seq)
 
         consumer_b = await PartitionConsumer(nc_b, settings(partitions=1), 0, deliver_b,
                                              start_after=checkpoint.seq).start()
-        await wait_for(lambda: len(applied_b) >= total - j, what="B's replay")
+        await applied_b.until(lambda g: len(g) >= total - j, what="B's replay")
         await consumer_b.stop()
         assert applied_b == list(range(j + 1, total + 1))
         # the state B holds is A's up to j plus B's own: every sequence exactly once

@@ -15,7 +15,7 @@ from engine.service.cluster.errors import ClusterError, LeaseLost
 from engine.service.cluster.partition import partition_of
 from engine.service.cluster.publish import ClusterPublisher
 from engine.service.cluster.stream import ClusterStream
-from tests.cluster_data_support import connect, run, settings, wait_for
+from tests.cluster_data_support import Collected, connect, run, settings, wait_for
 from tests.nats_support import NatsServer
 
 SYMBOLS = [f"S{i:03d}" for i in range(50)]
@@ -89,13 +89,13 @@ def test_ten_thousand_messages_arrive_in_order_once_per_partition(
 def test_acks_go_only_up_to_the_checkpointed_sequence(nats_server: NatsServer) -> None:
     async def body() -> None:
         nc, stream = await _setup(nats_server, 1, 100)
-        got: list[int] = []
+        got = Collected()
 
         async def deliver(partition: int, seq: int, event: Event) -> None:
-            got.append(seq)
+            got.add(seq)
 
         consumer = await PartitionConsumer(nc, settings(partitions=1), 0, deliver).start()
-        await wait_for(lambda: len(got) == 100, what="100 deliveries")
+        await got.until(lambda g: len(g) == 100, what="100 deliveries")
 
         async def ack_floor() -> int:
             info = await stream.consumer_info(0)
@@ -175,16 +175,16 @@ def test_invalid_payloads_and_foreign_symbols_are_reported_not_delivered(
                          b'"ts":1,"price":1}' % other.encode())
         await js.publish(f"tf.part.0.{mine}", b'{"type":"DATA_READY","symbol":"%s",'
                          b'"ts":2,"price":1}' % mine.encode())
-        got: list[int] = []
+        got = Collected()
         invalid: list[tuple[int, str]] = []
 
         async def deliver(partition: int, seq: int, event: Event) -> None:
-            got.append(seq)
+            got.add(seq)
 
         consumer = await PartitionConsumer(
             nc, settings(partitions=2), 0, deliver,
             on_invalid=lambda p, seq, why: invalid.append((seq, why))).start()
-        await wait_for(lambda: got == [3], what="the valid event")
+        await got.until(lambda g: g == [3], what="the valid event")
         assert invalid[0][0] == 1
         assert "not an event" in invalid[0][1]
         assert invalid[1] == (2, f"{other!r} belongs to partition 1 of 2, not 0")
@@ -215,21 +215,21 @@ def test_a_deleted_durable_stops_the_loop(nats_server: NatsServer) -> None:
 def test_the_loop_survives_a_server_restart(nats_server: NatsServer) -> None:
     async def body() -> None:
         nc, _ = await _setup(nats_server, 1, 20)
-        got: list[int] = []
+        got = Collected()
 
         async def deliver(partition: int, seq: int, event: Event) -> None:
-            got.append(seq)
+            got.add(seq)
 
         consumer = await PartitionConsumer(nc, settings(partitions=1), 0, deliver,
                                            heartbeat_s=0.2, expires_s=1.0).start()
-        await wait_for(lambda: len(got) == 20, what="the first 20")
+        await got.until(lambda g: len(g) == 20, what="the first 20")
         await asyncio.to_thread(nats_server.restart)
         await wait_for(lambda: nc.is_connected, what="the reconnect")
         pub = await ClusterPublisher(settings(partitions=1), node="n1",
                                      url=nats_server.url).start()
         await asyncio.gather(*[pub.publish(_event("AAPL", n)) for n in range(20, 40)])
         await pub.close()
-        await wait_for(lambda: len(got) == 40, what="the 20 after the restart")
+        await got.until(lambda g: len(g) == 40, what="the 20 after the restart")
         assert got == list(range(1, 41))
         await consumer.stop()
         await nc.close()
