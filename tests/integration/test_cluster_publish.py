@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from typing import Any
 
 import msgspec
@@ -110,11 +111,24 @@ def _kill_and_start(server: NatsServer) -> None:
     server.start()
 
 
-@pytest.mark.parametrize("how", ["restart", "kill -9"])
+def _pause(server: NatsServer) -> None:
+    """SIGSTOP past the ack timeout, then SIGCONT: the publisher gives up on the live
+    connection and re-sends on a new one while the server still holds the old one's bytes."""
+    proc = server.proc
+    assert proc is not None
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(2.0)  # the length of the pause is the scenario, not a wait for a condition
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+
+
+@pytest.mark.parametrize("how", ["restart", "kill -9", "pause"])
 def test_a_server_restart_mid_stream_loses_nothing_acked(
     nats_server: NatsServer, how: str
 ) -> None:
-    bounce = nats_server.restart if how == "restart" else lambda: _kill_and_start(nats_server)
+    bounce = {"restart": nats_server.restart, "kill -9": lambda: _kill_and_start(nats_server),
+              "pause": lambda: _pause(nats_server)}[how]
 
     async def body() -> None:
         nc = await _stream(nats_server)
@@ -123,15 +137,17 @@ def test_a_server_restart_mid_stream_loses_nothing_acked(
                                      ack_timeout_s=1.0, deadline_s=30.0).start()
         total = 20_000
         futures: list[asyncio.Future[PubAck]] = []
-        restarted = False
+        bouncing: asyncio.Future[None] | None = None
         for n in range(total):
             futures.append(pub.publish(_event(SYMBOLS[n % len(SYMBOLS)], n)))
             if n % 500 == 499:
                 await futures[-500]  # keep the queue near the window: a live stream's pace
             if n == total // 3:
-                await asyncio.to_thread(bounce)
-                restarted = True
-        assert restarted
+                # in a thread, so publishing goes on while the server is away: publishes are
+                # in flight when it goes, and queue up behind them while it is gone
+                bouncing = asyncio.ensure_future(asyncio.to_thread(bounce))
+        assert bouncing is not None
+        await bouncing
         results = await asyncio.gather(*futures, return_exceptions=True)
         await pub.close()
         acked = [(n, r) for n, r in enumerate(results) if isinstance(r, PubAck)]
