@@ -235,3 +235,43 @@ def test_the_loop_survives_a_server_restart(nats_server: NatsServer) -> None:
         await nc.close()
 
     run(body())
+
+
+def test_delivery_waits_at_max_ack_pending_until_a_checkpoint(nats_server: NatsServer) -> None:
+    """``max_ack_pending`` bounds how far delivery runs ahead of the checkpoints: the loop
+    stalls there and carries on once a checkpoint acks what was delivered."""
+    async def body() -> None:
+        nc = await connect(nats_server.url)
+        cfg = settings(partitions=1, max_ack_pending=10)
+        stream = ClusterStream(nc.jetstream(), cfg)
+        await stream.ensure()
+        await stream.ensure_consumer(0)
+        pub = await ClusterPublisher(cfg, node="n1", url=nats_server.url).start()
+        await asyncio.gather(*[pub.publish(_event("AAPL", n)) for n in range(50)])
+        await pub.close()
+        got = Collected()
+        checkpointing = False
+
+        async def deliver(partition: int, seq: int, event: Event) -> None:
+            got.add(seq)
+            if checkpointing:
+                await consumer.checkpointed(seq)
+
+        consumer = await PartitionConsumer(nc, cfg, 0, deliver, batch=8, expires_s=0.5,
+                                           heartbeat_s=0.2).start()
+        await got.until(lambda g: len(g) == 10, what="the first max_ack_pending")
+        info = await stream.consumer_info(0)
+        assert info is not None
+        assert info.num_ack_pending == 10
+        # two more pull requests expire and are re-issued: still nothing beyond 10
+        pulls = consumer.pulls
+        await wait_for(lambda: consumer.pulls >= pulls + 2, what="requests re-issued")
+        assert len(got) == 10
+        checkpointing = True
+        await consumer.checkpointed(10)
+        await got.until(lambda g: len(g) == 50, what="the other 40 after the checkpoint")
+        assert list(got) == list(range(1, 51))
+        await consumer.stop()
+        await nc.close()
+
+    run(body())

@@ -281,9 +281,10 @@ class PartitionConsumer:
                     f"partition {self.partition}: durable {self.durable} was deleted (another "
                     f"node took the partition over)"))
                 return
-            # the request ended; what it did not deliver is no longer owed
+            # the request ended; what it did not deliver is no longer owed (a status without
+            # the count ends a whole request: over-counting only sends one request early)
             unused = headers.get("Nats-Pending-Messages")
-            self._owed -= int(unused) if unused and unused.isdigit() else 0
+            self._owed -= int(unused) if unused and unused.isdigit() else self.batch
             self._owed = max(self._owed, 0)
             if self._owed <= self.batch // 2:
                 await self._pull()
