@@ -14,6 +14,7 @@ import msgspec
 import pytest
 
 from engine.core.events import DataReady, Event
+from engine.service.cluster.errors import ClusterError
 from engine.service.cluster.publish import ClusterPublisher, PubAck, PublishError, message_id
 from engine.service.cluster.stream import ClusterStream
 from tests.cluster_data_support import connect, read_stream, run, settings
@@ -163,7 +164,7 @@ def test_a_server_restart_mid_stream_loses_nothing_acked(
         per_symbol = _assert_order_and_once(stored)
         assert sum(len(v) for v in per_symbol.values()) == len(stored) >= len(acked)
         # the restart cost no event: nothing stayed unconfirmed within the deadline
-        assert len(acked) == total
+        assert len(acked) == total, failed[:2]
         await nc.close()
 
     run(body(), timeout=120)
@@ -188,7 +189,14 @@ def test_an_unreachable_server_fails_publishes_clearly(nats_server: NatsServer) 
 
 
 def test_bad_input_is_refused_at_once(nats_server: NatsServer) -> None:
+    from nats.js.api import StreamConfig
+
     async def body() -> None:
+        with pytest.raises(ClusterError, match=r"stream 'TF' at .*stream not found"):
+            await ClusterPublisher(settings(), node="n1", url=nats_server.url).start()
+        nc = await connect(nats_server.url)
+        # a stream TF that does not capture the subjects (the start-up check passes)
+        await nc.jetstream().add_stream(StreamConfig(name="TF", subjects=["zz.>"]))
         pub = await ClusterPublisher(settings(), node="n1", url=nats_server.url).start()
         for symbol in ("A..B", ".A", "A."):
             with pytest.raises(PublishError, match=r"empty subject token"):
@@ -197,9 +205,6 @@ def test_bad_input_is_refused_at_once(nats_server: NatsServer) -> None:
         with pytest.raises(PublishError, match=r"no stream answered"):
             await pub.publish(_event("AAPL", 1))
         # a foreign stream capturing the subjects: the PubAck names it, the publish fails
-        from nats.js.api import StreamConfig
-
-        nc = await connect(nats_server.url)
         await nc.jetstream().add_stream(StreamConfig(name="OTHER", subjects=["tf.part.>"]))
         with pytest.raises(PublishError, match=r"stored in stream 'OTHER', not the cluster "
                            r"stream 'TF': another stream captures its subject"):

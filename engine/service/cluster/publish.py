@@ -237,9 +237,32 @@ class ClusterPublisher:
         except Exception as exc:
             raise ClusterError(f"cannot connect to NATS at {self.url}: {exc}") from exc
         holder.append(nc)
+        try:
+            await self._probe(nc)
+        except ClusterError:
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise
         inbox = f"{nc.new_inbox()}."
         await nc.subscribe(f"{inbox}*", cb=self._on_reply)
         self._nc, self._inbox, self._broken = nc, inbox, False
+
+    async def _probe(self, nc: NATS) -> None:
+        """The stream answers before anything is sent: a restarted server accepts clients
+        before JetStream has loaded its streams, and a publish then gets "no responders". Such
+        a failure is final for that publish while later ones may already be stored, so
+        sending only once the stream answers is what keeps re-sends in order."""
+        stream = self.settings.stream
+        try:
+            msg = await nc.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=2.0)
+            reply = msgspec.json.decode(msg.data)
+        except Exception as exc:
+            raise ClusterError(
+                f"JetStream at {self.url} does not answer for stream {stream!r} ({exc!r})"
+            ) from exc
+        if not isinstance(reply, dict) or "error" in reply:
+            error = reply.get("error") if isinstance(reply, dict) else reply
+            raise ClusterError(f"stream {stream!r} at {self.url}: {error}")
 
     async def _disconnect(self) -> None:
         nc, self._nc = self._nc, None
