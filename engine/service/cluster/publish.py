@@ -158,6 +158,7 @@ class ClusterPublisher:
         self.resent = 0
         self.reconnects = 0
         self.failed = 0
+        self._last_problem = ""
 
     async def start(self) -> ClusterPublisher:
         """Connect (a failure here is a :class:`ClusterError` at once) and start sending."""
@@ -220,6 +221,7 @@ class ClusterPublisher:
         async def on_closed() -> None:
             # only this connection's end matters: an old one's callback may run late
             if holder and holder[0] is self._nc:
+                self._last_problem = "the connection to the NATS server closed"
                 self._mark_broken()
 
         async def on_error(exc: Exception) -> None:
@@ -248,10 +250,8 @@ class ClusterPublisher:
         self._nc, self._inbox, self._broken = nc, inbox, False
 
     async def _probe(self, nc: NATS) -> None:
-        """The stream answers before anything is sent: a restarted server accepts clients
-        before JetStream has loaded its streams, and a publish then gets "no responders". Such
-        a failure is final for that publish while later ones may already be stored, so
-        sending only once the stream answers is what keeps re-sends in order."""
+        """The stream answers before anything is sent on a new connection: no point re-sending
+        into a server whose JetStream is not up yet, and a missing stream is named at once."""
         stream = self.settings.stream
         try:
             msg = await nc.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=2.0)
@@ -278,14 +278,21 @@ class ClusterPublisher:
     # -- acks ----------------------------------------------------------------------------------
 
     async def _on_reply(self, msg: Msg) -> None:
-        entry = self._inflight.pop(msg.subject[len(self._inbox):], None)
+        token = msg.subject[len(self._inbox):]
+        if msg.headers and msg.headers.get("Status") == "503":
+            # No responders: JetStream is away (a server shutting down disables it before it
+            # drops its clients; a stream leader election). Not this publish's fault: it stays
+            # in flight and the connection is treated as broken, so it is re-sent in order
+            # with everything after it once the stream answers again.
+            if token in self._inflight and not self._broken:
+                self._last_problem = f"no stream answered for {self._inflight[token].subject}"
+                self._mark_broken()
+            return
+        entry = self._inflight.pop(token, None)
         if entry is None or entry.future.done():
             return  # an ack for a publish already re-sent under another token
         if self._outbox and self._wake is not None:
             self._wake.set()  # room in the window for what waits behind it
-        if msg.headers and msg.headers.get("Status") == "503":
-            self._fail(entry, "no stream answered (does the cluster stream exist?)")
-            return
         try:
             reply = _decode_reply(msg.data)
         except msgspec.DecodeError as exc:
@@ -332,6 +339,7 @@ class ClusterPublisher:
             if timeout is not None and timeout <= 0:
                 log.warning("cluster publish: a PubAck is %.1f s late, reconnecting",
                             self.ack_timeout_s)
+                self._last_problem = f"a PubAck {self.ack_timeout_s} s late"
                 await self._disconnect()
                 self._mark_broken()
                 continue
@@ -387,15 +395,17 @@ class ClusterPublisher:
             now = time.monotonic()
             while self._outbox and now - self._outbox[0].created > self.deadline_s:
                 self._fail(self._outbox.popleft(),
-                           f"not confirmed within {self.deadline_s} s: the NATS server was "
-                           f"unreachable, so the event may or may not be in the stream")
+                           f"not confirmed within {self.deadline_s} s ({self._last_problem}): "
+                           f"the event may or may not be in the stream")
             if not self._outbox:
                 return
+            # a retry backoff, also between re-sends a stream keeps refusing: no event to wait on
+            await asyncio.sleep(self.reconnect_wait_s)
             try:
                 await self._connect()
             except ClusterError as exc:
+                self._last_problem = str(exc)
                 log.warning("cluster publish: %s; retrying", exc)
-                await asyncio.sleep(self.reconnect_wait_s)  # a retry backoff: no event to wait on
                 continue
             self.reconnects += 1
             self.resent += len(resend)
