@@ -23,8 +23,13 @@ publisher owns a connection with reconnects off: when it breaks, or an ack is la
 ``ack_timeout_s`` (the connection is then closed on purpose), the buffered rest dies with it, a
 new connection re-sends every unacknowledged publish in the original order (same ids), and only
 then anything new. The server merges the two in-order copies and keeps each id's first: order
-holds. A publish the server refuses (an error in its PubAck) fails alone; the ones after it
-stand, so the order of acknowledged events is kept either way.
+holds. "No responders" (JetStream away: a server shutting down disables it before it drops its
+clients) is handled the same way: the publish stays in flight, the connection counts as
+broken, and a new one re-sends in order once the stream answers (a probe after every connect).
+The one gap: a JetStream that answers "no responders" to one publish and stores the next on
+the same connection (a clustered stream's leader election) stores the re-sent one after it.
+A publish the server refuses (an error in its PubAck) fails alone; the ones after it stand, so
+the order of acknowledged events is kept.
 
 nats-py's ``flush()`` returns before buffered publishes are written unless the loop yields
 first (the trial's finding): nothing here relies on ``flush()``; completion is the PubAcks.
@@ -118,7 +123,7 @@ class ClusterPublisher:
     At most ``window`` publishes wait for their PubAck at a time; more wait in order behind
     them. An ack later than ``ack_timeout_s`` counts as a broken connection (see the module
     doc); a publish unconfirmed ``deadline_s`` after :meth:`publish` accepted it fails with
-    :class:`PublishError` (it may or may not be in the stream: the server was unreachable).
+    :class:`PublishError` naming the last problem (it may or may not be in the stream).
     """
 
     def __init__(
