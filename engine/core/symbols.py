@@ -184,6 +184,21 @@ class SymbolTable:
         self._next_id = max(self._next_id, row.id + 1)
         return state
 
+    def discard(self, name: str) -> SymbolState | None:
+        """Remove ``name``'s row (its partition moved to another node, which restores it from
+        a checkpoint); returns the row removed. A row with live runs is refused: the runs hold
+        it, and would update a row the table no longer has."""
+        state = self._by_name.get(name)
+        if state is None:
+            return None
+        if state.runs:
+            raise ValueError(f"symbol {name!r} has {len(state.runs)} live run(s): end them first")
+        del self._by_name[name]
+        if state.logged and self._log is not None:
+            self._log.remove(state)  # storage must not write a row the table no longer has
+            state.logged = False
+        return state
+
     def mark_data_ready(self, state: SymbolState, tick: Tick) -> None:
         state.last_tick = tick
         state.phase = _DATA_READY
@@ -275,3 +290,8 @@ class MarketData:
 
     def symbols(self) -> list[str]:
         return list(self._ticks)
+
+    def discard(self, symbol: str) -> None:
+        """Forget ``symbol``'s ticks (its partition moved to another node: a window kept here
+        would go stale, and mix with new ticks should the partition come back)."""
+        self._ticks.pop(symbol, None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine.core.errors import TickflowError
 
-__all__ = ["ClusterConfigError", "ClusterError", "LeaseLost"]
+__all__ = ["CheckpointError", "ClusterConfigError", "ClusterError", "LeaseLost"]
 
 
 class ClusterError(TickflowError, RuntimeError):
@@ -22,3 +22,8 @@ class ClusterConfigError(ClusterError, ValueError):
 class LeaseLost(ClusterError):
     """This node no longer owns a partition: a renewal failed, or a newer lease revision (the
     fencing token) exists. Whatever it was doing for that partition must stop at once."""
+
+
+class CheckpointError(ClusterError, ValueError):
+    """A partition's checkpoint cannot be read or restored here (an unknown format, damaged or
+    foreign content, state this node still holds): nothing of it was applied."""
