@@ -259,7 +259,8 @@ class ClusterNode:
             ttl_s=settings.lease_ttl_s, listener=self, stats=self.stats,
         )
         await self._ownership.start()
-        log.info("cluster node %s joined: %d partitions here", self.name, len(self.tenures))
+        log.info("cluster node joined",
+                 extra={"node": self.name, "partitions": sorted(self.tenures)})
 
     async def __aexit__(
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None

@@ -57,8 +57,9 @@ log = logging.getLogger("tickflow.cluster.tenure")
 
 
 class Applied(msgspec.Struct, array_like=True):
-    """Per symbol: events applied in this partition's lineage, the newest event time, and how
-    many arrived with an older time than the one before (out of order)."""
+    """Per symbol: events applied in this partition's lineage, the last event time, and how
+    many came with a time not after the one before (out of order, or a duplicate, when a
+    source stamps strictly increasing times)."""
 
     count: int = 0
     last_ts: float = 0.0
@@ -180,7 +181,7 @@ class PartitionTenure:
         if counts is None:
             counts = self.counts[event.symbol] = Applied()
         ts = getattr(event, "ts", counts.last_ts)
-        if ts < counts.last_ts:
+        if counts.count and ts <= counts.last_ts:
             counts.disorder += 1
         counts.count += 1
         counts.last_ts = ts

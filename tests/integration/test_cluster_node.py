@@ -1,0 +1,158 @@
+"""Cluster nodes as real daemons on a real nats-server: events through a node's TCP intake are
+published (acked on the PubAck), applied by their partition's owner with derived run ids,
+their orders registered once, checkpointed (fenced) and acked; ``tickflow cluster status``
+shows it. Every wait is bounded and on a condition read from NATS or a log line."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.service.cluster.partition import partition_of
+from tests.integration.cluster_daemons import (
+    Node,
+    applied,
+    checkpoints,
+    cluster_status,
+    event,
+    nats,
+    registry,
+    send,
+)
+from tests.nats_support import NatsServer
+
+SYMBOLS = [f"S{i}" for i in range(12)]
+PARTITIONS = 8
+
+
+def run(coro: Any, timeout: float = 60.0) -> Any:
+    async def bounded() -> Any:
+        async with asyncio.timeout(timeout):
+            return await coro
+
+    return asyncio.run(bounded())
+
+
+async def settle(js: Any, expected: dict[str, int], within: float = 20.0) -> dict[int, Any]:
+    """Wait until the checkpoints show ``expected`` events applied per symbol."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        cps = await checkpoints(js)
+        got = {s: c for s, (c, _, _) in applied(cps).items()}
+        if got == expected:
+            return cps
+        if loop.time() > deadline:
+            raise AssertionError(f"checkpoints show {got}, expected {expected}")
+        await asyncio.sleep(0.05)  # checkpoints are another process's writes: polled
+
+
+def check_books(cps: dict[int, Any], orders: dict[str, Any]) -> None:
+    """Positions equal the sum of their fills, every fill is the registry's for its id."""
+    for p, cp in cps.items():
+        for books in cp.state.books:
+            assert partition_of(books.symbol, PARTITIONS) == p
+            qty = books.position.qty if books.position is not None else 0.0
+            assert qty == books.fill_count == len(books.fills), books.symbol
+            ids = [f.client_order_id for f in books.fills]
+            assert len(set(ids)) == len(ids)
+            for fill in books.fills:
+                assert orders[fill.client_order_id] == fill
+
+
+def test_one_node_applies_checkpoints_and_reports(nats_server: NatsServer, tmp_path: Path) -> None:
+    node = Node(tmp_path, nats_server.url, "n1", partitions=PARTITIONS).start()
+    try:
+        node.wait_ready()
+        lines = [event(s, n) for n in range(1, 6) for s in SYMBOLS]
+
+        async def main() -> dict[int, Any]:
+            acks = await send(node.port, lines)
+            assert [a["ok"] for a in acks] == [True] * len(lines)
+            async with nats(nats_server.url) as nc:
+                js = nc.jetstream()
+                cps = await settle(js, dict.fromkeys(SYMBOLS, 5))
+                orders = await registry(js)
+                check_books(cps, orders)
+                # every run was made by a stream event: ids derived, none from the counter
+                assert all(int(i.split(":")[1]) >= 1 << 40 for i in orders)
+                assert {s: (c, ts, d) for s, (c, ts, d) in applied(cps).items()} == {
+                    s: (5, 5.0, 0) for s in SYMBOLS
+                }
+                assert sum(b.fill_count for cp in cps.values() for b in cp.state.books) \
+                    == len(orders) > 0
+                return cps
+
+        cps = run(main())
+        status = cluster_status(node.config)
+        assert [n["node"] for n in status["nodes"]] == ["n1"]
+        owners = {o["partition"]: o for o in status["owners"]}
+        assert {o["owner"] for o in owners.values()} == {"n1"}
+        for p in cps:
+            assert owners[p]["checkpoint_age_s"] is not None
+            assert owners[p]["lag"] == 0  # every message a checkpoint covers is acked
+        assert node.stop() == 0
+    finally:
+        node.stop()
+
+
+def test_a_bad_event_is_refused_and_loses_nothing_around_it(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    node = Node(tmp_path, nats_server.url, "n1", partitions=PARTITIONS).start()
+    try:
+        node.wait_ready()
+        bad = b'{"type": "DATA_READY", "symbol": "A..B", "ts": 1.0, "price": 1.0}\n'
+
+        async def main() -> None:
+            acks = await send(node.port, [event("S1", 1), bad, event("S1", 2)])
+            assert [a["ok"] for a in acks] == [True, False, True]
+            assert "subject" in acks[1]["error"]
+            async with nats(nats_server.url) as nc:
+                await settle(nc.jetstream(), {"S1": 2})
+
+        run(main())
+    finally:
+        node.stop()
+
+
+@pytest.mark.slow
+def test_two_nodes_share_the_partitions_and_apply_each_event_once(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    nodes = [Node(tmp_path, nats_server.url, f"n{i}", partitions=PARTITIONS).start()
+             for i in (1, 2)]
+    try:
+        for node in nodes:
+            node.wait_ready()
+
+        async def main() -> None:
+            async with nats(nats_server.url) as nc:
+                js = nc.jetstream()
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 20
+                while True:  # the second node's join rebalances: 4 and 4
+                    status = await asyncio.to_thread(cluster_status, nodes[0].config)
+                    held = Counter(o["owner"] for o in status["owners"])
+                    if held == {"n1": 4, "n2": 4}:
+                        break
+                    assert loop.time() < deadline, held
+                    await asyncio.sleep(0.1)  # ownership moves in another process: polled
+                for i, node in enumerate(nodes):  # through either node's intake
+                    lines = [event(s, n) for n in range(1 + 3 * i, 4 + 3 * i) for s in SYMBOLS]
+                    acks = await send(node.port, lines)
+                    assert all(a["ok"] for a in acks)
+                    assert len(acks) == len(lines)
+                cps = await settle(js, dict.fromkeys(SYMBOLS, 6))
+                assert {cp.node for cp in cps.values()} == {"n1", "n2"}
+                assert all(d == 0 for _, _, d in applied(cps).values())
+                check_books(cps, await registry(js))
+
+        run(main())
+    finally:
+        for node in nodes:
+            node.stop()
