@@ -14,6 +14,7 @@ import pytest
 
 from engine.service.cluster.partition import partition_of
 from tests.integration.cluster_daemons import (
+    STREAM,
     Node,
     applied,
     checkpoints,
@@ -75,6 +76,9 @@ def test_one_node_applies_checkpoints_and_reports(nats_server: NatsServer, tmp_p
             assert [a["ok"] for a in acks] == [True] * len(lines)
             async with nats(nats_server.url) as nc:
                 js = nc.jetstream()
+                # an ack means "stored in the stream": every acked event is there already
+                info = await js.stream_info(STREAM)
+                assert info.state.messages == len(lines)
                 cps = await settle(js, dict.fromkeys(SYMBOLS, 5))
                 orders = await registry(js)
                 check_books(cps, orders)
@@ -156,3 +160,21 @@ def test_two_nodes_share_the_partitions_and_apply_each_event_once(
     finally:
         for node in nodes:
             node.stop()
+
+
+def test_an_event_the_stream_does_not_store_is_never_acked(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    node = Node(tmp_path, nats_server.url, "n1", partitions=PARTITIONS).start()
+    try:
+        node.wait_ready()
+
+        async def main() -> None:
+            async with nats(nats_server.url) as nc:
+                await nc.jetstream().delete_stream(STREAM)  # no stream answers the publish
+            acks = await send(node.port, [event("S1", 1)])
+            assert not any(a["ok"] for a in acks), acks
+
+        run(main())
+    finally:
+        node.stop()
