@@ -36,7 +36,7 @@ from .buckets import ensure_bucket, ensure_control_buckets
 from .cluster_metrics import ClusterCollector, ClusterStats
 from .errors import ClusterConfigError, ClusterError
 from .fills import RegisteredBroker
-from .handover import track
+from .handover import snapshot_many, track
 from .ingest import ClusterIngest
 from .orders import OrderRegistry
 from .ownership import Ownership, default_node_name
@@ -130,6 +130,7 @@ class ClusterNode:
         self._ownership: Ownership | None = None
         self._publisher: ClusterPublisher | None = None
         self._leaving: set[asyncio.Task[None]] = set()
+        self._checkpointer: asyncio.Task[None] | None = None
         self._slots: tuple[tuple[str, ...], dict[str, int]] = ((), {})
         self._collectors: list[Collector] = []
 
@@ -182,6 +183,35 @@ class ClusterNode:
                 if step.sends_orders:
                     ids.append(f"{wf.name}:{self.run_id(wf, seq)}:{step.name}")
         return ids
+
+    async def _cadence(self) -> None:
+        interval = self.settings.checkpoint_interval_ms / 1000.0
+        while True:
+            await asyncio.sleep(interval)  # the group-commit cadence, not a wait on a condition
+            try:
+                await self.checkpoint_all()
+            except Exception:  # one bad round must not end checkpointing (nothing acks then)
+                log.exception("checkpoint round failed; retried next interval")
+
+    async def checkpoint_all(self) -> None:
+        """One checkpoint of every owned partition with something new: the cuts and one
+        ``snapshot_many`` pass synchronously (a consistent cut of all of them), then the
+        registrations and fenced writes concurrently."""
+        cuts = {}
+        for tenure in list(self.tenures.values()):
+            cut = tenure.cut()
+            if cut is not None:
+                cuts[tenure] = cut
+        if not cuts:
+            return
+        states = snapshot_many(self.engine, {t.partition: c.seq for t, c in cuts.items()},
+                               self.partitions)
+        results = await asyncio.gather(
+            *(t.commit(c, states[t.partition]) for t, c in cuts.items()), return_exceptions=True
+        )
+        for tenure, result in zip(cuts, results, strict=True):
+            if isinstance(result, BaseException):
+                await tenure.failed(result)
 
     def checkpoint_done(self, seconds: float) -> None:
         self.checkpoints += 1
@@ -259,6 +289,7 @@ class ClusterNode:
             ttl_s=settings.lease_ttl_s, listener=self, stats=self.stats,
         )
         await self._ownership.start()
+        self._checkpointer = asyncio.create_task(self._cadence(), name="cluster-checkpoints")
         log.info("cluster node joined",
                  extra={"node": self.name, "partitions": sorted(self.tenures)})
 
@@ -266,6 +297,11 @@ class ClusterNode:
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         try:
+            checkpointer, self._checkpointer = self._checkpointer, None
+            if checkpointer is not None:
+                checkpointer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await checkpointer
             if self._ownership is not None:
                 await self._ownership.close()  # hand-over: last checkpoints, release, leave
             if self._leaving:

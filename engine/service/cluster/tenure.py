@@ -10,10 +10,12 @@ two tasks bound to the lease:
   previous tenure may already have applied (up to what its durable had delivered) first learn
   the registered fills of the order ids their runs would use, so a replayed order reports the
   original fill instead of trading (:mod:`.fills`);
-* **checkpoint**, every ``checkpoint_interval_ms``: snapshot at the last applied seq (a
-  consistent cut, taken synchronously) -> register the fills made since the last checkpoint in
-  the order registry -> ``fence.write`` -> ack (AckAll) the message at that seq. A message is
-  acked only once a stored checkpoint covers it.
+* **checkpoint**, every ``checkpoint_interval_ms`` (the node's one cadence for all its
+  partitions: one ``snapshot_many`` pass over the engine, then each partition's writes
+  concurrently): the cut at the last applied seq (taken synchronously) -> register the
+  fills made since the last checkpoint in the order registry -> ``fence.write`` -> ack
+  (AckAll) the message at that seq. A message is acked only once a stored checkpoint
+  covers it.
 
 ``stop`` (``releasing``): stop consuming, write the last checkpoint while the lease is held,
 evict the partition. A **lost** lease cancels both tasks at once (the lease does that) and
@@ -30,12 +32,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
 from engine.core.errors import EventError
 from engine.core.events import Event
+from engine.core.orders import Fill
 
 from .errors import CheckpointError, ClusterError, LeaseLost
 from .fence import FencedKey
@@ -91,6 +94,13 @@ def decode_checkpoint(data: bytes) -> Checkpoint:
         raise CheckpointError(f"partition checkpoint is not readable: {exc}") from exc
 
 
+class Cut(NamedTuple):
+    seq: int
+    reply: str | None
+    fresh: list[Fill]
+    started: float
+
+
 class _Diverged(ClusterError):
     """A fill of ours lost its registration to a different fill."""
 
@@ -111,7 +121,6 @@ class PartitionTenure:
         self.checkpoint_s = 0.0
         self.restarts = 0
         self._consume: asyncio.Future[None] | None = None
-        self._cadence: asyncio.Future[None] | None = None
 
     # -- start ------------------------------------------------------------------------------
 
@@ -125,9 +134,6 @@ class PartitionTenure:
             )
         self.lease.on_lost(lambda lease, exc: self.node.lost(self))
         await self._resume()
-        self._cadence = self.lease.bind(asyncio.create_task(
-            self._checkpoint_loop(), name=f"cluster-checkpoint-p{self.partition}"
-        ))
 
     async def _resume(self) -> None:
         """(Re)start from the last stored checkpoint: restore, recreate the durable, consume."""
@@ -201,61 +207,70 @@ class PartitionTenure:
 
     # -- checkpoints ------------------------------------------------------------------------
 
-    async def _checkpoint_loop(self) -> None:
-        interval = self.node.settings.checkpoint_interval_ms / 1000.0
-        while True:
-            await asyncio.sleep(interval)  # the group-commit cadence, not a wait on a condition
-            try:
-                await self.checkpoint()
-            except _Diverged as exc:
-                log.warning("p%d: %s; restarting from the last checkpoint", self.partition, exc)
-                await self._restart()
-            except LeaseLost as exc:
-                # fenced off: a later tenure claimed the key; nothing more is ours to write
-                log.warning("p%d: checkpoint refused, leaving: %s", self.partition, exc)
-                self.node.lost(self)
-                return
-            except ClusterError as exc:
-                log.warning("p%d: checkpoint failed (retried): %s", self.partition, exc)
+    def cut(self) -> Cut | None:
+        """What the next checkpoint covers, taken synchronously with the snapshot: the last
+        applied seq, its message's reply subject, the fills made since the last checkpoint.
+        None when there is nothing new (or the lease is over)."""
+        if not self.lease.held:
+            return None
+        fresh = self.node.broker.take_fresh(self.partition)
+        if self.applied == self.checkpointed and not fresh and self.stored is not None:
+            return None
+        return Cut(self.applied, self.last_reply, fresh, time.perf_counter())
 
     async def checkpoint(self) -> bool:
-        """Store a checkpoint at the last applied seq and ack up to it; False when there was
-        nothing new. :class:`LeaseLost` when another tenure owns the key."""
-        node, p = self.node, self.partition
-        seq, reply = self.applied, self.last_reply
-        fresh = node.broker.take_fresh(p)
-        if seq == self.checkpointed and not fresh and self.stored is not None:
+        """Store a checkpoint at the last applied seq now (this partition alone)."""
+        cut = self.cut()
+        if cut is None:
             return False
-        started = time.perf_counter()
-        self.lease.check()
-        state = snapshot(node.engine, p, node.partitions, seq)
+        node = self.node
+        await self.commit(cut, snapshot(node.engine, self.partition, node.partitions, cut.seq))
+        return True
+
+    async def commit(self, cut: Cut, state: PartitionState) -> None:
+        """Register the cut's fills, store the checkpoint (fenced), ack up to its seq.
+        :class:`LeaseLost` when another tenure owns the key; ``_Diverged`` when a fill lost
+        its registration to another fill (nothing written: restart from the last one)."""
+        node, p = self.node, self.partition
         counts = {s: msgspec.structs.replace(a) for s, a in self.counts.items()}
-        if fresh:
+        if cut.fresh:
             try:
-                answers = await asyncio.gather(
-                    *(node.registry.register(f.client_order_id, encode_fill(f)) for f in fresh)
-                )
+                answers = await asyncio.gather(*(
+                    node.registry.register(f.client_order_id, encode_fill(f)) for f in cut.fresh
+                ))
             except BaseException:
-                node.broker.put_back(p, fresh)  # registered or not, the next try re-registers
+                node.broker.put_back(p, cut.fresh)  # the next try registers them again
                 raise
-            for fill, reg in zip(fresh, answers, strict=True):
+            for fill, reg in zip(cut.fresh, answers, strict=True):
                 if not reg.won:
                     winner = decode_fill(reg.fill)
                     node.broker.learn(winner)
                     if winner != fill:
                         raise _Diverged(f"order {fill.client_order_id} was filled before "
                                         f"({reg.attempt}) on other terms")
-        checkpoint = Checkpoint(ts=time.time(), seq=seq, node=node.name,
+        self.lease.check()
+        checkpoint = Checkpoint(ts=time.time(), seq=cut.seq, node=node.name,
                                 token=self.lease.token, state=state, applied=counts)
         await self.fence.write(_encode(checkpoint))
-        self.stored, self.checkpointed = checkpoint, seq
-        if reply is not None:
-            await node.nc.publish(reply, b"+ACK")  # AckAll: every message up to seq
+        self.stored, self.checkpointed = checkpoint, max(self.checkpointed, cut.seq)
+        if cut.reply is not None:
+            await node.nc.publish(cut.reply, b"+ACK")  # AckAll: every message up to seq
         self.checkpoints += 1
-        elapsed = time.perf_counter() - started
-        self.checkpoint_s += elapsed
-        node.checkpoint_done(elapsed)
-        return True
+        node.checkpoint_done(time.perf_counter() - cut.started)
+
+    async def failed(self, exc: BaseException) -> None:
+        """A checkpoint of this tenure failed with ``exc`` (the node's cadence calls it)."""
+        if isinstance(exc, _Diverged):
+            log.warning("p%d: %s; restarting from the last checkpoint", self.partition, exc)
+            await self._restart()
+        elif isinstance(exc, LeaseLost):
+            # fenced off: a later tenure claimed the key; nothing more is ours to write
+            log.warning("p%d: checkpoint refused, leaving: %s", self.partition, exc)
+            self.node.lost(self)
+        elif isinstance(exc, ClusterError | OSError | TimeoutError):
+            log.warning("p%d: checkpoint failed (retried): %s", self.partition, exc)
+        else:
+            raise exc
 
     async def _restart(self) -> None:
         self.restarts += 1
@@ -277,11 +292,6 @@ class PartitionTenure:
     async def stop(self) -> None:
         """Graceful hand-over, lease still held: last checkpoint, then out of the engine."""
         await self._stop_consuming()
-        cadence, self._cadence = self._cadence, None
-        if cadence is not None:
-            cadence.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await cadence
         try:
             await self.checkpoint()
         except (LeaseLost, _Diverged) as exc:
