@@ -43,6 +43,7 @@ from engine.core.strategy import cheap
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = 32
+CKPT_MS = 100.0
 _out: TextIO | None = None
 
 
@@ -82,7 +83,7 @@ stream = "BENCH"
 partitions = {partitions}
 node = "{node}"
 lease_ttl_s = {ttl}
-checkpoint_interval_ms = 100
+checkpoint_interval_ms = {ckpt_ms}
 
 [workflows.w]
 priority = 1
@@ -131,7 +132,7 @@ class Cluster:
     def start_node(self, name: str, *, us: float, ttl: float = 5.0) -> subprocess.Popen[bytes]:
         config = self.tmp / f"{name}.toml"
         config.write_text(CONFIG.format(url=self.url, partitions=PARTITIONS, node=name, ttl=ttl,
-                                        us=us))
+                                        us=us, ckpt_ms=CKPT_MS))
         out = self.tmp / f"{name}.out"
         out.touch()
         proc = subprocess.Popen(
@@ -142,6 +143,17 @@ class Cluster:
         )
         self.nodes.append((proc, out))
         return proc
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds (user + system) of the server and each node, from /proc."""
+        tick = os.sysconf("SC_CLK_TCK")
+        out = {}
+        procs = [("nats-server", self.server), *((f"node{i}", p) for i, (p, _) in
+                                                 enumerate(self.nodes))]
+        for name, proc in procs:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out[name] = (int(fields[11]) + int(fields[12])) / tick
+        return out
 
     def latencies(self) -> list[float]:
         values: list[float] = []
@@ -239,8 +251,17 @@ def scaling(nodes: int, runs: int, us: float) -> float:
             async def main() -> float:
                 started = time.perf_counter()
                 await _publish(cluster.url, events)
+                cpu0 = cluster.cpu()
                 done = await _until(lambda: cluster.runs() >= runs, 300, "runs")
-                return runs / (done - started)
+                cpu1 = cluster.cpu()
+                wall = done - started
+                node_cpu = sum(cpu1[k] - cpu0[k] for k in cpu1 if k.startswith("node"))
+                # On a shared machine the CPU the nodes got says whether the second core was
+                # there to be had: runs per node-CPU-second is the efficiency either way.
+                print(f"  {nodes} node(s): CPU share over {wall:.2f} s: " + ", ".join(
+                    f"{k} {(cpu1[k] - cpu0[k]) / wall:.0%}" for k in cpu1)
+                    + f"; {runs / node_cpu:,.0f} runs per node-CPU-second", flush=True)
+                return runs / wall
 
             return asyncio.run(main())
         finally:
@@ -307,21 +328,30 @@ def ceiling(backlog: int) -> float:
 
 
 def main() -> None:
+    global CKPT_MS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=6000)
     parser.add_argument("--us", type=float, default=200.0)
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--backlog", type=int, default=40_000)
+    parser.add_argument("--checkpoint-ms", type=float, default=CKPT_MS)
+    parser.add_argument("--only", choices=["scaling", "latency", "ceiling"])
     args = parser.parse_args()
-    one = scaling(1, args.runs, args.us)
-    print(f"scaling: 1 node {one:,.0f} runs/s", flush=True)
-    two = scaling(2, args.runs, args.us)
-    print(f"scaling: 2 nodes {two:,.0f} runs/s, ratio {two / one:.2f}x", flush=True)
-    p50, p99, n = latency(args.rate, args.us)
-    print(f"latency: publish -> run start at {args.rate:.0f}/s ({n} runs): "
-          f"p50 {p50 * 1e3:.2f} ms, p99 {p99 * 1e3:.2f} ms", flush=True)
-    print(f"ceiling: one node consumes {ceiling(args.backlog):,.0f} events/s "
-          f"({args.backlog} backlog)", flush=True)
+    CKPT_MS = args.checkpoint_ms
+    print(f"checkpoints every {CKPT_MS:g} ms, {PARTITIONS} partitions, steps of {args.us:g} us",
+          flush=True)
+    if args.only in (None, "scaling"):
+        one = scaling(1, args.runs, args.us)
+        print(f"scaling: 1 node {one:,.0f} runs/s", flush=True)
+        two = scaling(2, args.runs, args.us)
+        print(f"scaling: 2 nodes {two:,.0f} runs/s, ratio {two / one:.2f}x", flush=True)
+    if args.only in (None, "latency"):
+        p50, p99, n = latency(args.rate, args.us)
+        print(f"latency: publish -> run start at {args.rate:.0f}/s ({n} runs): "
+              f"p50 {p50 * 1e3:.2f} ms, p99 {p99 * 1e3:.2f} ms", flush=True)
+    if args.only in (None, "ceiling"):
+        print(f"ceiling: one node consumes {ceiling(args.backlog):,.0f} events/s "
+              f"({args.backlog} backlog)", flush=True)
 
 
 if __name__ == "__main__":

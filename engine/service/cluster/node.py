@@ -108,6 +108,7 @@ class ClusterNode:
     def __init__(
         self, engine: Engine, settings: ClusterSettings, *, ingest: ClusterIngest,
         broker: RegisteredBroker, stats: ClusterStats | None = None,
+        max_runs_in_flight: int = 1024, pull_batch: int = 256,
     ) -> None:
         self.engine = engine
         self.settings = settings
@@ -118,6 +119,12 @@ class ClusterNode:
         self.stats = stats or ClusterStats()
         self.checkpoint_bucket = f"{settings.stream}_ckpt"
         self.tenures: dict[int, PartitionTenure] = {}
+        # Flow control: the partitions stop pulling while this many runs are in flight (the
+        # backlog stays in the stream; a checkpoint carries the runs in flight, so this also
+        # bounds its size); the checkpoint cadence reopens them.
+        self.max_runs_in_flight = max_runs_in_flight
+        self.pull_batch = pull_batch
+        self.room = asyncio.Event()
         self.applied = 0
         self.refused = 0
         self.undecodable = 0
@@ -184,10 +191,16 @@ class ClusterNode:
                     ids.append(f"{wf.name}:{self.run_id(wf, seq)}:{step.name}")
         return ids
 
+    def has_room(self) -> bool:
+        coordinator = self.engine.coordinator
+        return coordinator is None or len(coordinator.runs) < self.max_runs_in_flight
+
     async def _cadence(self) -> None:
         interval = self.settings.checkpoint_interval_ms / 1000.0
         while True:
             await asyncio.sleep(interval)  # the group-commit cadence, not a wait on a condition
+            if self.has_room():
+                self.room.set()
             try:
                 await self.checkpoint_all()
             except Exception:  # one bad round must not end checkpointing (nothing acks then)

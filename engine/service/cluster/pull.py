@@ -6,6 +6,10 @@ them when half is delivered streams ~70k/s. Each pull request asks for ``batch``
 expires after ``expires_s``; the server ends a request with a status message (404 no messages,
 408 expired, 409 limits/leadership), which resets the credit so the loop asks again.
 
+A ``gate`` holds back new pull requests while the engine is behind (runs in flight past a
+bound): the backlog then waits in the stream, not in memory, and the checkpoints (which carry
+the runs in flight) stay small.
+
 The handler gets ``(stream_seq, msg)`` one at a time, in order, awaited before the next: the
 subscription delivers from one task. Acks are not this module's: the partition's owner acks
 (AckAll) the highest message a stored checkpoint covers.
@@ -49,12 +53,19 @@ class PullLoop:
         *,
         batch: int = 512,
         expires_s: float = 2.0,
+        gate: Callable[[], bool] | None = None,
+        opened: asyncio.Event | None = None,
     ) -> None:
         self.nc = nc
         self.subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self.handle = handle
         self.batch = batch
         self.expires_s = expires_s
+        # Flow control: no new pull request while gate() is false; whoever can make it true
+        # sets ``opened`` (the node's checkpoint cadence, as runs finish).
+        self.gate = gate
+        self.opened = opened
+        self.gated = 0
         self.credit = 0
         self.requests = 0
         self.delivered = 0
@@ -70,6 +81,12 @@ class PullLoop:
         try:
             while True:
                 want.clear()
+                gate, opened = self.gate, self.opened
+                if gate is not None and opened is not None:
+                    while not gate():
+                        self.gated += 1
+                        opened.clear()
+                        await opened.wait()
                 await self.nc.publish(self.subject, self._request, reply=inbox)
                 self.requests += 1
                 self.credit += self.batch

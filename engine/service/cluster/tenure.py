@@ -152,7 +152,8 @@ class PartitionTenure:
         await node.stream.recreate_consumer(p, seq + 1)
         self.lease.check()
         loop = PullLoop(node.nc, node.stream.name, durable_name(node.stream.name, p),
-                        self._apply)
+                        self._apply, batch=node.pull_batch, gate=node.has_room,
+                        opened=node.room)
         self._consume = self.lease.bind(asyncio.create_task(
             loop.run(), name=f"cluster-consume-p{p}"
         ))
