@@ -1,7 +1,7 @@
 """Cluster mode's scaling on this machine: real ``tickflow run`` daemons on one loopback
 nats-server.
 
-``python -m benchmarks.cluster_scaling [--runs 6000] [--us 200] [--rate 500] [--backlog 40000]``
+``python -m benchmarks.cluster_scaling [--runs 15000] [--us 200] [--rate 500] [--backlog 40000]``
 
 - **scaling**: ``--runs`` events, each for a symbol of its own (so every event makes exactly
   one run: nothing conflates), published as fast as the publisher goes to a cluster of one node,
@@ -330,7 +330,7 @@ def ceiling(backlog: int) -> float:
 def main() -> None:
     global CKPT_MS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=6000)
+    parser.add_argument("--runs", type=int, default=15000)
     parser.add_argument("--us", type=float, default=200.0)
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--backlog", type=int, default=40_000)
