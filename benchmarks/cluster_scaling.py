@@ -55,8 +55,9 @@ def burn(ctx: StepContext) -> None:
     started = time.time()
     if _out is None:
         _out = open(os.environ["TICKFLOW_BENCH_OUT"], "a", buffering=1)  # noqa: SIM115
-    until = time.perf_counter() + float(ctx.params.get("us", 200)) / 1e6
-    while time.perf_counter() < until:
+    # CPU time, not wall time: a step descheduled on a busy machine still costs its CPU
+    until = time.thread_time() + float(ctx.params.get("us", 200)) / 1e6
+    while time.thread_time() < until:
         pass
     _out.write(f"{started - ctx.tick.ts:.6f}\n")
 
@@ -153,6 +154,7 @@ class Cluster:
         for name, proc in procs:
             fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
             out[name] = (int(fields[11]) + int(fields[12])) / tick
+        out["this benchmark"] = time.process_time()
         return out
 
     def latencies(self) -> list[float]:
