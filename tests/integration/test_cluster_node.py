@@ -6,6 +6,7 @@ shows it. Every wait is bounded and on a condition read from NATS or a log line.
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,7 @@ def check_books(cps: dict[int, Any], orders: dict[str, Any]) -> None:
 
 
 def test_one_node_applies_checkpoints_and_reports(nats_server: NatsServer, tmp_path: Path) -> None:
-    node = Node(tmp_path, nats_server.url, "n1", partitions=PARTITIONS).start()
+    node = Node(tmp_path, nats_server.url, "n1", partitions=PARTITIONS, metrics=True).start()
     try:
         node.wait_ready()
         lines = [event(s, n) for n in range(1, 6) for s in SYMBOLS]
@@ -99,6 +100,11 @@ def test_one_node_applies_checkpoints_and_reports(nats_server: NatsServer, tmp_p
         for p in cps:
             assert owners[p]["checkpoint_age_s"] is not None
             assert owners[p]["lag"] == 0  # every message a checkpoint covers is acked
+        with urllib.request.urlopen(f"http://127.0.0.1:{node.metrics_port}/metrics") as r:
+            metrics = r.read().decode()
+        assert f"tickflow_cluster_partitions_owned {float(PARTITIONS)}" in metrics
+        assert "tickflow_cluster_events_applied_total 60.0" in metrics
+        assert "tickflow_cluster_checkpoints_total 0.0" not in metrics
         assert node.stop() == 0
     finally:
         node.stop()
