@@ -50,10 +50,10 @@ async def measure(symbols: int, fills: int, partitions: int) -> None:
     names = [f"SYM{i}" for i in range(symbols)]
     async with engine.session():
         for i, name in enumerate(names):
-            state = engine.symbols.register(name, 0)
+            row = engine.symbols.register(name, 0)
             tick = Tick(name, 1_700_000_000.0 + i, 100.0 + i % 50)
-            engine.symbols.mark_data_ready(state, tick)
-            engine.symbols.mark_completed(state, 1_700_000_000.0)  # nothing for the sweep
+            engine.symbols.mark_data_ready(row, tick)
+            engine.symbols.mark_completed(row, 1_700_000_000.0)  # nothing for the sweep
             engine.market.record(tick)
         for i in range(fills):
             broker.submit(f"idle:{i}:noop", names[i % symbols], "BUY" if i % 3 else "SELL",
@@ -61,7 +61,7 @@ async def measure(symbols: int, fills: int, partitions: int) -> None:
         track(engine)
         times: dict[str, list[float]] = {k: [] for k in
                                          ("snapshot", "encode", "decode", "evict", "restore")}
-        sizes = []
+        sizes: list[int] = []
         clock = time.thread_time
         for p in range(partitions):
             t0 = clock()

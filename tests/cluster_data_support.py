@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from engine.config.schema import ClusterSettings
 
-__all__ = ["connect", "run", "settings", "wait_for"]
+__all__ = ["Collected", "connect", "read_stream", "run", "settings", "wait_for"]
 
 T = TypeVar("T")
 
@@ -38,11 +38,36 @@ async def connect(url: str, **options: Any) -> Any:
     return await nats.connect(url, **options)
 
 
+class Collected(list[int]):
+    """Sequences a deliver callback collected; :meth:`until` waits on a predicate over them,
+    woken by each :meth:`add` (no polling for what this process itself changes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._changed = asyncio.Event()
+
+    def add(self, seq: int) -> None:
+        self.append(seq)
+        self._changed.set()
+
+    async def until(
+        self, predicate: Callable[[list[int]], bool], within: float = 10.0, what: str = ""
+    ) -> None:
+        try:
+            async with asyncio.timeout(within):
+                while not predicate(self):
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            raise TimeoutError(f"not true within {within} s: {what} (have {len(self)})") from None
+
+
 async def wait_for(
     condition: Callable[[], bool | Awaitable[bool]], within: float = 10.0, what: str = ""
 ) -> None:
     """Poll ``condition`` until it holds; ``TimeoutError`` naming ``what`` after ``within`` s.
-    Used only for state another process (the server) changes, which sends no event here."""
+    Only for state another process (the server) or nats-py's reconnect changes: nothing here
+    is told when it does."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while True:

@@ -5,6 +5,9 @@ through a server restart, and nothing acknowledged is lost."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 from typing import Any
 
 import msgspec
@@ -98,7 +101,35 @@ def test_order_per_symbol_holds_through_the_pipeline(nats_server: NatsServer) ->
     run(body())
 
 
-def test_a_server_restart_mid_stream_loses_nothing_acked(nats_server: NatsServer) -> None:
+def _kill_and_start(server: NatsServer) -> None:
+    """kill -9 and start again on the same port and store: a crash, not a shutdown."""
+    proc = server.proc
+    assert proc is not None
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    server.proc = None
+    server.start()
+
+
+def _pause(server: NatsServer) -> None:
+    """SIGSTOP past the ack timeout, then SIGCONT: the publisher gives up on the live
+    connection and re-sends on a new one while the server still holds the old one's bytes."""
+    proc = server.proc
+    assert proc is not None
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(2.0)  # the length of the pause is the scenario, not a wait for a condition
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+
+
+@pytest.mark.parametrize("how", ["restart", "kill -9", "pause"])
+def test_a_server_restart_mid_stream_loses_nothing_acked(
+    nats_server: NatsServer, how: str
+) -> None:
+    bounce = {"restart": nats_server.restart, "kill -9": lambda: _kill_and_start(nats_server),
+              "pause": lambda: _pause(nats_server)}[how]
+
     async def body() -> None:
         nc = await _stream(nats_server)
         await nc.close()
@@ -106,15 +137,17 @@ def test_a_server_restart_mid_stream_loses_nothing_acked(nats_server: NatsServer
                                      ack_timeout_s=1.0, deadline_s=30.0).start()
         total = 20_000
         futures: list[asyncio.Future[PubAck]] = []
-        restarted = False
+        bouncing: asyncio.Future[None] | None = None
         for n in range(total):
             futures.append(pub.publish(_event(SYMBOLS[n % len(SYMBOLS)], n)))
             if n % 500 == 499:
                 await futures[-500]  # keep the queue near the window: a live stream's pace
             if n == total // 3:
-                await asyncio.to_thread(nats_server.restart)
-                restarted = True
-        assert restarted
+                # in a thread, so publishing goes on while the server is away: publishes are
+                # in flight when it goes, and queue up behind them while it is gone
+                bouncing = asyncio.ensure_future(asyncio.to_thread(bounce))
+        assert bouncing is not None
+        await bouncing
         results = await asyncio.gather(*futures, return_exceptions=True)
         await pub.close()
         acked = [(n, r) for n, r in enumerate(results) if isinstance(r, PubAck)]
@@ -163,6 +196,15 @@ def test_bad_input_is_refused_at_once(nats_server: NatsServer) -> None:
         # no stream captures the subject: the PubAck future fails, naming why
         with pytest.raises(PublishError, match=r"no stream answered"):
             await pub.publish(_event("AAPL", 1))
+        # a foreign stream capturing the subjects: the PubAck names it, the publish fails
+        from nats.js.api import StreamConfig
+
+        nc = await connect(nats_server.url)
+        await nc.jetstream().add_stream(StreamConfig(name="OTHER", subjects=["tf.part.>"]))
+        with pytest.raises(PublishError, match=r"stored in stream 'OTHER', not the cluster "
+                           r"stream 'TF': another stream captures its subject"):
+            await pub.publish(_event("AAPL", 2))
+        await nc.close()
         await pub.close()
         with pytest.raises(PublishError, match=r"not running"):
             pub.publish(_event("AAPL", 1))

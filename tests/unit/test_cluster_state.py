@@ -16,6 +16,7 @@ import pytest
 
 from engine.core.clock import FakeClock
 from engine.core.events import DataReady
+from engine.core.runs import Run
 from engine.core.strategy import Context, OrderResult, StepContext, cheap, sends_orders
 from engine.core.symbols import SymbolTable
 from engine.service.cluster.books import BookLedger, SymbolBooks, merged
@@ -657,3 +658,105 @@ def test_an_engine_done_with_is_not_kept_alive_by_its_ledger() -> None:
     ref = asyncio.run(main())
     gc.collect()
     assert ref() is None
+
+
+def test_a_newer_tick_waiting_behind_a_run_in_flight_gets_its_run_on_the_new_owner() -> None:
+    async def main() -> None:
+        old, _ = make_engine(two_steps("tests.unit.run_actions:quick"))
+        new, _ = make_engine(two_steps("tests.unit.run_actions:quick"))
+        async with old.session(), new.session():
+            old.submit_nowait(DataReady("S3", 1.0, 55.0))
+            await wait_for(lambda: run_actions.blocked() == ["wf.b.S3"], "b to start")
+            old.submit_nowait(DataReady("S3", 2.0, 56.0))  # waits as the run's follow-up
+            state = moved(snapshot(old, 3, P, 2))
+            assert [r.tick.price for r in state.runs] == [55.0]
+            assert state.runs[0].follow_up is not None
+            assert state.runs[0].follow_up.price == 56.0
+            assert state.symbols[0].last_tick is not None
+            assert state.symbols[0].last_tick.price == 56.0
+            await evict(old, 3, P)
+            restore(new, state)
+            run_actions.release("wf.b.S3")
+            await wait_for(lambda: len(run_actions.calls("b")) == 3, "the follow-up's b")
+            await idle(new)
+            assert [c.tick.price for c in run_actions.calls("b")] == [55.0, 55.0, 56.0]
+            assert new.market.latest("S3") == state.symbols[0].last_tick
+
+    run_async(main)
+
+
+def test_a_run_without_a_follow_up_gets_none_on_the_new_owner() -> None:
+    """A workflow that skips while busy leaves the newer tick without a run: the new owner
+    does not invent one from the symbol's last tick."""
+
+    async def main() -> None:
+        config = two_steps("tests.unit.run_actions:quick").replace(
+            "max_concurrent = 4", "max_concurrent = 4\n    on_busy = \"skip\"")
+        old, _ = make_engine(config)
+        new, _ = make_engine(config)
+        async with old.session(), new.session():
+            old.submit_nowait(DataReady("S3", 1.0, 55.0))
+            await wait_for(lambda: run_actions.blocked() == ["wf.b.S3"], "b to start")
+            old.submit_nowait(DataReady("S3", 2.0, 56.0))  # skipped: the run is busy
+            state = moved(snapshot(old, 3, P, 2))
+            assert state.runs[0].follow_up is None
+            await evict(old, 3, P)
+            restore(new, state)
+            run_actions.release("wf.b.S3")
+            await idle(new)
+            assert [c.tick.price for c in run_actions.calls("b")] == [55.0, 55.0]
+
+    run_async(main)
+
+
+@pytest.mark.skipif(
+    not hasattr(Run, "follow_up_seq"),
+    reason="run ids derived from events arrive with Coordinator.id_for (main, 2162335)",
+)
+def test_a_follow_up_keeps_the_run_id_its_event_derives() -> None:
+    """With run ids derived from stream sequences (Coordinator.id_for), the follow-up started
+    on the new owner has the id the old owner would have given it."""
+
+    async def main() -> None:
+        old, _ = make_engine(two_steps("tests.unit.run_actions:quick"))
+        new, _ = make_engine(two_steps("tests.unit.run_actions:quick"))
+        async with old.session(), new.session():
+            for engine in (old, new):
+                coordinator = engine.coordinator
+                coordinator.id_for = lambda wf, seq: 1_000_000 + seq  # type: ignore[union-attr]
+            coordinator = old.coordinator
+            coordinator.event_seq = 7  # type: ignore[union-attr]
+            old.submit_nowait(DataReady("S3", 1.0, 55.0))
+            await wait_for(lambda: run_actions.blocked() == ["wf.b.S3"], "b to start")
+            coordinator.event_seq = 8  # type: ignore[union-attr]
+            old.submit_nowait(DataReady("S3", 2.0, 56.0))
+            coordinator.event_seq = None  # type: ignore[union-attr]
+            state = moved(snapshot(old, 3, P, 8))
+            assert [(r.id, r.follow_up_seq) for r in state.runs] == [(1_000_007, 8)]
+            await evict(old, 3, P)
+            restore(new, state)
+            run_actions.release("wf.b.S3")
+            await wait_for(lambda: len(run_actions.calls("b")) == 3, "the follow-up's b")
+            await idle(new)
+            assert [c.run_id for c in run_actions.calls("b")] == [1_000_007, 1_000_007, 1_000_008]
+
+    run_async(main)
+
+
+def test_snapshot_refuses_arguments_out_of_range() -> None:
+    async def main() -> None:
+        engine, _ = make_engine(TRADE_CONFIG)
+        async with engine.session():
+            for partition, seq, recent in ((4, 0, 1), (-1, 0, 1), (0, -1, 1), (0, 0, -1)):
+                with pytest.raises(ValueError, match=r"must be >= 0|is not in 0\.\.3"):
+                    snapshot(engine, partition, P, seq, recent_fills=recent)
+            with pytest.raises(ValueError, match=r"is not in 0\.\.3"):
+                await evict(engine, 4, P)
+
+    run_async(main)
+
+
+def test_nothing_works_on_an_engine_that_is_not_running() -> None:
+    engine, _ = make_engine(TRADE_CONFIG)
+    with pytest.raises(RuntimeError, match="not running"):
+        snapshot(engine, 0, P, 0)

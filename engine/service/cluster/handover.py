@@ -170,6 +170,8 @@ def snapshot_many(
 ) -> dict[int, PartitionState]:
     """The state of each partition in ``seqs`` (partition -> last stream sequence applied)."""
     part_of = _parts(partitions, seqs).__getitem__
+    if recent_fills < 0 or any(seq < 0 for seq in seqs.values()):
+        raise ValueError(f"recent_fills ({recent_fills}) and seqs must be >= 0: {dict(seqs)}")
     tracker, coordinator = _tracker(engine)
     broker = engine.broker
     books = broker.snapshot()
@@ -232,6 +234,7 @@ def _run_entry(run: Run, offset: float) -> RunEntry:
     return RunEntry(
         id=run.id, workflow=run.workflow.name, symbol=run.symbol.name, tick=run.tick,
         created_at=trigger_at + offset, completed=tuple(completed),
+        follow_up=run.follow_up, follow_up_seq=getattr(run, "follow_up_seq", None),
     )
 
 
@@ -315,6 +318,14 @@ def restore_many(engine: Pipeline, states: Iterable[PartitionState]) -> RestoreR
             run.id, run.workflow, run.symbol, run.tick, completed, run.created_at - offset
         )
         outcomes[outcome] += 1
+        adopted = coordinator.runs.get(run.id)
+        if adopted is not None:
+            # As the old owner had it, not as adopt guesses it from the symbol's last tick
+            # (a workflow that skips while busy has none; the follow-up's id needs its seq).
+            adopted.follow_up = run.follow_up
+            adopted.follow_up_at = clock.now() if run.follow_up is not None else 0.0
+            if hasattr(adopted, "follow_up_seq"):  # the seam of Coordinator.id_for
+                adopted.follow_up_seq = run.follow_up_seq
     for entry in entries:
         live = symbols.get(entry.name)
         if live is not None and live.status is SymbolStatus.PROCESSING and not live.runs:

@@ -56,7 +56,6 @@ __all__ = ["ClusterPublisher", "PubAck", "PublishError", "message_id"]
 log = logging.getLogger("tickflow.cluster.publish")
 
 _MSG_ID: Final = "Nats-Msg-Id"
-_EXPECTED_STREAM: Final = "Nats-Expected-Stream"
 
 
 class PublishError(ClusterError):
@@ -142,7 +141,6 @@ class ClusterPublisher:
         self.ack_timeout_s = ack_timeout_s
         self.deadline_s = deadline_s
         self.reconnect_wait_s = reconnect_wait_s
-        self._headers_stream = {_EXPECTED_STREAM: settings.stream}
         self._boot = ""
         self._counter = 0
         self._token = 0
@@ -273,6 +271,10 @@ class ClusterPublisher:
         if reply.error is not None or reply.seq is None or reply.stream is None:
             self._fail(entry, f"the stream refused it: {reply.error}")
             return
+        if reply.stream != self.settings.stream:
+            self._fail(entry, f"stored in stream {reply.stream!r}, not the cluster stream "
+                              f"{self.settings.stream!r}: another stream captures its subject")
+            return
         self.acked += 1
         if reply.duplicate:
             self.duplicates += 1
@@ -340,7 +342,9 @@ class ClusterPublisher:
         token = str(self._token)
         self._inflight[token] = entry
         entry.sent = time.monotonic()
-        headers = {_MSG_ID: entry.msg_id, **self._headers_stream}
+        # the one header: every consumer's nats-py parses headers per character, so the
+        # stream name is checked in the PubAck rather than sent as Nats-Expected-Stream
+        headers = {_MSG_ID: entry.msg_id}
         try:
             await nc.publish(entry.subject, entry.payload, reply=self._inbox + token,
                              headers=headers)

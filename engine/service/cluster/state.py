@@ -103,6 +103,11 @@ class RunEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tick: Tick
     created_at: float  # wall-clock seconds
     completed: tuple[StepEntry, ...]
+    # A newer tick waiting to run when this run ends, and the stream sequence of the event
+    # that brought it: the follow-up run's id derives from it (Coordinator.id_for), so the
+    # new owner starts it under the id the old owner would have used.
+    follow_up: Tick | None = None
+    follow_up_seq: int | None = None
 
 
 class PartitionState(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
