@@ -125,6 +125,7 @@ class ClusterNode:
         self.max_runs_in_flight = max_runs_in_flight
         self.pull_batch = pull_batch
         self.room = asyncio.Event()
+        self.closing = False
         self.applied = 0
         self.refused = 0
         self.undecodable = 0
@@ -309,6 +310,8 @@ class ClusterNode:
     async def __aexit__(
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self.closing = True
+        self.room.set()  # a delivery waiting for room finishes: the hand-over stops after it
         try:
             checkpointer, self._checkpointer = self._checkpointer, None
             if checkpointer is not None:

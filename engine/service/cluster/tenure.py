@@ -3,13 +3,13 @@
 ``start`` (the ownership listener's ``acquired``): claim the partition's fenced checkpoint key
 (from then on no earlier tenure can write it), decode the checkpoint (none: empty), restore it
 into the engine, recreate the durable at ``seq + 1`` so the replay is in stream order, then run
-two tasks bound to the lease:
+consumption bound to the lease; the node's checkpoint cadence covers it:
 
-* **consume**: a :class:`~.pull.PullLoop` applying each ``(seq, event)`` with
-  ``coordinator.event_seq = seq`` (run ids, so client order ids, derive from it); events the
-  previous tenure may already have applied (up to what its durable had delivered) first learn
-  the registered fills of the order ids their runs would use, so a replayed order reports the
-  original fill instead of trading (:mod:`.fills`);
+* **consume**: a :class:`~.consume.PartitionConsumer` (the continuous pull loop) applying
+  each ``(seq, event)`` with ``coordinator.event_seq = seq`` (run ids, so client order
+  ids, derive from it); events the previous tenure may already have applied (up to what
+  its durable had delivered) first learn the registered fills of the order ids their runs
+  would use, so a replayed order reports the original fill instead of trading (:mod:`.fills`);
 * **checkpoint**, every ``checkpoint_interval_ms`` (the node's one cadence for all its
   partitions: one ``snapshot_many`` pass over the engine, then each partition's writes
   concurrently): the cut at the last applied seq (taken synchronously) -> register the
@@ -18,7 +18,8 @@ two tasks bound to the lease:
   covers it.
 
 ``stop`` (``releasing``): stop consuming, write the last checkpoint while the lease is held,
-evict the partition. A **lost** lease cancels both tasks at once (the lease does that) and
+evict the partition. A **lost** lease stops consumption at once (the lease cancels it, the
+consumer asks the lease before every delivery) and
 evicts without writing: the next owner resumes from the last stored checkpoint.
 
 A checkpoint whose fills lost their registration to *different* fills (a stale owner
@@ -40,16 +41,14 @@ from engine.core.errors import EventError
 from engine.core.events import Event
 from engine.core.orders import Fill
 
+from .consume import PartitionConsumer
 from .errors import CheckpointError, ClusterError, LeaseLost
 from .fence import FencedKey
 from .fills import decode_fill, encode_fill
 from .handover import evict, restore, snapshot
-from .pull import PullLoop
 from .state import PartitionState
-from .stream import durable_name
 
 if TYPE_CHECKING:
-    from nats.aio.msg import Msg
 
     from .lease import HeldLease
     from .node import ClusterNode
@@ -96,7 +95,6 @@ def decode_checkpoint(data: bytes) -> Checkpoint:
 
 class Cut(NamedTuple):
     seq: int
-    reply: str | None
     fresh: list[Fill]
     started: float
 
@@ -113,7 +111,7 @@ class PartitionTenure:
         self.fence = FencedKey(node.js, node.checkpoint_bucket, f"p{lease.partition}", lease)
         self.applied = 0  # last stream seq applied
         self.checkpointed = 0  # last stream seq a stored checkpoint covers
-        self.last_reply: str | None = None  # the reply subject of the message at `applied`
+        self.consumer: PartitionConsumer | None = None
         self.replay_until = 0  # up to here a previous tenure may have applied: learn fills
         self.counts: dict[str, Applied] = {}
         self.stored: Checkpoint | None = None  # the last checkpoint stored (or claimed)
@@ -145,36 +143,57 @@ class PartitionTenure:
         carried = stored.applied if stored is not None else {}
         self.counts = {s: msgspec.structs.replace(a) for s, a in carried.items()}
         self.applied = self.checkpointed = seq
-        self.last_reply = None
         info = await node.stream.consumer_info(p)
         delivered = info.delivered.stream_seq if info is not None and info.delivered else 0
         self.replay_until = max(self.replay_until, delivered or 0)
         await node.stream.recreate_consumer(p, seq + 1)
         self.lease.check()
-        loop = PullLoop(node.nc, node.stream.name, durable_name(node.stream.name, p),
-                        self._apply, batch=node.pull_batch, gate=node.has_room,
-                        opened=node.room)
-        self._consume = self.lease.bind(asyncio.create_task(
-            loop.run(), name=f"cluster-consume-p{p}"
+        lease = self.lease
+        self.consumer = consumer = PartitionConsumer(
+            node.nc, node.settings, p, self._apply, owned=lambda: lease.held,
+            on_invalid=self._invalid, start_after=seq, batch=node.pull_batch,
+        )
+        await consumer.start()
+        self._consume = lease.bind(asyncio.create_task(
+            self._watch(consumer), name=f"cluster-consume-p{p}"
         ))
 
     # -- consume ----------------------------------------------------------------------------
 
-    async def _apply(self, seq: int, msg: Msg) -> None:
-        if seq <= self.applied or not self.lease.held:
-            return  # a redelivery of what was applied, or the tenure is over
+    async def _watch(self, consumer: PartitionConsumer) -> None:
+        """Until the consumer ends: cancelled (stop, lease over) it stops the consumer; ended
+        by itself (its durable deleted by a newer owner, the connection closed), the partition
+        is not ours to apply any more."""
+        try:
+            await consumer.wait()
+        except asyncio.CancelledError:
+            await consumer.stop()
+            raise
+        except ClusterError as exc:
+            log.warning("p%d: consumption ended: %s", self.partition, exc)
+        await consumer.stop()
+        if self.lease.held and self._consume is asyncio.current_task():
+            self._consume = None
+            self.node.lost(self)
+
+    def _invalid(self, partition: int, seq: int, reason: str) -> None:
+        self.node.undecodable += 1
+        log.error("p%d seq %d skipped: %s", partition, seq, reason)
+        self.applied = max(self.applied, seq)
+
+    async def _apply(self, partition: int, seq: int, event: Event) -> None:
+        node = self.node
+        if not node.has_room():
+            # flow control: the backlog waits in the stream while runs in flight are many
+            while not node.has_room() and not node.closing and self.lease.held:
+                node.room.clear()
+                await node.room.wait()
+            if not self.lease.held:
+                return
         if seq <= self.replay_until:
             await self._learn(seq)
-            if not self.lease.held or seq <= self.applied:
+            if not self.lease.held:
                 return
-        node = self.node
-        try:
-            event = _decode_event(msg.data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            node.undecodable += 1
-            log.error("p%d seq %d: not an event, skipped: %s", self.partition, seq, exc)
-            self.applied, self.last_reply = seq, msg.reply
-            return
         coordinator = node.coordinator
         coordinator.event_seq = seq
         try:
@@ -192,7 +211,7 @@ class PartitionTenure:
             counts.disorder += 1
         counts.count += 1
         counts.last_ts = ts
-        self.applied, self.last_reply = seq, msg.reply
+        self.applied = seq
         node.applied += 1
 
     async def _learn(self, seq: int) -> None:
@@ -210,14 +229,14 @@ class PartitionTenure:
 
     def cut(self) -> Cut | None:
         """What the next checkpoint covers, taken synchronously with the snapshot: the last
-        applied seq, its message's reply subject, the fills made since the last checkpoint.
+        applied seq and the fills made since the last checkpoint.
         None when there is nothing new (or the lease is over)."""
         if not self.lease.held:
             return None
         fresh = self.node.broker.take_fresh(self.partition)
         if self.applied == self.checkpointed and not fresh and self.stored is not None:
             return None
-        return Cut(self.applied, self.last_reply, fresh, time.perf_counter())
+        return Cut(self.applied, fresh, time.perf_counter())
 
     async def checkpoint(self) -> bool:
         """Store a checkpoint at the last applied seq now (this partition alone)."""
@@ -254,8 +273,8 @@ class PartitionTenure:
                                 token=self.lease.token, state=state, applied=counts)
         await self.fence.write(_encode(checkpoint))
         self.stored, self.checkpointed = checkpoint, max(self.checkpointed, cut.seq)
-        if cut.reply is not None:
-            await node.nc.publish(cut.reply, b"+ACK")  # AckAll: every message up to seq
+        if self.consumer is not None:
+            await self.consumer.checkpointed(cut.seq)  # AckAll: every message up to seq
         self.checkpoints += 1
         node.checkpoint_done(time.perf_counter() - cut.started)
 
