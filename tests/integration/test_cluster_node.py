@@ -6,6 +6,9 @@ shows it. Every wait is bounded and on a condition read from NATS or a log line.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -15,6 +18,7 @@ import pytest
 
 from engine.service.cluster.partition import partition_of
 from tests.integration.cluster_daemons import (
+    ROOT,
     STREAM,
     Node,
     applied,
@@ -184,3 +188,15 @@ def test_an_event_the_stream_does_not_store_is_never_acked(
         run(main())
     finally:
         node.stop()
+
+
+def test_tickflow_run_refuses_cluster_mode_with_storage_on(tmp_path: Path) -> None:
+    node = Node(tmp_path, "nats://127.0.0.1:1", "n1")
+    node.config.write_text(node.config.read_text().replace(
+        "[storage]\nenabled = false", "[storage]\nenabled = true"))
+    done = subprocess.run(
+        [sys.executable, "-m", "engine", "run", "--config", str(node.config)],
+        cwd=ROOT, capture_output=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 2
+    assert b"[storage] enabled = false" in done.stderr
