@@ -137,7 +137,7 @@ class ClusterNode:
         self._registry: OrderRegistry | None = None
         self._ownership: Ownership | None = None
         self._publisher: ClusterPublisher | None = None
-        self._leaving: set[asyncio.Task[None]] = set()
+        self._leaving: dict[asyncio.Task[None], int] = {}  # evictions after a loss
         self._checkpointer: asyncio.Task[None] | None = None
         self._slots: tuple[tuple[str, ...], dict[str, int]] = ((), {})
         self._collectors: list[Collector] = []
@@ -240,12 +240,16 @@ class ClusterNode:
         task = asyncio.get_running_loop().create_task(
             tenure.leave(), name=f"cluster-leave-p{tenure.partition}"
         )
-        self._leaving.add(task)
-        task.add_done_callback(self._leaving.discard)
+        self._leaving[task] = tenure.partition
+        task.add_done_callback(self._leaving.pop)
 
     # -- OwnershipListener ---------------------------------------------------------------------
 
     async def acquired(self, lease: HeldLease) -> None:
+        # the partition back after a loss: its eviction must be over before the restore
+        leaving = [t for t, p in self._leaving.items() if p == lease.partition]
+        if leaving:
+            await asyncio.wait(leaving)
         tenure = PartitionTenure(self, lease)
         await tenure.start()
         self.tenures[lease.partition] = tenure

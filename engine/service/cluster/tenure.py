@@ -83,7 +83,6 @@ class Checkpoint(msgspec.Struct, kw_only=True):
 
 _encode = msgspec.json.Encoder().encode
 _decode_checkpoint = msgspec.json.Decoder(Checkpoint).decode
-_decode_event = msgspec.json.Decoder(Event).decode
 
 
 def decode_checkpoint(data: bytes) -> Checkpoint:
