@@ -23,7 +23,7 @@ import orjson
 
 from engine.core.orders import Fill
 from engine.service.cluster.fills import decode_fill
-from engine.service.cluster.tenure import Checkpoint, decode_checkpoint
+from engine.service.cluster.tenure import StoredCheckpoint, decode_checkpoint
 from tests.integration.daemon import wait_for_log
 from tests.nats_support import free_port
 
@@ -165,11 +165,11 @@ async def nats(url: str) -> AsyncIterator[Any]:
         await nc.close()
 
 
-async def checkpoints(js: Any) -> dict[int, Checkpoint]:
+async def checkpoints(js: Any) -> dict[int, StoredCheckpoint]:
     """Every partition's stored checkpoint."""
     from nats.js.errors import NotFoundError
 
-    out: dict[int, Checkpoint] = {}
+    out: dict[int, StoredCheckpoint] = {}
     kv = await js.key_value(f"{STREAM}_ckpt")
     try:
         keys = await kv.keys()
@@ -178,7 +178,9 @@ async def checkpoints(js: Any) -> dict[int, Checkpoint]:
     for key in keys:
         entry = await kv.get(key)
         if entry.value:
-            out[int(key[1:])] = decode_checkpoint(entry.value)
+            cp = decode_checkpoint(entry.value)
+            if cp.state is not None:  # an empty claim is no checkpoint
+                out[int(key[1:])] = cp
     return out
 
 
@@ -199,7 +201,7 @@ async def registry(js: Any) -> dict[str, Fill]:
     return out
 
 
-def applied(cps: dict[int, Checkpoint]) -> dict[str, tuple[int, float, int]]:
+def applied(cps: dict[int, StoredCheckpoint]) -> dict[str, tuple[int, float, int]]:
     """symbol -> (count, last ts, disorder) over every partition's checkpoint."""
     return {s: (a.count, a.last_ts, a.disorder) for cp in cps.values()
             for s, a in cp.applied.items()}

@@ -60,7 +60,7 @@ async def settle(js: Any, expected: dict[str, int], within: float = 20.0) -> dic
 def check_books(cps: dict[int, Any], orders: dict[str, Any]) -> None:
     """Positions equal the sum of their fills, every fill is the registry's for its id."""
     for p, cp in cps.items():
-        for books in cp.state.books:
+        for books in cp.partition_state.books:
             assert partition_of(books.symbol, PARTITIONS) == p
             qty = books.position.qty if books.position is not None else 0.0
             assert qty == books.fill_count == len(books.fills), books.symbol
@@ -92,7 +92,7 @@ def test_one_node_applies_checkpoints_and_reports(nats_server: NatsServer, tmp_p
                 assert {s: (c, ts, d) for s, (c, ts, d) in applied(cps).items()} == {
                     s: (5, 5.0, 0) for s in SYMBOLS
                 }
-                assert sum(b.fill_count for cp in cps.values() for b in cp.state.books) \
+                assert sum(b.fill_count for cp in cps.values() for b in cp.partition_state.books) \
                     == len(orders) > 0
                 return cps
 

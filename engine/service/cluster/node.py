@@ -32,7 +32,8 @@ from prometheus_client.registry import Collector
 
 from engine.core.runs import WorkflowDef
 
-from .buckets import ensure_bucket, ensure_control_buckets
+from .buckets import ensure_control_buckets
+from .checkpoint import CheckpointStore
 from .cluster_metrics import ClusterCollector, ClusterStats
 from .errors import ClusterConfigError, ClusterError
 from .fills import RegisteredBroker
@@ -117,7 +118,6 @@ class ClusterNode:
         self.partitions = settings.partitions
         self.name = settings.node or default_node_name()
         self.stats = stats or ClusterStats()
-        self.checkpoint_bucket = f"{settings.stream}_ckpt"
         self.tenures: dict[int, PartitionTenure] = {}
         # Flow control: the partitions stop pulling while this many runs are in flight (the
         # backlog stays in the stream; a checkpoint carries the runs in flight, so this also
@@ -135,6 +135,7 @@ class ClusterNode:
         self._js: JetStreamContext | None = None
         self._stream: ClusterStream | None = None
         self._registry: OrderRegistry | None = None
+        self._store: CheckpointStore | None = None
         self._ownership: Ownership | None = None
         self._publisher: ClusterPublisher | None = None
         self._leaving: dict[asyncio.Task[None], int] = {}  # evictions after a loss
@@ -158,6 +159,11 @@ class ClusterNode:
     def stream(self) -> ClusterStream:
         assert self._stream is not None
         return self._stream
+
+    @property
+    def store(self) -> CheckpointStore:
+        assert self._store is not None
+        return self._store
 
     @property
     def registry(self) -> OrderRegistry:
@@ -291,8 +297,7 @@ class ClusterNode:
             js, stream=settings.stream, lease_ttl_s=settings.lease_ttl_s,
             replicas=settings.replicas,
         )
-        await ensure_bucket(js, self.checkpoint_bucket, ttl_s=None, history=1,
-                            replicas=settings.replicas)
+        self._store = await CheckpointStore(js, settings).ensure()
         self._registry = OrderRegistry(buckets.orders, registrant=self.name, stats=self.stats)
         self._publisher = await ClusterPublisher(settings, node=self.name).start()
         self.ingest.start(self._publisher)

@@ -1,7 +1,8 @@
 """One partition's tenure on this node: from the lease's acquisition to its release or loss.
 
-``start`` (the ownership listener's ``acquired``): claim the partition's fenced checkpoint key
-(from then on no earlier tenure can write it), decode the checkpoint (none: empty), restore it
+``start`` (the ownership listener's ``acquired``): claim the partition's checkpoint key
+(the data plane's :class:`~.checkpoint.CheckpointStore`: from then on no earlier tenure
+can write it), decode the checkpoint (none: empty), restore it
 into the engine, recreate the durable at ``seq + 1`` so the replay is in stream order, then run
 consumption bound to the lease; the node's checkpoint cadence covers it:
 
@@ -13,9 +14,9 @@ consumption bound to the lease; the node's checkpoint cadence covers it:
 * **checkpoint**, every ``checkpoint_interval_ms`` (the node's one cadence for all its
   partitions: one ``snapshot_many`` pass over the engine, then each partition's writes
   concurrently): the cut at the last applied seq (taken synchronously) -> register the
-  fills made since the last checkpoint in the order registry -> ``fence.write`` -> ack
-  (AckAll) the message at that seq. A message is acked only once a stored checkpoint
-  covers it.
+  fills made since the last checkpoint in the order registry -> ``store.save`` (CAS under
+  the lease's token) -> ack (AckAll) the message at that seq. A message is acked only once
+  a stored checkpoint covers it.
 
 ``stop`` (``releasing``): stop consuming, write the last checkpoint while the lease is held,
 evict the partition. A **lost** lease stops consumption at once (the lease cancels it, the
@@ -43,7 +44,6 @@ from engine.core.orders import Fill
 
 from .consume import PartitionConsumer
 from .errors import CheckpointError, ClusterError, LeaseLost
-from .fence import FencedKey
 from .fills import decode_fill, encode_fill
 from .handover import evict, restore, snapshot
 from .state import PartitionState
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from .lease import HeldLease
     from .node import ClusterNode
 
-__all__ = ["Checkpoint", "PartitionTenure", "decode_checkpoint"]
+__all__ = ["NodeState", "PartitionTenure", "StoredCheckpoint", "decode_checkpoint"]
 
 log = logging.getLogger("tickflow.cluster.tenure")
 
@@ -68,28 +68,55 @@ class Applied(msgspec.Struct, array_like=True):
     disorder: int = 0
 
 
-class Checkpoint(msgspec.Struct, kw_only=True):
-    """What ``<stream>_ckpt`` key ``p<p>`` holds: ``ts`` (wall clock, read by ``tickflow
-    cluster status``), the tenure that wrote it, the partition's state and its applied
-    counts."""
+class NodeState(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The ``state`` a node stores in the data plane's checkpoint (:mod:`.checkpoint`:
+    ``{"seq", "ts", "fence", "state"}``): the partition's state, who wrote it, and the
+    partition's applied counts per symbol."""
 
-    ts: float
-    seq: int
     node: str
-    token: int
     state: PartitionState
     applied: dict[str, Applied] = {}
 
 
-_encode = msgspec.json.Encoder().encode
-_decode_checkpoint = msgspec.json.Decoder(Checkpoint).decode
+class StoredCheckpoint(msgspec.Struct, kw_only=True):
+    """A checkpoint as stored, with the node's state decoded (for status, tests, tools)."""
+
+    seq: int
+    ts: float
+    fence: int
+    state: NodeState | None = None  # None: claimed before any checkpoint was stored
+
+    @property
+    def node(self) -> str | None:
+        return None if self.state is None else self.state.node
+
+    @property
+    def applied(self) -> dict[str, Applied]:
+        return {} if self.state is None else self.state.applied
+
+    @property
+    def partition_state(self) -> PartitionState:
+        if self.state is None:
+            raise CheckpointError("an empty claim holds no partition state")
+        return self.state.state
 
 
-def decode_checkpoint(data: bytes) -> Checkpoint:
+_decode_stored = msgspec.json.Decoder(StoredCheckpoint).decode
+
+
+def decode_checkpoint(data: bytes) -> StoredCheckpoint:
     try:
-        return _decode_checkpoint(data)
+        return _decode_stored(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise CheckpointError(f"partition checkpoint is not readable: {exc}") from exc
+
+
+def node_state(raw: object) -> NodeState:
+    """The node's state in a claimed checkpoint's ``state`` (JSON builtins)."""
+    try:
+        return msgspec.convert(raw, NodeState)
+    except msgspec.ValidationError as exc:
+        raise CheckpointError(f"partition checkpoint state is not a node's: {exc}") from exc
 
 
 class Cut(NamedTuple):
@@ -107,13 +134,13 @@ class PartitionTenure:
         self.node = node
         self.lease = lease
         self.partition = lease.partition
-        self.fence = FencedKey(node.js, node.checkpoint_bucket, f"p{lease.partition}", lease)
         self.applied = 0  # last stream seq applied
         self.checkpointed = 0  # last stream seq a stored checkpoint covers
         self.consumer: PartitionConsumer | None = None
         self.replay_until = 0  # up to here a previous tenure may have applied: learn fills
         self.counts: dict[str, Applied] = {}
-        self.stored: Checkpoint | None = None  # the last checkpoint stored (or claimed)
+        self.stored: NodeState | None = None  # the last state stored (or claimed)
+        self.stored_seq = 0
         self.checkpoints = 0
         self.checkpoint_s = 0.0
         self.restarts = 0
@@ -122,8 +149,10 @@ class PartitionTenure:
     # -- start ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        payload = await self.fence.claim()
-        self.stored = None if not payload else decode_checkpoint(payload)
+        self.lease.check()
+        claimed = await self.node.store.claim(self.partition, self.lease.token)
+        self.stored = None if claimed.state is None else node_state(claimed.state)
+        self.stored_seq = claimed.seq
         if self.stored is not None and self.stored.state.partitions != self.node.partitions:
             raise CheckpointError(
                 f"partition {self.partition}: checkpoint of {self.stored.state.partitions} "
@@ -136,7 +165,7 @@ class PartitionTenure:
         """(Re)start from the last stored checkpoint: restore, recreate the durable, consume."""
         node, p = self.node, self.partition
         stored = self.stored
-        seq = stored.seq if stored is not None else 0
+        seq = self.stored_seq
         if stored is not None:
             restore(node.engine, stored.state)
         carried = stored.applied if stored is not None else {}
@@ -233,7 +262,7 @@ class PartitionTenure:
         if not self.lease.held:
             return None
         fresh = self.node.broker.take_fresh(self.partition)
-        if self.applied == self.checkpointed and not fresh and self.stored is not None:
+        if self.applied == self.checkpointed and not fresh:
             return None
         return Cut(self.applied, fresh, time.perf_counter())
 
@@ -268,10 +297,10 @@ class PartitionTenure:
                         raise _Diverged(f"order {fill.client_order_id} was filled before "
                                         f"({reg.attempt}) on other terms")
         self.lease.check()
-        checkpoint = Checkpoint(ts=time.time(), seq=cut.seq, node=node.name,
-                                token=self.lease.token, state=state, applied=counts)
-        await self.fence.write(_encode(checkpoint))
-        self.stored, self.checkpointed = checkpoint, max(self.checkpointed, cut.seq)
+        stored = NodeState(node=node.name, state=state, applied=counts)
+        await node.store.save(p, cut.seq, stored, self.lease.token)
+        self.stored, self.stored_seq = stored, cut.seq
+        self.checkpointed = max(self.checkpointed, cut.seq)
         if self.consumer is not None:
             await self.consumer.checkpointed(cut.seq)  # AckAll: every message up to seq
         self.checkpoints += 1
