@@ -257,7 +257,12 @@ class ClusterNode:
         if leaving:
             await asyncio.wait(leaving)
         tenure = PartitionTenure(self, lease)
-        await tenure.start()
+        try:
+            await tenure.start()
+        except BaseException:
+            # whatever was restored leaves with it: the next tenure restores into a clean engine
+            await tenure.leave()
+            raise
         self.tenures[lease.partition] = tenure
         log.info("partition %d acquired (token %d) from seq %d", lease.partition, lease.token,
                  tenure.applied + 1)
