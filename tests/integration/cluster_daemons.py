@@ -22,6 +22,7 @@ import msgspec
 import orjson
 
 from engine.core.orders import Fill
+from engine.service.cluster.errors import CheckpointError
 from engine.service.cluster.fills import decode_fill
 from engine.service.cluster.tenure import StoredCheckpoint, decode_checkpoint
 from tests.integration.daemon import wait_for_log
@@ -178,7 +179,10 @@ async def checkpoints(js: Any) -> dict[int, StoredCheckpoint]:
     for key in keys:
         entry = await kv.get(key)
         if entry.value:
-            cp = decode_checkpoint(entry.value)
+            try:
+                cp = decode_checkpoint(entry.value)
+            except CheckpointError:
+                continue  # not a node's (a test damaged it): the counts then come up short
             if cp.state is not None:  # an empty claim is no checkpoint
                 out[int(key[1:])] = cp
     return out

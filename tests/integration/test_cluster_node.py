@@ -14,10 +14,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from engine.service.cluster.partition import partition_of
 from tests.integration.cluster_daemons import (
+    PREFIX,
     ROOT,
     STREAM,
     Node,
@@ -200,3 +202,45 @@ def test_tickflow_run_refuses_cluster_mode_with_storage_on(tmp_path: Path) -> No
     )
     assert done.returncode == 2
     assert b"[storage] enabled = false" in done.stderr
+
+
+def test_a_damaged_checkpoint_is_refused_and_its_partition_loses_nothing(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    bad = next(s for s in SYMBOLS if partition_of(s, PARTITIONS) == 0)
+    good = [s for s in SYMBOLS if partition_of(s, PARTITIONS) != 0]
+
+    async def damage() -> None:
+        from engine.config.schema import ClusterSettings
+        from engine.service.cluster.checkpoint import CheckpointStore
+
+        async with nats(nats_server.url) as nc:
+            store = await CheckpointStore(nc.jetstream(), ClusterSettings(
+                enabled=True, stream=STREAM, partitions=PARTITIONS)).ensure()
+            await store.claim(0, fence=1)
+            await store.save(0, 0, {"not": "a node's state"}, fence=1)
+
+    run(damage())
+    node = Node(tmp_path, nats_server.url, "n1", partitions=PARTITIONS).start()
+    try:
+        node.wait_ready()
+
+        async def main() -> None:
+            lines = [event(s, 1) for s in [bad, *good]]
+            assert all(a["ok"] for a in await send(node.port, lines))
+            async with nats(nats_server.url) as nc:
+                js = nc.jetstream()
+                await settle(js, dict.fromkeys(good, 1))  # the other partitions go on
+                kv = await js.key_value(f"{STREAM}_ckpt")
+                stored = msgspec.json.decode((await kv.get("p0")).value)
+                assert stored["state"] == {"not": "a node's state"}  # nothing written over it
+                assert stored["seq"] == 0
+                # and nothing lost: p0's event waits in the stream for a readable checkpoint
+                # (its durable was never recreated: nothing consumed, nothing acked)
+                kept = await js.get_last_msg(STREAM, f"{PREFIX}.part.0.{bad}")
+                assert msgspec.json.decode(kept.data)["symbol"] == bad
+                assert 0 not in await checkpoints(js)
+
+        run(main())
+    finally:
+        node.stop()

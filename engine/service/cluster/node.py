@@ -35,7 +35,7 @@ from engine.core.runs import WorkflowDef
 from .buckets import ensure_control_buckets
 from .checkpoint import CheckpointStore
 from .cluster_metrics import ClusterCollector, ClusterStats
-from .errors import ClusterConfigError, ClusterError
+from .errors import CheckpointError, ClusterConfigError, ClusterError
 from .fills import RegisteredBroker
 from .handover import snapshot_many, track
 from .ingest import ClusterIngest
@@ -129,6 +129,8 @@ class ClusterNode:
         self.applied = 0
         self.refused = 0
         self.undecodable = 0
+        self.refused_checkpoints = 0
+        self._refused: set[int] = set()  # partitions whose checkpoint was refused (logged once)
         self.checkpoints = 0
         self.checkpoint_seconds = 0.0
         self._nc: NATS | None = None
@@ -259,11 +261,25 @@ class ClusterNode:
         tenure = PartitionTenure(self, lease)
         try:
             await tenure.start()
+        except CheckpointError as exc:
+            # This partition cannot start here (its checkpoint is damaged or foreign); the
+            # others go on. Its events wait in the stream (nothing is acked past the stored
+            # checkpoint); the lease goes back, and the next poll tries again.
+            await tenure.leave()
+            self.refused_checkpoints += 1
+            if lease.partition not in self._refused:
+                self._refused.add(lease.partition)
+                log.error("partition %d not taken: %s (repair or remove key p%d of %s_ckpt; "
+                          "retried every poll)", lease.partition, exc, lease.partition,
+                          self.settings.stream)
+            await lease.release()
+            return
         except BaseException:
             # whatever was restored leaves with it: the next tenure restores into a clean engine
             await tenure.leave()
             raise
         self.tenures[lease.partition] = tenure
+        self._refused.discard(lease.partition)
         log.info("partition %d acquired (token %d) from seq %d", lease.partition, lease.token,
                  tenure.applied + 1)
 
