@@ -244,3 +244,70 @@ def test_a_damaged_checkpoint_is_refused_and_its_partition_loses_nothing(
         run(main())
     finally:
         node.stop()
+
+
+def test_an_order_registered_before_with_other_terms_is_reported_not_filled_again(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """A previous owner (here: the test) registered the order id this event's run derives,
+    with its own fill: the node's fresh fill loses at the checkpoint, the partition restarts
+    from its last checkpoint knowing the winner, and the books hold the winner's fill once."""
+    from engine.config.schema import BrokerSettings, ClusterSettings
+    from engine.core.orders import Side
+    from engine.service.cluster.buckets import ensure_control_buckets
+    from engine.service.cluster.fills import encode_fill
+    from engine.service.cluster.node import run_id
+    from engine.service.cluster.orders import OrderRegistry
+    from engine.service.cluster.publish import ClusterPublisher
+    from engine.service.cluster.stream import ClusterStream
+    from engine.service.trading import build_broker
+
+    settings = ClusterSettings(enabled=True, nats_url=nats_server.url, prefix=PREFIX,
+                               stream=STREAM, partitions=PARTITIONS, lease_ttl_s=2.0)
+    coid = f"trade:{run_id(1, 0)}:buy"
+    # the old owner's fill: same broker terms, another price (it traded on other market data)
+    winner = build_broker(BrokerSettings()).submit(coid, "S1", Side.BUY, 1.0, 50.0, 1.0)
+
+    async def before() -> None:
+        async with nats(nats_server.url) as nc:
+            js = nc.jetstream()
+            await ClusterStream(js, settings).ensure()
+            buckets = await ensure_control_buckets(js, stream=STREAM, lease_ttl_s=2.0,
+                                                   replicas=1)
+            reg = await OrderRegistry(buckets.orders, registrant="old-owner").register(
+                coid, encode_fill(winner))
+            assert reg.won
+            publisher = await ClusterPublisher(settings, node="t").start()
+            from engine.core.events import DataReady
+
+            ack = await publisher.publish(DataReady(symbol="S1", ts=1.0, price=100.0))
+            assert ack.seq == 1  # the run this event starts derives `coid`
+            await publisher.close()
+
+    run(before())
+    node = Node(tmp_path, nats_server.url, "n1", partitions=PARTITIONS, ttl=2.0).start()
+    try:
+        node.wait_ready()
+
+        async def main() -> None:
+            async with nats(nats_server.url) as nc:
+                js = nc.jetstream()
+                cps = await settle(js, {"S1": 1})
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 20
+                while True:  # the restart replays: the stored books end up holding the winner
+                    books = [b for cp in cps.values() for b in cp.partition_state.books
+                             if b.symbol == "S1"]
+                    if books and books[0].fills:
+                        break
+                    assert loop.time() < deadline, books
+                    await asyncio.sleep(0.05)  # the node's checkpoints: polled
+                    cps = await checkpoints(js)
+                assert books[0].fills == (winner,)
+                assert books[0].position is not None
+                assert books[0].position.qty == 1.0
+                assert (await registry(js)) == {coid: winner}
+
+        run(main())
+    finally:
+        node.stop()
