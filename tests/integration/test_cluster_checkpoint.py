@@ -16,7 +16,7 @@ from engine.service.cluster.consume import PartitionConsumer
 from engine.service.cluster.errors import ClusterError, LeaseLost
 from engine.service.cluster.publish import ClusterPublisher
 from engine.service.cluster.stream import ClusterStream
-from tests.cluster_data_support import Collected, connect, run, settings
+from tests.cluster_data_support import Collected, connect, run, settings, wait_for
 from tests.nats_support import NatsServer
 
 
@@ -146,10 +146,16 @@ def test_takeover_resumes_after_the_checkpoint_in_order(nats_server: NatsServer)
         consumer_a = await PartitionConsumer(nc_a, settings(partitions=1), 0, deliver_a,
                                              start_after=resumed.seq).start()
         await asyncio.wait_for(reached_k.wait(), 30)
-        info = await stream.consumer_info(0)
-        assert info is not None
-        assert info.ack_floor.stream_seq == j
-        assert info.num_ack_pending > 0  # unacked messages pending when A dies
+
+        async def acked_to_j() -> bool:
+            # the ack is fire and forget on A's connection; this asks on another one
+            info = await stream.consumer_info(0)
+            assert info is not None
+            assert info.ack_floor.stream_seq <= j  # never past the checkpoint
+            return bool(info.ack_floor.stream_seq == j and info.num_ack_pending > 0)
+
+        # acked up to the checkpoint, unacked messages pending when A dies
+        await wait_for(acked_to_j, what="ack floor at the checkpoint")
         await nc_a.close()  # A dies: its connection closes mid-stream
 
         # B: takes over under fence 2

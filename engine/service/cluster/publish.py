@@ -23,8 +23,13 @@ publisher owns a connection with reconnects off: when it breaks, or an ack is la
 ``ack_timeout_s`` (the connection is then closed on purpose), the buffered rest dies with it, a
 new connection re-sends every unacknowledged publish in the original order (same ids), and only
 then anything new. The server merges the two in-order copies and keeps each id's first: order
-holds. A publish the server refuses (an error in its PubAck) fails alone; the ones after it
-stand, so the order of acknowledged events is kept either way.
+holds. "No responders" (JetStream away: a server shutting down disables it before it drops its
+clients) is handled the same way: the publish stays in flight, the connection counts as
+broken, and a new one re-sends in order once the stream answers (a probe after every connect).
+The one gap: a JetStream that answers "no responders" to one publish and stores the next on
+the same connection (a clustered stream's leader election) stores the re-sent one after it.
+A publish the server refuses (an error in its PubAck) fails alone; the ones after it stand, so
+the order of acknowledged events is kept.
 
 nats-py's ``flush()`` returns before buffered publishes are written unless the loop yields
 first (the trial's finding): nothing here relies on ``flush()``; completion is the PubAcks.
@@ -118,7 +123,7 @@ class ClusterPublisher:
     At most ``window`` publishes wait for their PubAck at a time; more wait in order behind
     them. An ack later than ``ack_timeout_s`` counts as a broken connection (see the module
     doc); a publish unconfirmed ``deadline_s`` after :meth:`publish` accepted it fails with
-    :class:`PublishError` (it may or may not be in the stream: the server was unreachable).
+    :class:`PublishError` naming the last problem (it may or may not be in the stream).
     """
 
     def __init__(
@@ -158,6 +163,7 @@ class ClusterPublisher:
         self.resent = 0
         self.reconnects = 0
         self.failed = 0
+        self._last_problem = ""
 
     async def start(self) -> ClusterPublisher:
         """Connect (a failure here is a :class:`ClusterError` at once) and start sending."""
@@ -220,6 +226,7 @@ class ClusterPublisher:
         async def on_closed() -> None:
             # only this connection's end matters: an old one's callback may run late
             if holder and holder[0] is self._nc:
+                self._last_problem = "the connection to the NATS server closed"
                 self._mark_broken()
 
         async def on_error(exc: Exception) -> None:
@@ -237,9 +244,30 @@ class ClusterPublisher:
         except Exception as exc:
             raise ClusterError(f"cannot connect to NATS at {self.url}: {exc}") from exc
         holder.append(nc)
+        try:
+            await self._probe(nc)
+        except ClusterError:
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise
         inbox = f"{nc.new_inbox()}."
         await nc.subscribe(f"{inbox}*", cb=self._on_reply)
         self._nc, self._inbox, self._broken = nc, inbox, False
+
+    async def _probe(self, nc: NATS) -> None:
+        """The stream answers before anything is sent on a new connection: no point re-sending
+        into a server whose JetStream is not up yet, and a missing stream is named at once."""
+        stream = self.settings.stream
+        try:
+            msg = await nc.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=2.0)
+            reply = msgspec.json.decode(msg.data)
+        except Exception as exc:
+            raise ClusterError(
+                f"JetStream at {self.url} does not answer for stream {stream!r} ({exc!r})"
+            ) from exc
+        if not isinstance(reply, dict) or "error" in reply:
+            error = reply.get("error") if isinstance(reply, dict) else reply
+            raise ClusterError(f"stream {stream!r} at {self.url}: {error}")
 
     async def _disconnect(self) -> None:
         nc, self._nc = self._nc, None
@@ -255,14 +283,21 @@ class ClusterPublisher:
     # -- acks ----------------------------------------------------------------------------------
 
     async def _on_reply(self, msg: Msg) -> None:
-        entry = self._inflight.pop(msg.subject[len(self._inbox):], None)
+        token = msg.subject[len(self._inbox):]
+        if msg.headers and msg.headers.get("Status") == "503":
+            # No responders: JetStream is away (a server shutting down disables it before it
+            # drops its clients; a stream leader election). Not this publish's fault: it stays
+            # in flight and the connection is treated as broken, so it is re-sent in order
+            # with everything after it once the stream answers again.
+            if token in self._inflight and not self._broken:
+                self._last_problem = f"no stream answered for {self._inflight[token].subject}"
+                self._mark_broken()
+            return
+        entry = self._inflight.pop(token, None)
         if entry is None or entry.future.done():
             return  # an ack for a publish already re-sent under another token
         if self._outbox and self._wake is not None:
             self._wake.set()  # room in the window for what waits behind it
-        if msg.headers and msg.headers.get("Status") == "503":
-            self._fail(entry, "no stream answered (does the cluster stream exist?)")
-            return
         try:
             reply = _decode_reply(msg.data)
         except msgspec.DecodeError as exc:
@@ -309,6 +344,7 @@ class ClusterPublisher:
             if timeout is not None and timeout <= 0:
                 log.warning("cluster publish: a PubAck is %.1f s late, reconnecting",
                             self.ack_timeout_s)
+                self._last_problem = f"a PubAck {self.ack_timeout_s} s late"
                 await self._disconnect()
                 self._mark_broken()
                 continue
@@ -364,15 +400,17 @@ class ClusterPublisher:
             now = time.monotonic()
             while self._outbox and now - self._outbox[0].created > self.deadline_s:
                 self._fail(self._outbox.popleft(),
-                           f"not confirmed within {self.deadline_s} s: the NATS server was "
-                           f"unreachable, so the event may or may not be in the stream")
+                           f"not confirmed within {self.deadline_s} s ({self._last_problem}): "
+                           f"the event may or may not be in the stream")
             if not self._outbox:
                 return
+            # a retry backoff, also between re-sends a stream keeps refusing: no event to wait on
+            await asyncio.sleep(self.reconnect_wait_s)
             try:
                 await self._connect()
             except ClusterError as exc:
+                self._last_problem = str(exc)
                 log.warning("cluster publish: %s; retrying", exc)
-                await asyncio.sleep(self.reconnect_wait_s)  # a retry backoff: no event to wait on
                 continue
             self.reconnects += 1
             self.resent += len(resend)
