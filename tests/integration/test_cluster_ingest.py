@@ -61,7 +61,14 @@ def test_a_publish_the_stream_refuses_fails_the_wait_for_it(nats_server: NatsSer
     s = settings(nats_url=nats_server.url)
 
     async def main() -> None:
-        publisher = await ClusterPublisher(s, node="t").start()  # no stream: nothing stores
+        nc = await connect(nats_server.url)
+        js = nc.jetstream()
+        await ClusterStream(js, s).ensure()
+        publisher = await ClusterPublisher(s, node="t").start()
+        config = (await js.stream_info(s.stream)).config
+        config.max_msg_size = 16  # the stream refuses every event from now on
+        await js.update_stream(config)
+        await nc.close()
         ingest = ClusterIngest()
         ingest.start(publisher)
         ticket = ingest.submit_nowait(tick("A", 1))

@@ -183,7 +183,10 @@ def test_an_event_the_stream_does_not_store_is_never_acked(
 
         async def main() -> None:
             async with nats(nats_server.url) as nc:
-                await nc.jetstream().delete_stream(STREAM)  # no stream answers the publish
+                js = nc.jetstream()
+                config = (await js.stream_info(STREAM)).config
+                config.max_msg_size = 16  # the stream now refuses every event (a PubAck error)
+                await js.update_stream(config)
             acks = await send(node.port, [event("S1", 1)])
             assert not any(a["ok"] for a in acks), acks
 
