@@ -267,7 +267,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = msgspec.structs.replace(
             config, metrics=msgspec.structs.replace(config.metrics, port=args.metrics_port)
         )
-    engine = Engine(config, config_version=digest[:12])
+    if config.cluster.enabled:  # a cluster node: input to the stream, partitions from leases
+        from engine.service.cluster.errors import ClusterConfigError
+        from engine.service.cluster.node import build_cluster_engine
+
+        try:
+            engine = build_cluster_engine(config, config_version=digest[:12])
+        except ClusterConfigError as exc:
+            return fail(str(exc), 2)
+    else:
+        engine = Engine(config, config_version=digest[:12])
     if config.intake.enabled:  # network intake (TCP / Unix socket), off unless configured
         from engine.service.netintake import IntakeServers
 

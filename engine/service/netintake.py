@@ -484,9 +484,9 @@ class IntakeServers:
     async def _write_acks(
         self, writer: asyncio.StreamWriter, acks: list[bytes], last_seq: int, conn: _Conn
     ) -> None:
-        persistence = self.engine.persistence
-        if last_seq and persistence is not None and persistence.writer is not None:
-            await persistence.writer.wait_committed(last_seq)  # the durability point
+        if last_seq:
+            # the durability point: the journal's commit, or the stream's PubAck (cluster)
+            await self.engine.wait_accepted(last_seq)
         writer.write(b"".join(acks))
         self.acked += len(acks)
         buffered = writer.transport.get_write_buffer_size()
