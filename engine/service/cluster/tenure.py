@@ -123,6 +123,11 @@ class Cut(NamedTuple):
     seq: int
     fresh: list[Fill]
     started: float
+    # The per-symbol applied counts as of ``seq``: copied with the cut, since events go on
+    # being applied while the checkpoint registers fills and writes (a copy taken later
+    # would count events the checkpoint does not cover, and the next owner's replay would
+    # count them again).
+    counts: dict[str, Applied]
 
 
 class _Diverged(ClusterError):
@@ -264,7 +269,8 @@ class PartitionTenure:
         fresh = self.node.broker.take_fresh(self.partition)
         if self.applied == self.checkpointed and not fresh:
             return None
-        return Cut(self.applied, fresh, time.perf_counter())
+        counts = {s: msgspec.structs.replace(a) for s, a in self.counts.items()}
+        return Cut(self.applied, fresh, time.perf_counter(), counts)
 
     async def checkpoint(self) -> bool:
         """Store a checkpoint at the last applied seq now (this partition alone)."""
@@ -280,7 +286,7 @@ class PartitionTenure:
         :class:`LeaseLost` when another tenure owns the key; ``_Diverged`` when a fill lost
         its registration to another fill (nothing written: restart from the last one)."""
         node, p = self.node, self.partition
-        counts = {s: msgspec.structs.replace(a) for s, a in self.counts.items()}
+        counts = cut.counts
         if cut.fresh:
             try:
                 answers = await asyncio.gather(*(
