@@ -534,6 +534,11 @@ class Dispatcher:
                     self._settle(agent, step, lane, None, exc)
                 else:
                     self._settle(agent, step, lane, output, None)
+                # The step suspended, so the loop has had its turn: a new streak starts. Else
+                # a streak's budget, spent across the suspension, cost an extra loop turn
+                # (_yield_turn) per step or two of steps that each suspend anyway.
+                agent.streak = 0
+                agent.streak_until = self._ended_at + STREAK_SECONDS
                 continue
             if agent.reserved is not None:
                 continue
