@@ -49,12 +49,15 @@ cdef class Dispatcher:
     cdef public double _ended_at
     cdef public object _watch
     cdef public int _yielding
+    cdef public bint _reporting
     cdef public double _watch_at
     cdef public object on_preemption_latency
 
     cpdef schedule(self)
-    @cython.locals(lane=Lane, agent=Agent, step=StepRun, victim=Agent)
+    @cython.locals(lane=Lane, agent=Agent, step=StepRun)
     cpdef _dispatch(self)
+    @cython.locals(lane=Lane, step=StepRun, victim=Agent, count=int)
+    cpdef int _preempt(self, bint eager) except -1
     @cython.locals(best=Agent, agent=Agent, step=StepRun)
     cpdef Agent _pick_victim(self, object priority)
     cpdef bint _interrupt(self, Agent agent, object reason) except -1

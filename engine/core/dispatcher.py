@@ -163,6 +163,7 @@ class Dispatcher:
         self._watch: Any = None
         self._watch_at = _NO_DEADLINE
         self._yielding = 0  # agents that spent their streak with work left, back next turn
+        self._reporting = False  # an agent is reporting the end of its step (see schedule)
         # Preemption latency observer (urgent step ready -> running), set by the engine.
         self.on_preemption_latency: Callable[[StepRun, float], None] | None = None
 
@@ -171,7 +172,24 @@ class Dispatcher:
         return sum(1 for a in self.agents if a.step is not None)
 
     def schedule(self) -> None:
-        """Ask for a dispatch pass at the end of this loop turn (coalesced)."""
+        """Ask for a dispatch pass at the end of this loop turn (coalesced); or, when no agent
+        is idle or about to come back to the heap, preempt at once.
+
+        With every agent busy, all a pass could do is preempt, and deciding it here instead
+        of in a pass a loop turn later takes a loop turn (a poll, the callbacks and timers
+        due) out of the urgent step's wait: the victim's task still needs one turn to be
+        thrown its cancellation. The pass stays for idle agents, so that an idle agent never
+        takes low-priority work ahead of an urgent event arriving later in the same turn.
+        Not while an agent reports a step it ended (``_reporting``): that agent takes its next
+        step from the heap itself in this turn, so a step its report made ready is not worth a
+        preemption, exactly as the pass a turn later would find."""
+        if (
+            not self._idle
+            and not self._yielding
+            and not self._reporting
+            and self._preempt(True)
+        ):
+            return
         if not self._scheduled:
             self._scheduled = True
             loop = self._loop
@@ -204,12 +222,36 @@ class Dispatcher:
                 agent.reserved_lane = lane
                 inbox.set_result(None)
                 continue
-            if self._yielding:
-                return  # an agent back next turn takes the best step: no need to preempt
+            if not self._yielding:
+                # (An agent back next turn takes the best step: no need to preempt.)
+                self._preempt(False)
+            return
+
+    def _preempt(self, eager: bool) -> int:
+        """No agent is idle: while the best eligible step outranks a running preemptible
+        step, hand it to that step's agent and interrupt the agent. Returns how many.
+
+        ``eager`` (from :meth:`schedule`, in the call that made the step ready): stop at a
+        victim whose task is already due to run this turn -- a step that yielded without a
+        future, or whose future is done: it may end its step and take the urgent one itself
+        before a pass, as the pass a turn later lets it (a step that suspends for a moment,
+        like ``asyncio.sleep(0)``, would otherwise be cancelled and redone for nothing)."""
+        queue = self.queue
+        count = 0
+        while True:
+            lane = queue.best_lane()
+            if lane is None:
+                return count
             priority = lane.heap.peek_key()[0]
             victim = self._pick_victim(priority)
             if victim is None:
-                return
+                return count
+            if eager:
+                # Task's documented states (asyncio/tasks.py): waiting only while its
+                # _fut_waiter is a pending future.
+                waiter = getattr(victim.task, "_fut_waiter", None)
+                if waiter is None or waiter.done():
+                    return count
             step = queue.pop_from(lane)
             lane.running += 1
             self.dispatched += 1
@@ -218,6 +260,7 @@ class Dispatcher:
             victim.reserved_lane = lane
             self._interrupt(victim, _PREEMPT)
             self.preemptions += 1
+            count += 1
 
     def _pick_victim(self, priority: int) -> Agent | None:
         """The running preemptible step with the largest priority number above ``priority``;
@@ -381,10 +424,14 @@ class Dispatcher:
         report it, and ask for a dispatch pass if other agents are idle."""
         self._finish(agent, lane)
         ended = self._ended_at = self._now()  # also the streak's "now" (one clock read less)
-        if error is None:
-            self.hooks.step_succeeded(step, output, ended)
-        else:
-            self.hooks.step_failed(step, error, ended, isinstance(error, StepTimeout))
+        self._reporting = True  # what the report makes ready, this agent takes (schedule)
+        try:
+            if error is None:
+                self.hooks.step_succeeded(step, output, ended)
+            else:
+                self.hooks.step_failed(step, error, ended, isinstance(error, StepTimeout))
+        finally:
+            self._reporting = False
         if self._idle and self.queue:
             self.schedule()  # work for the idle agents too (this one pulls its own next step)
 
@@ -405,17 +452,21 @@ class Dispatcher:
             self._release_handed(agent)
             return True
         self._finish(agent, lane)
-        if reason is _PREEMPT:
-            hooks.step_preempted(step, now())
-        elif reason is _TIMEOUT:
-            hooks.step_failed(
-                step,
-                StepTimeout(f"{step.label} timed out after {step.spec.timeout_s:.6f}s"),
-                now(),
-                True,
-            )
-        else:
-            hooks.step_cancelled(step, now(), "cancelled")
+        self._reporting = True  # as in _settle: this agent takes its next step itself
+        try:
+            if reason is _PREEMPT:
+                hooks.step_preempted(step, now())
+            elif reason is _TIMEOUT:
+                hooks.step_failed(
+                    step,
+                    StepTimeout(f"{step.label} timed out after {step.spec.timeout_s:.6f}s"),
+                    now(),
+                    True,
+                )
+            else:
+                hooks.step_cancelled(step, now(), "cancelled")
+        finally:
+            self._reporting = False
         if self._idle and self.queue:
             self.schedule()
         return False
@@ -484,6 +535,11 @@ class Dispatcher:
                     self._settle(agent, step, lane, None, exc)
                 else:
                     self._settle(agent, step, lane, output, None)
+                # The step suspended, so the loop has had its turn: a new streak starts. Else
+                # a streak's budget, spent across the suspension, cost an extra loop turn
+                # (_yield_turn) per step or two of steps that each suspend anyway.
+                agent.streak = 0
+                agent.streak_until = self._ended_at + STREAK_SECONDS
                 continue
             if agent.reserved is not None:
                 continue

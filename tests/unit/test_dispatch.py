@@ -456,12 +456,15 @@ def test_preemption_takes_the_lowest_priority_latest_started_step() -> None:
             passes_before = d.passes
             acts.set_probe(lambda: d.passes)
             submit(engine, "URG", 0)
-            clock.advance(0.005)  # the urgent step was ready 5 ms before the pass runs
+            # Every agent is busy: the preemption is decided in the intake's own call, not
+            # by a dispatch pass a loop turn later.
+            assert d.preemptions == 1
+            clock.advance(0.005)  # the urgent step was ready 5 ms before its agent wakes
             await started("URG")
 
-            # The urgent step started within the one dispatch pass its arrival asked for...
+            # The urgent step started with no dispatch pass at all...
             urgent_start = next(r for r in acts.log() if r.kind == "start" and r.symbol == "URG")
-            assert urgent_start.probe == passes_before + 1
+            assert urgent_start.probe == passes_before
             # ...on the agent of the largest-priority-number, latest-started preemptible step.
             assert acts.ended() == [("cancel", "NEW", "work", 1)]
             assert agent_running(engine) == {**holders, victim_agent: "URG"}
@@ -958,5 +961,109 @@ def test_an_event_arriving_during_shutdown_never_reaches_a_cancelled_agent(agent
             assert symbol is not None
             assert symbol.status is SymbolStatus.PENDING
             assert symbol.last_tick is not None
+
+    run_async(main)
+
+
+# -- 5b. preemption decided in the intake's call ------------------------------------------------
+
+
+def test_a_step_made_ready_by_a_finishing_step_is_taken_by_its_agent_not_by_preemption() -> None:
+    """All agents busy, so a newly ready urgent step preempts at once (see the test above) --
+    but not one made ready by a step that just ended: its agent takes it itself in the same
+    turn, and a preemption would throw away a running step for nothing."""
+    engine, _ = make_engine(
+        config(
+            2,
+            workflow(
+                "hft",
+                priority=0,
+                route=(0, 0),
+                steps=[step("first"), step("second", depends_on=["first"])],
+            ),
+            workflow("trend", priority=2, route=(1, 2)),
+        )
+    )
+
+    async def main() -> None:
+        async with engine.session():
+            submit(engine, "LOW", 2)
+            await started("LOW")
+            submit(engine, "HOT", 0)
+            await started("HOT", step_name="first")
+            d = dispatcher(engine)
+            assert d.preemptions == 0  # an agent was idle: the pass handed HOT to it
+            acts.release("HOT", "first")
+            await started("HOT", step_name="second")
+            assert d.preemptions == 0
+            assert acts.ended() == [("finish", "HOT", "first", 1)]  # LOW still runs
+            assert acts.running() == 2
+            acts.release("HOT", "second")
+            acts.release("LOW")
+            await idle(engine)
+        assert engine.statistics().dispatcher.preemptions == 0
+        assert run_outcomes(engine, "hft") == {"completed": 1}
+        assert run_outcomes(engine, "trend") == {"completed": 1}
+
+    run_async(main)
+
+
+def test_urgent_steps_arriving_in_one_call_preempt_one_victim_each_at_once() -> None:
+    """Two urgent events submitted back to back while three low-priority steps run: each
+    takes over an agent before the loop turns (no pass), the latest-started victims first, and
+    the third low-priority step keeps running."""
+    engine, clock = make_engine(config(3, *PREEMPTION_WORKFLOWS))
+
+    async def main() -> None:
+        async with engine.session():
+            for symbol in ("L1", "L2", "L3"):
+                submit(engine, symbol, 2)
+                await started(symbol)
+                clock.advance(0.001)
+            d = dispatcher(engine)
+            passes = d.passes
+            submit(engine, "U1", 0)
+            submit(engine, "U2", 0)
+            assert d.preemptions == 2
+            assert d.passes == passes
+            await started("U1")
+            await started("U2")
+            cancelled = sorted(acts.ended())
+            assert cancelled == [("cancel", "L2", "work", 1), ("cancel", "L3", "work", 1)]
+            assert engine.statistics().counters.preemptions == 2
+            for symbol in ("U1", "U2", "L1"):
+                acts.release(symbol)
+            await started("L3")
+            await started("L2")
+            acts.release("L2")
+            acts.release("L3")
+            await idle(engine)
+        assert run_outcomes(engine, "trend") == {"completed": 3}
+        assert run_outcomes(engine, "hft") == {"completed": 2}
+
+    run_async(main)
+
+
+def test_no_preemption_of_a_step_already_due_to_resume() -> None:
+    """The only running step's wait has just ended (its gate set, its agent due to run this
+    turn) when an urgent event arrives: nothing is preempted; the step finishes and its agent
+    takes the urgent step next, as the dispatch pass a turn later always let it."""
+    engine, _ = make_engine(config(1, *PREEMPTION_WORKFLOWS))
+
+    async def main() -> None:
+        async with engine.session():
+            submit(engine, "LOW", 2)
+            await started("LOW")
+            acts.release("LOW")
+            submit(engine, "URG", 0)
+            d = dispatcher(engine)
+            assert d.preemptions == 0
+            await started("URG")
+            assert acts.ended() == [("finish", "LOW", "work", 1)]
+            acts.release("URG")
+            await idle(engine)
+        assert engine.statistics().dispatcher.preemptions == 0
+        assert run_outcomes(engine, "trend") == {"completed": 1}
+        assert run_outcomes(engine, "hft") == {"completed": 1}
 
     run_async(main)

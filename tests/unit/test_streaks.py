@@ -81,3 +81,32 @@ def test_a_spent_streak_with_work_left_yields_a_turn_instead_of_idling() -> None
     per_turn, passes = _turns_of_steps()
     assert len(per_turn) > 3  # several streaks
     assert passes <= 1, passes
+
+
+def test_a_step_that_suspended_starts_a_new_streak() -> None:
+    # A step that suspends has given the loop its turn: the agent goes on with its next step
+    # when it resumes, without a second turn for a streak budget the suspension spent. Each
+    # step here outlasts the budget, so one extra turn per step would show as two turns per
+    # step (it did: the agent yielded after every step).
+    engine, clock = make_engine(CONFIG.replace(":busy", ":busy_then_suspend"))
+    gates.BOARD.bound["clock"] = clock
+    turns = 0
+
+    async def main() -> None:
+        nonlocal turns
+        async with engine.session():
+            d = engine.dispatcher
+            assert d is not None
+            await wait_for(lambda: len(d._idle) == 1, "the agent to idle")
+            for i in range(EVENTS):
+                engine.submit_nowait(data_ready(f"S{i}"))
+            for _ in range(EVENTS * 4):  # bounded
+                await asyncio.sleep(0)
+                turns += 1
+                if len(streak_actions.done()) == EVENTS:
+                    break
+
+    run_async(main)
+    assert len(streak_actions.done()) == EVENTS
+    # One turn per step, plus the dispatch pass and wake-up of the first.
+    assert turns <= EVENTS + 3, turns
