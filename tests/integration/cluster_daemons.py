@@ -166,16 +166,28 @@ async def nats(url: str) -> AsyncIterator[Any]:
         await nc.close()
 
 
+async def bucket_keys(kv: Any) -> list[str]:
+    """The keys of a KV bucket; nats-py's ``keys()`` raises ``NoKeysError`` for an empty
+    bucket, and now and then for one that is not (its listing watcher saw nothing yet): an
+    empty answer is asked again a few times before it counts."""
+    from nats.js.errors import NoKeysError, NotFoundError
+
+    for _ in range(10):
+        try:
+            keys: list[str] = await kv.keys()
+            return keys
+        except NotFoundError:
+            return []
+        except NoKeysError:
+            await asyncio.sleep(0.1)  # the bucket is another process's: polled
+    return []
+
+
 async def checkpoints(js: Any) -> dict[int, StoredCheckpoint]:
     """Every partition's stored checkpoint."""
-    from nats.js.errors import NotFoundError
-
     out: dict[int, StoredCheckpoint] = {}
     kv = await js.key_value(f"{STREAM}_ckpt")
-    try:
-        keys = await kv.keys()
-    except NotFoundError:
-        return out
+    keys = await bucket_keys(kv)
     for key in keys:
         entry = await kv.get(key)
         if entry.value:
@@ -190,13 +202,8 @@ async def checkpoints(js: Any) -> dict[int, StoredCheckpoint]:
 
 async def registry(js: Any) -> dict[str, Fill]:
     """Every registered order: client order id -> the winning fill."""
-    from nats.js.errors import NotFoundError
-
     kv = await js.key_value(f"{STREAM}_orders")
-    try:
-        keys = await kv.keys()
-    except NotFoundError:
-        return {}
+    keys = await bucket_keys(kv)
     out: dict[str, Fill] = {}
     for key in keys:
         entry = await kv.get(key)
