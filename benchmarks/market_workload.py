@@ -21,7 +21,8 @@ from typing import Any
 from fastpath.latency import LatencyHistogram
 
 from .baseline import BaselinePool, JobSpec
-from .engine_load import AGENTS, BaselineSubject, Subject, TickflowSubject, Workload
+from .engine_load import BaselineSubject, Subject, TickflowSubject
+from .workloads import AGENTS, Workload
 
 __all__ = [
     "BOOKS",
