@@ -19,10 +19,7 @@ import argparse
 import asyncio
 import logging
 import random
-import shutil
-import socket
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -32,33 +29,14 @@ from engine.service.cluster.assign import assign, owned_by
 from engine.service.cluster.buckets import ensure_control_buckets
 from engine.service.cluster.orders import OrderRegistry
 from engine.service.cluster.ownership import Ownership
+from tests.nats_support import NatsServer, nats_server_binary
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _start_server(store: Path) -> tuple[subprocess.Popen[bytes], str]:
-    binary = shutil.which("nats-server")
+def _server(store: Path) -> NatsServer:
+    binary = nats_server_binary()
     if binary is None:
         raise SystemExit("nats-server is not installed (make system-deps)")
-    port = _free_port()
-    proc = subprocess.Popen([binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd",
-                             str(store)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
-                if conn.recv(4).startswith(b"INFO"):
-                    return proc, f"nats://127.0.0.1:{port}"
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-        time.sleep(0.02)  # the port is not open yet: nothing to wait on
+    return NatsServer(store, binary=binary)
 
 
 async def _until(condition: Any, within: float) -> None:
@@ -132,13 +110,8 @@ def main() -> None:
     args = parser.parse_args()
     # the kills are deliberate: their lease-lost warnings would only bury the figures
     logging.getLogger("tickflow.cluster").setLevel(logging.CRITICAL)
-    with tempfile.TemporaryDirectory() as tmp:
-        proc, url = _start_server(Path(tmp))
-        try:
-            result = asyncio.run(_run(url, args))
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    with tempfile.TemporaryDirectory() as tmp, _server(Path(tmp) / "nats") as server:
+        result = asyncio.run(_run(server.url, args))
     for key, value in result.items():
         print(f"{key:32} {value}")
 

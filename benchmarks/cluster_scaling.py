@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +38,7 @@ from engine.config.schema import ClusterSettings
 from engine.core.events import DataReady
 from engine.core.runs import StepContext
 from engine.core.strategy import cheap
+from tests.nats_support import NatsServer, nats_server_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = 32
@@ -97,38 +96,17 @@ params = {{ us = {us} }}
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class Cluster:
     """A nats-server and the nodes started on it, in a temporary directory."""
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.nodes: list[tuple[subprocess.Popen[bytes], Path]] = []
-        binary = shutil.which("nats-server")
+        binary = nats_server_binary()
         if binary is None:
             raise SystemExit("nats-server is not installed (make system-deps)")
-        port = _free_port()
-        self.url = f"nats://127.0.0.1:{port}"
-        self.server = subprocess.Popen(
-            [binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(tmp / "nats")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
-                    if conn.recv(4).startswith(b"INFO"):
-                        break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-            time.sleep(0.02)  # the port is not open yet: nothing to wait on
+        self.nats = NatsServer(tmp / "nats", binary=binary).start()
+        self.url = self.nats.url
 
     def start_node(self, name: str, *, us: float, ttl: float = 5.0) -> subprocess.Popen[bytes]:
         config = self.tmp / f"{name}.toml"
@@ -149,7 +127,8 @@ class Cluster:
         """CPU seconds (user + system) of the server and each node, from /proc."""
         tick = os.sysconf("SC_CLK_TCK")
         out = {}
-        procs = [("nats-server", self.server), *((f"node{i}", p) for i, (p, _) in
+        assert self.nats.proc is not None
+        procs = [("nats-server", self.nats.proc), *((f"node{i}", p) for i, (p, _) in
                                                  enumerate(self.nodes))]
         for name, proc in procs:
             fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -176,8 +155,7 @@ class Cluster:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        self.server.terminate()
-        self.server.wait(10)
+        self.nats.stop()
 
 
 async def _settled(url: str, nodes: int, within: float = 60.0) -> None:
