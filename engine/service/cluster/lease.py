@@ -289,7 +289,7 @@ class LeaseTable:
         """The lease on ``partition`` when its key is free (never written, expired or released);
         None while another holder has it. ``takeover`` marks an acquisition after waiting on
         another node's lease (counted as a takeover)."""
-        from nats.js.errors import KeyWrongLastSequenceError
+        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
         current = self.held.get(partition)
         if current is not None and current.held:
@@ -298,7 +298,10 @@ class LeaseTable:
         try:
             revision = await self.kv.create(lease_key(partition),
                                             self.record_value(acquired=acquired))
-        except KeyWrongLastSequenceError:
+        except (KeyWrongLastSequenceError, KeyNotFoundError):
+            # nats-py's create, refused, reads the key to see whether it was deleted: a lease
+            # that expires between the two answers "not found". Either way not ours this
+            # time; the next poll asks again.
             return None
         lease = HeldLease(self, partition, revision, sent, acquired)
         self.held[partition] = lease
